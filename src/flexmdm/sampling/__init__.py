@@ -1,0 +1,32 @@
+"""Samplers: FlexMDM (insert + unmask) and the fixed-length MDM baseline."""
+
+from flexmdm.sampling.flexmdm import FlexDenoiser, SampleOutput, sample_flexmdm
+from flexmdm.sampling.mdm import MDMDenoiser, mdm_canvas, sample_mdm
+from flexmdm.sampling.trace import Trace, TraceEvent
+from flexmdm.sampling.unmasking import (
+    SCORES,
+    Adaptive,
+    ConfidenceThreshold,
+    EntropyBounded,
+    EntropySum,
+    TauLeaping,
+    UnmaskingRule,
+)
+
+__all__ = [
+    "FlexDenoiser",
+    "MDMDenoiser",
+    "SampleOutput",
+    "sample_flexmdm",
+    "sample_mdm",
+    "mdm_canvas",
+    "Trace",
+    "TraceEvent",
+    "UnmaskingRule",
+    "TauLeaping",
+    "Adaptive",
+    "EntropyBounded",
+    "EntropySum",
+    "ConfidenceThreshold",
+    "SCORES",
+]

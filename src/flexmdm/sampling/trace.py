@@ -1,0 +1,88 @@
+"""Recording what a sampler did, event by event, and replaying it.
+
+Within one step a sampler first reveals tokens (``unmask`` events: a slot of the current state
+and its token), then inserts masks (``insert`` events: a gap of the state *after* the reveals,
+which do not move anything, and how many masks go there). Replaying the events in order from
+the start state rebuilds every intermediate state and the final samples exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["Trace", "TraceEvent"]
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One event: ``kind`` is "unmask" (``value`` = token) or "insert" (``value`` = count)."""
+
+    kind: str
+    step: int
+    time: float
+    sequence: int
+    position: int
+    value: int
+
+
+@dataclass
+class Trace:
+    """Events of one sampling run, stored as tensors per step (cheap to record).
+
+    Attributes:
+        start_tokens: ``[B, P]`` start state (prompt or empty), PAD after ``start_lengths``.
+        start_lengths: ``[B]``.
+    """
+
+    start_tokens: Tensor
+    start_lengths: Tensor
+    mask_id: int
+    pad_id: int
+    _chunks: list[tuple[str, int, float, Tensor, Tensor, Tensor]] = field(default_factory=list)
+
+    def record_unmask(self, step: int, time: float, selected: Tensor, values: Tensor) -> None:
+        """Reveals of one step: ``selected [B, n]`` bool, ``values [B, n]`` tokens."""
+        rows, cols = selected.nonzero(as_tuple=True)
+        self._chunks.append(("unmask", step, time, rows, cols, values[rows, cols]))
+
+    def record_insert(self, step: int, time: float, counts: Tensor) -> None:
+        """Insertions of one step: ``counts [B, n + 1]``."""
+        rows, cols = counts.nonzero(as_tuple=True)
+        self._chunks.append(("insert", step, time, rows, cols, counts[rows, cols]))
+
+    def events(self) -> list[TraceEvent]:
+        """All events in the order they happened."""
+        return [
+            TraceEvent(kind, step, time, int(r), int(c), int(v))
+            for kind, step, time, rows, cols, values in self._chunks
+            for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist())
+        ]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Events as JSON-ready dicts."""
+        return [event.__dict__.copy() for event in self.events()]
+
+    def replay(self) -> list[list[int]]:
+        """Rebuild the final sequences from the start state and the events."""
+        states = [
+            self.start_tokens[b, : int(self.start_lengths[b])].tolist()
+            for b in range(self.start_tokens.shape[0])
+        ]
+        pending: dict[int, list[tuple[int, int]]] = {}
+        for kind, _, _, rows, cols, values in self._chunks:
+            if kind == "unmask":
+                for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()):
+                    states[r][c] = v
+            else:
+                for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()):
+                    pending.setdefault(r, []).append((c, v))
+                for r, inserts in pending.items():
+                    # right to left so earlier gap indices stay valid
+                    for gap, count in sorted(inserts, reverse=True):
+                        states[r][gap:gap] = [self.mask_id] * count
+                pending.clear()
+        return states
