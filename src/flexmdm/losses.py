@@ -43,12 +43,14 @@ class LossOutput:
         token_loss: the unmasking (cross-entropy) part.
         gap_loss: the insertion part as Poisson deviance (0 for MDM).
         num_tokens: the normaliser.
+        per_sequence: ``[B]`` each sequence's weighted sum, before normalisation.
     """
 
     loss: Tensor
     token_loss: Tensor
     gap_loss: Tensor
     num_tokens: Tensor
+    per_sequence: Tensor
 
 
 def poisson_deviance(k: Tensor, y: Tensor, eps: float = 1e-12) -> Tensor:
@@ -85,9 +87,10 @@ def flexmdm_loss(
     deviance = poisson_deviance(batch.gaps, expected_gaps.float())
     gap_term = torch.where(batch.gap_allowed, deviance, 0.0).sum(dim=1)
     num_tokens = (batch.data_lengths - batch.frozen.sum(dim=1)).sum().clamp(min=1)
-    token_loss = (unmasking_schedule.rate(t) * token_nll).sum() / num_tokens
-    gap_loss = (insertion_schedule.rate(t) * gap_term).sum() / num_tokens
-    return LossOutput(token_loss + gap_loss, token_loss, gap_loss, num_tokens)
+    token_part = unmasking_schedule.rate(t) * token_nll
+    gap_part = insertion_schedule.rate(t) * gap_term
+    token_loss, gap_loss = token_part.sum() / num_tokens, gap_part.sum() / num_tokens
+    return LossOutput(token_loss + gap_loss, token_loss, gap_loss, num_tokens, token_part + gap_part)
 
 
 def mdm_loss(token_logits: Tensor, batch: MDMBatch, unmasking_schedule: Schedule) -> LossOutput:
@@ -100,8 +103,9 @@ def mdm_loss(token_logits: Tensor, batch: MDMBatch, unmasking_schedule: Schedule
     """
     token_nll = _token_nll(token_logits, batch.targets, batch.masked)
     num_tokens = (~batch.frozen).sum().clamp(min=1)
-    token_loss = (unmasking_schedule.rate(batch.t) * token_nll).sum() / num_tokens
-    return LossOutput(token_loss, token_loss, torch.zeros_like(token_loss), num_tokens)
+    token_part = unmasking_schedule.rate(batch.t) * token_nll
+    token_loss = token_part.sum() / num_tokens
+    return LossOutput(token_loss, token_loss, torch.zeros_like(token_loss), num_tokens, token_part)
 
 
 def sample_times(

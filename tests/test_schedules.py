@@ -1,0 +1,66 @@
+import math
+
+import pytest
+import torch
+
+from flexmdm.schedules import (
+    CosineSchedule,
+    GeometricSchedule,
+    LinearSchedule,
+    PolynomialSchedule,
+    schedule_from_config,
+)
+
+SCHEDULES = [LinearSchedule(), PolynomialSchedule(2.0), PolynomialSchedule(0.5), CosineSchedule(), GeometricSchedule()]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: str(s))
+def test_boundaries_monotone_inverse(schedule):
+    t = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    a = schedule.value(t)
+    assert float(a[0]) == pytest.approx(0.0, abs=1e-12)
+    assert float(a[-1]) == pytest.approx(1.0, abs=1e-8)
+    assert bool((a[1:] >= a[:-1]).all())
+    inner = t[1:-1]
+    assert torch.allclose(schedule.inverse(schedule.value(inner)), inner, atol=1e-6)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: str(s))
+def test_derivative_and_rate(schedule):
+    t = torch.linspace(0.05, 0.95, 50, dtype=torch.float64)
+    h = 1e-6
+    numeric = (schedule.value(t + h) - schedule.value(t - h)) / (2 * h)
+    assert torch.allclose(schedule.derivative(t), numeric, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(schedule.rate(t), schedule.derivative(t) / (1 - schedule.value(t)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: str(s))
+def test_truncated_sampling_matches_cdf(schedule):
+    t0 = torch.full((50_000,), 0.3, dtype=torch.float64)
+    samples = schedule.sample_after(t0, torch.rand(50_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    assert bool((samples >= 0.3).all()) and bool((samples <= 1.0).all())
+    a0 = float(schedule.value(torch.tensor(0.3, dtype=torch.float64)))
+    for q in (0.4, 0.6, 0.9):
+        cdf = (float(schedule.value(torch.tensor(q, dtype=torch.float64))) - a0) / (1 - a0)
+        empirical = float((samples <= q).double().mean())
+        assert abs(empirical - cdf) < 4 * math.sqrt(cdf * (1 - cdf) / 50_000) + 1e-9
+
+
+def test_geometric_rate_is_bounded():
+    s = GeometricSchedule(0.01, 20.0)
+    assert float(s.rate(torch.tensor(1.0))) == pytest.approx(20.0 * math.log(2000.0))
+    assert math.isinf(float(LinearSchedule().rate(torch.tensor(1.0))))
+
+
+def test_config_round_trip_and_errors():
+    for s in SCHEDULES:
+        assert schedule_from_config(s.to_config()) == s
+    assert schedule_from_config("cosine") == CosineSchedule()
+    with pytest.raises(ValueError, match="unknown schedule 'cubic'"):
+        schedule_from_config({"name": "cubic"})
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['pow'\]"):
+        schedule_from_config({"name": "polynomial", "pow": 2})
+    with pytest.raises(ValueError, match="power > 0"):
+        PolynomialSchedule(-1.0)
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        GeometricSchedule(5.0, 1.0)
