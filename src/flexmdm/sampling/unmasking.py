@@ -89,6 +89,8 @@ def _rank_among(scores: Tensor, eligible: Tensor) -> Tensor:
 
 def _at_least_lowest(values: Tensor, chosen: Tensor, masked: Tensor) -> Tensor:
     """Add the masked slot of lowest ``values`` to every row that chose nothing."""
+    if masked.shape[1] == 0:
+        return chosen
     lowest = torch.where(masked, values, math.inf).argmin(dim=1)
     fallback = torch.zeros_like(masked).scatter_(1, lowest[:, None], True) & masked
     empty = ~chosen.any(dim=1, keepdim=True)
