@@ -74,17 +74,21 @@ class _Explanations:
     gaps: np.ndarray
 
 
-def _unique_states(x: Tensor, lengths: Tensor, frozen: Tensor) -> list[tuple[tuple[int, ...], tuple[bool, ...], Tensor]]:
-    """Group batch rows by state: ``[(tokens, frozen flags, row indices)]``."""
+def _unique_states(
+    x: Tensor, lengths: Tensor, frozen: Tensor, t: Tensor
+) -> tuple[list[tuple[tuple[int, ...], tuple[bool, ...], float]], Tensor]:
+    """Distinct ``(tokens, frozen flags, t)`` of a batch and each row's index into them."""
     n = x.shape[1]
-    keys = torch.cat([x.long(), frozen.long(), lengths.long()[:, None]], dim=1)
-    unique, inverse, counts = torch.unique(keys, dim=0, return_inverse=True, return_counts=True)
-    groups = torch.split(torch.argsort(inverse, stable=True), counts.tolist())
+    keys = torch.cat([x.long(), frozen.long(), lengths.long()[:, None], t.double().view(torch.long)[:, None]], dim=1)
+    rows = np.ascontiguousarray(keys.numpy())
+    _, first, inverse = np.unique(
+        rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1]))).ravel(), return_index=True, return_inverse=True
+    )
     states = []
-    for key, rows in zip(unique.tolist(), groups):
+    for key, time in zip(keys[first, : 2 * n + 1].tolist(), t.double()[first].tolist()):
         length = key[-1]
-        states.append((tuple(key[:length]), tuple(bool(f) for f in key[n : n + length]), rows))
-    return states
+        states.append((tuple(key[:length]), tuple(bool(f) for f in key[n : n + length]), time))
+    return states, torch.from_numpy(inverse.ravel())
 
 
 class ExactFlexOracle:
@@ -149,30 +153,28 @@ class ExactFlexOracle:
 
     @torch.no_grad()
     def __call__(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor) -> tuple[Tensor, Tensor]:
-        batch, n = x.shape
-        logits = torch.zeros(batch, n, self.vocab.size)
+        n = x.shape[1]
+        states, inverse = _unique_states(x, lengths, frozen, t)
+        logits = torch.zeros(len(states), n, self.vocab.size, dtype=torch.float64)
         logits[..., self.vocab.mask_id] = float("-inf")
-        gaps = torch.zeros(batch, n + 1)
-        survival = (1.0 - self.insertion_schedule.value(t.double())).clamp(min=0.0).numpy()
-        for state, flags, rows in _unique_states(x, lengths, frozen):
+        gaps = torch.zeros(len(states), n + 1, dtype=torch.float64)
+        survival = (1.0 - self.insertion_schedule.value(torch.tensor([s[2] for s in states], dtype=torch.float64)))
+        for u, ((state, flags, _), q) in enumerate(zip(states, survival.clamp(min=0.0).tolist())):
             explanations = self._explain(state, flags)
             if explanations is None:
                 continue
-            # [R, M] joint posterior weights of (x*, S) for every row's own t
-            weights = explanations.probability * np.power(survival[rows.numpy(), None], explanations.absent)
-            total = weights.sum(axis=1, keepdims=True)
-            live = total[:, 0] > 0
-            if not live.any():
+            weights = explanations.probability * np.power(q, explanations.absent)  # [M]
+            total = weights.sum()
+            if total == 0:
                 continue
-            weights, rows = weights[live] / total[live], rows[torch.from_numpy(live)]
-            posterior = np.einsum("rm,mjv->rjv", weights, explanations.onehot)
+            weights = weights / total
             masked = [j for j, v in enumerate(state) if v == self.vocab.mask_id]
             if masked:
+                posterior = np.einsum("m,mjv->jv", weights, explanations.onehot[:, masked])
                 with np.errstate(divide="ignore"):
-                    block = torch.from_numpy(np.log(posterior[:, masked])).float()
-                logits[rows[:, None], torch.tensor(masked)[None, :]] = block
-            gaps[rows, : len(state) + 1] = torch.from_numpy(weights @ explanations.gaps).float()
-        return logits, gaps
+                    logits[u, masked] = torch.from_numpy(np.log(posterior))
+            gaps[u, : len(state) + 1] = torch.from_numpy(weights @ explanations.gaps)
+        return logits[inverse].float(), gaps[inverse].float()
 
 
 class ExactMDMOracle:
@@ -217,10 +219,10 @@ class ExactMDMOracle:
         batch, width = x.shape
         if width != self.length:
             raise ValueError(f"state width {width} differs from the oracle's canvas length {self.length}")
-        logits = torch.zeros(batch, width, self.vocab.size)
+        states, inverse = _unique_states(x, torch.full((batch,), width), frozen, torch.zeros(batch))
+        logits = torch.zeros(len(states), width, self.vocab.size, dtype=torch.float64)
         logits[..., self.vocab.mask_id] = float("-inf")
-        full = torch.full((batch,), width)
-        for state, flags, rows in _unique_states(x, full, frozen):
+        for u, (state, flags, _) in enumerate(states):
             state_array = np.array(state)
             masked = state_array == self.vocab.mask_id
             agree = ((self._canvases == state_array) | masked).all(axis=1)
@@ -233,9 +235,8 @@ class ExactMDMOracle:
             for j in np.flatnonzero(masked):
                 np.add.at(posterior[j], self._canvases[:, j], weights)
             with np.errstate(divide="ignore"):
-                row_logits = torch.from_numpy(np.log(posterior[masked] / weights.sum())).float()
-            logits[rows[:, None], torch.from_numpy(np.flatnonzero(masked))[None, :]] = row_logits
-        return logits
+                logits[u, masked] = torch.from_numpy(np.log(posterior[masked] / weights.sum()))
+        return logits[inverse].float()
 
 
 def empirical_distribution(tokens: Tensor, lengths: Tensor) -> dict[tuple[int, ...], float]:
