@@ -1,0 +1,77 @@
+"""Architecture hyper-parameters of every network, as one plain dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from flexmdm.vocab import Vocab
+
+__all__ = ["ModelConfig", "MODEL_KINDS"]
+
+MODEL_KINDS = ("flexmdm", "mdm", "autoregressive")
+
+
+@dataclass
+class ModelConfig:
+    """What a network is; saved with its weights.
+
+    Attributes:
+        kind: "flexmdm" (token and gap heads), "mdm" (token head) or "autoregressive".
+        vocab_size: number of token ids, special ones included.
+        mask_id: the MASK id (never predicted).
+        pad_id: the PAD id (predicted by MDM only; the end-of-sequence target of the causal LM).
+        d_model: width of the residual stream.
+        n_layers: transformer blocks.
+        n_heads: attention heads (``d_model`` must divide evenly).
+        mlp_ratio: hidden width of the MLP over ``d_model``.
+        max_length: longest sequence the model is meant for (the MDM canvas, the sampling cap).
+        dropout: dropout on attention outputs and MLPs during training.
+        rope_theta: base of the rotary position frequencies.
+        time_scale: t is multiplied by this before its sinusoidal features.
+    """
+
+    kind: str
+    vocab_size: int
+    mask_id: int
+    pad_id: int
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    mlp_ratio: float = 4.0
+    max_length: int = 1024
+    dropout: float = 0.0
+    rope_theta: float = 10000.0
+    time_scale: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"kind must be one of {list(MODEL_KINDS)}, got {self.kind!r}")
+        for name in ("d_model", "n_layers", "n_heads", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"d_model={self.d_model} must split into {self.n_heads} heads of even width")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.rope_theta <= 0 or self.time_scale <= 0:
+            raise ValueError("rope_theta and time_scale must be > 0")
+        Vocab(self.vocab_size, self.mask_id, self.pad_id)  # validates the ids
+
+    @property
+    def vocab(self) -> Vocab:
+        return Vocab(self.vocab_size, self.mask_id, self.pad_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Build from a dict, rejecting keys that are not fields (the message names them)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**values)

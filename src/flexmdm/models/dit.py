@@ -1,0 +1,123 @@
+"""The bidirectional diffusion transformer (DiT) and its FlexMDM and MDM heads.
+
+The trunk embeds tokens, adds a learned vector on frozen tokens (prompts, subgoals), applies
+adaLN-Zero blocks conditioned on the time and rotary positions, and ignores padding through the
+attention mask. Its cost scales with the width ``n`` it is given: callers crop batches to the
+longest live sequence.
+
+**Gap head.** FlexMDM needs n + 1 outputs for a state of length n. The model appends one learned
+END token at slot ``lengths[b]`` of every row; the hidden state at slot i predicts the expected
+number of tokens to insert before slot i (slot ``lengths[b]``, the END token, predicts the
+tail), through a softplus. Slots past a row's END are returned as 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flexmdm.models.config import ModelConfig
+from flexmdm.models.layers import Block, RotaryEmbedding, TimeEmbedding, attention_mask
+
+__all__ = ["DiffusionTransformer", "FlexMDMModel", "MDMModel", "init_weights"]
+
+
+def init_weights(module: nn.Module) -> None:
+    """Small normal weights, zero biases, zero adaLN modulations (blocks start as the identity)."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.normal_(sub.weight, std=0.02)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+        elif isinstance(sub, nn.Embedding):
+            nn.init.normal_(sub.weight, std=0.02)
+    for sub in module.modules():
+        if isinstance(sub, Block) and sub.conditioned:
+            nn.init.zeros_(sub.modulation.weight)
+            nn.init.zeros_(sub.modulation.bias)
+        elif isinstance(sub, DiffusionTransformer):
+            nn.init.zeros_(sub.final_modulation.weight)
+            nn.init.zeros_(sub.final_modulation.bias)
+
+
+class DiffusionTransformer(nn.Module):
+    """Trunk: ``(x [B, n], t [B], lengths [B], frozen [B, n]) -> hidden [B, n, d]``.
+
+    Token id ``vocab_size`` is reserved for the END slot of the gap head.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.token_embedding = nn.Embedding(config.vocab_size + 1, d)
+        self.frozen_embedding = nn.Parameter(torch.zeros(d))
+        self.time_embedding = TimeEmbedding(d, config.time_scale)
+        self.rotary = RotaryEmbedding(d // config.n_heads, config.rope_theta)
+        self.blocks = nn.ModuleList(
+            Block(d, config.n_heads, config.mlp_ratio, config.dropout, conditioned=True) for _ in range(config.n_layers)
+        )
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False)
+        self.final_modulation = nn.Linear(d, 2 * d)
+
+    def forward(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None) -> Tensor:
+        n = x.shape[1]
+        h = self.token_embedding(x)
+        if frozen is not None:
+            h = h + frozen[..., None].to(h.dtype) * self.frozen_embedding
+        cond = self.time_embedding(t)
+        rotary = self.rotary.tables(n)
+        mask = attention_mask(lengths, n)
+        for block in self.blocks:
+            h = block(h, rotary, mask, cond)
+        shift, scale = self.final_modulation(F.silu(cond))[:, None].chunk(2, dim=-1)
+        return self.final_norm(h) * (1 + scale) + shift
+
+
+def _forbid(logits: Tensor, ids: list[int]) -> Tensor:
+    forbidden = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    forbidden[ids] = True
+    return logits.masked_fill(forbidden, float("-inf"))
+
+
+class FlexMDMModel(nn.Module):
+    """FlexMDM network: unmasking posterior and expected gaps (see the module docstring)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk = DiffusionTransformer(config)
+        self.token_head = nn.Linear(config.d_model, config.vocab_size)
+        self.gap_head = nn.Linear(config.d_model, 1)
+        init_weights(self)
+
+    def forward(
+        self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(x [B, n], t [B], lengths [B], frozen [B, n]) -> (token_logits [B, n, V], gaps [B, n+1])``."""
+        batch, n = x.shape
+        slots = torch.arange(n + 1, device=x.device)[None, :]
+        extended = torch.cat([x, x.new_full((batch, 1), self.config.pad_id)], dim=1)
+        extended = torch.where(slots == lengths[:, None], self.config.vocab_size, extended)
+        if frozen is not None:
+            frozen = torch.cat([frozen, frozen.new_zeros(batch, 1)], dim=1)
+        hidden = self.trunk(extended, t, lengths + 1, frozen)
+        logits = _forbid(self.token_head(hidden[:, :n]).float(), [self.config.mask_id, self.config.pad_id])
+        gaps = F.softplus(self.gap_head(hidden).squeeze(-1).float())
+        return logits, torch.where(slots <= lengths[:, None], gaps, 0.0)
+
+
+class MDMModel(nn.Module):
+    """Masked diffusion network on a fixed canvas: posterior over tokens and PAD, never MASK."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk = DiffusionTransformer(config)
+        self.token_head = nn.Linear(config.d_model, config.vocab_size)
+        init_weights(self)
+
+    def forward(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None = None) -> Tensor:
+        """``(x [B, L], t [B], lengths [B], frozen [B, L]) -> token_logits [B, L, V]``."""
+        hidden = self.trunk(x, t, lengths, frozen)
+        return _forbid(self.token_head(hidden).float(), [self.config.mask_id])

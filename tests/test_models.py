@@ -1,0 +1,174 @@
+"""Networks: shapes, padding invariance, forbidden ids, causality, checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from flexmdm.models import FlexMDMModel, ModelConfig, build_model, load_pretrained, save_pretrained
+from flexmdm.models import pretrained as pretrained_module
+from flexmdm.sampling import sample_flexmdm
+from flexmdm.schedules import LinearSchedule
+
+V, MASK, PAD = 10, 8, 9
+
+
+def config(kind="flexmdm", **kw):
+    return ModelConfig(kind=kind, vocab_size=V, mask_id=MASK, pad_id=PAD, d_model=32, n_layers=2, n_heads=4, **kw)
+
+
+def perturbed(kind="flexmdm", seed=0):
+    """A model whose zero-initialised adaLN parameters are randomised (so time matters)."""
+    torch.manual_seed(seed)
+    model = build_model(config(kind))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "modulation" in name or "frozen_embedding" in name:
+                p.normal_(std=0.1)
+    return model.eval()
+
+
+def batch(lengths, width=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    width = width or max(lengths)
+    x = torch.randint(0, MASK + 1, (len(lengths), width), generator=g)
+    lengths = torch.tensor(lengths)
+    x = torch.where(torch.arange(width) < lengths[:, None], x, PAD)
+    return x, lengths
+
+
+def test_flexmdm_shapes_and_heads():
+    model = perturbed()
+    x, lengths = batch([0, 3, 6])
+    logits, gaps = model(x, torch.rand(3), lengths, torch.zeros_like(x, dtype=torch.bool))
+    assert logits.shape == (3, 6, V) and gaps.shape == (3, 7)
+    assert bool(torch.isinf(logits[..., MASK]).all()) and bool(torch.isinf(logits[..., PAD]).all())
+    assert bool(torch.isfinite(logits[..., :MASK]).all())
+    assert bool((gaps >= 0).all())
+    assert bool((gaps[torch.arange(7) > lengths[:, None]] == 0).all())
+    assert bool((gaps[torch.arange(7) <= lengths[:, None]] > 0).all())
+
+
+@pytest.mark.parametrize("kind", ["flexmdm", "mdm"])
+def test_padding_invariance(kind):
+    model = perturbed(kind)
+    x, lengths = batch([2, 5, 0])
+    t = torch.tensor([0.3, 0.7, 0.1])
+    frozen = torch.zeros_like(x, dtype=torch.bool)
+    frozen[1, 1] = True
+    wide = torch.cat([x, torch.full((3, 4), PAD)], dim=1)
+    wide_frozen = torch.cat([frozen, torch.zeros(3, 4, dtype=torch.bool)], dim=1)
+    narrow_out, wide_out = model(x, t, lengths, frozen), model(wide, t, lengths, wide_frozen)
+    if kind == "flexmdm":
+        (a, ga), (b, gb) = narrow_out, wide_out
+        for row, n in enumerate(lengths.tolist()):
+            assert torch.allclose(ga[row, : n + 1], gb[row, : n + 1], atol=1e-5)
+    else:
+        a, b = narrow_out, wide_out
+    for row, n in enumerate(lengths.tolist()):
+        assert torch.allclose(a[row, :n], b[row, :n], atol=1e-5)
+        # alone in its own batch, cropped to its own length
+        alone = model(x[row : row + 1, : max(n, 0)], t[row : row + 1], lengths[row : row + 1], frozen[row : row + 1, :n])
+        alone_logits = alone[0] if kind == "flexmdm" else alone
+        assert torch.allclose(alone_logits[0, :n], a[row, :n], atol=1e-5)
+
+
+def test_time_and_frozen_flags_matter_and_zero_init_ignores_time():
+    x, lengths = batch([4, 4])
+    frozen = torch.zeros_like(x, dtype=torch.bool)
+    fresh = build_model(config()).eval()
+    a, ga = fresh(x, torch.tensor([0.1, 0.1]), lengths, frozen)
+    b, gb = fresh(x, torch.tensor([0.9, 0.9]), lengths, frozen)
+    # adaLN-Zero: every modulation starts at zero, so at initialisation t has no effect
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(ga, gb, atol=1e-6)
+    model = perturbed()
+    a, ga = model(x, torch.tensor([0.1, 0.1]), lengths, frozen)
+    b, gb = model(x, torch.tensor([0.9, 0.9]), lengths, frozen)
+    assert not torch.allclose(ga, gb, atol=1e-4)
+    c, _ = model(x, torch.tensor([0.1, 0.1]), lengths, torch.ones_like(frozen))
+    assert not torch.allclose(a, c, atol=1e-4)
+
+
+def test_mdm_predicts_pad_never_mask():
+    model = perturbed("mdm")
+    x, lengths = batch([5])
+    logits = model(x, torch.rand(1), lengths, None)
+    assert bool(torch.isinf(logits[..., MASK]).all()) and bool(torch.isfinite(logits[..., PAD]).all())
+
+
+def test_autoregressive_is_causal_and_consistent():
+    model = build_model(config("autoregressive")).eval()
+    x, lengths = batch([6, 4], seed=1)
+    x = torch.where(x == MASK, 0, x)
+    logits = model(x, lengths)
+    assert logits.shape == (2, 7, V)
+    changed = x.clone()
+    changed[0, 3] = (changed[0, 3] + 1) % MASK
+    other = model(changed, lengths)
+    assert torch.allclose(logits[0, :4], other[0, :4], atol=1e-5)  # positions <= 3 don't see x[3]
+    assert not torch.allclose(logits[0, 4:], other[0, 4:], atol=1e-5)
+    total_tokens = float((lengths + 1).sum())
+    assert float(-model.log_likelihood(x, lengths).sum() / total_tokens) == pytest.approx(float(model.loss(x, lengths)), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["flexmdm", "mdm", "autoregressive"])
+def test_save_load_round_trip(kind, tmp_path):
+    model = perturbed(kind)
+    metadata = {"schedules": {"insertion": {"name": "linear"}}}
+    tokenizer = tmp_path / "tok"
+    tokenizer.mkdir()
+    (tokenizer / "tokenizer.json").write_text("{}")
+    save_pretrained(model, tmp_path / "ckpt", metadata=metadata, tokenizer_dir=tokenizer)
+    loaded, saved = load_pretrained(tmp_path / "ckpt")
+    assert saved["schedules"] == metadata["schedules"] and saved["model"] == model.config.to_dict()
+    assert (tmp_path / "ckpt" / "tokenizer.json").exists()
+    x, lengths = batch([3, 5])
+    if kind == "autoregressive":
+        x = torch.where(x == MASK, 0, x)
+        assert torch.equal(model(x, lengths), loaded(x, lengths))
+    else:
+        args = (x, torch.tensor([0.2, 0.8]), lengths, torch.zeros_like(x, dtype=torch.bool))
+        out, again = model(*args), loaded(*args)
+        for a, b in zip(out if isinstance(out, tuple) else (out,), again if isinstance(again, tuple) else (again,)):
+            assert torch.equal(a, b)
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    first = perturbed(seed=0)
+    save_pretrained(first, tmp_path / "ckpt")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pretrained_module, "save_file", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_pretrained(perturbed(seed=1), tmp_path / "ckpt")
+    loaded, _ = load_pretrained(tmp_path / "ckpt")
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), loaded.state_dict().values()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown model config keys.*'widht'"):
+        ModelConfig.from_dict({**config().to_dict(), "widht": 3})
+    with pytest.raises(ValueError, match="kind"):
+        config("gpt")
+    with pytest.raises(ValueError, match="heads"):
+        ModelConfig(kind="mdm", vocab_size=V, mask_id=MASK, pad_id=PAD, d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="differ"):
+        ModelConfig(kind="mdm", vocab_size=V, mask_id=PAD, pad_id=PAD)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"nothing": 1}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="'model'"):
+        load_pretrained(tmp_path)
+
+
+def test_untrained_model_drives_the_sampler():
+    model = perturbed()
+    out = sample_flexmdm(model, vocab=model.config.vocab, insertion_schedule=LinearSchedule(),
+                         unmasking_schedule=LinearSchedule(), steps=8, max_length=12, batch_size=4,
+                         generator=torch.Generator().manual_seed(0))
+    inside = torch.arange(out.tokens.shape[1]) < out.lengths[:, None]
+    assert bool((out.tokens[inside] < MASK).all()) and bool((out.lengths <= 12).all())
