@@ -6,7 +6,8 @@ Everything is measured in one run, so the ratios are comparable even on a noisy 
 * ``train_tokens_per_s`` and ``mfu``: full FlexMDM training steps (interpolant, forward,
   loss, backward, AdamW) of the reference model on sequences of the reference length. Tokens
   are the positions the network processes (each batch is cropped to its longest x_t; the
-  padding fraction is reported beside). Model FLOPs per token: 6·(non-embedding parameters)
+  padding fraction is reported beside). Model FLOPs per token: 6·(parameters applied per
+  token: no embeddings, no time conditioning)
   + 12·layers·d_model·n for attention, the usual forward + backward count.
 * ``sampler_overhead_fraction``: share of FlexMDM sampling wall time (batch 64) spent outside
   the network calls — the rules, insertions, bookkeeping.
@@ -80,8 +81,10 @@ def _model_config(settings: SpeedSettings, kind: str) -> ModelConfig:
 
 
 def _flops_per_token(model: torch.nn.Module, config: ModelConfig, positions: int) -> float:
-    embedding = sum(p.numel() for name, p in model.named_parameters() if "embed" in name)
-    dense = sum(p.numel() for p in model.parameters()) - embedding
+    """Training FLOPs per processed position; embeddings and the per-sequence time conditioning
+    (time MLP, adaLN modulations) are not counted."""
+    per_sequence = ("embedding", "modulation")
+    dense = sum(p.numel() for name, p in model.named_parameters() if not any(k in name for k in per_sequence))
     return 6.0 * dense + 12.0 * config.n_layers * config.d_model * positions
 
 

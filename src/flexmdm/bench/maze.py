@@ -1,0 +1,159 @@
+"""``flexmdm bench maze``: FlexMDM against MDM on subgoal maze planning (paper Table 1).
+
+Both models share the backbone, the optimiser settings and the number of training steps (the
+same compute); they differ only in layout (:mod:`flexmdm.tasks.maze`). Each is evaluated on
+held-out start–goal pairs for every K, and a PNG of sample paths is written beside the JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+
+from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.models import load_pretrained
+from flexmdm.sampling import Adaptive, sample_flexmdm, sample_mdm
+from flexmdm.schedules import schedule_from_config
+from flexmdm.tasks.maze import Cell, MazeTask, evaluate_paths, path_success
+from flexmdm.training.config import config_from_dict
+from flexmdm.training.trainer import train
+
+__all__ = ["MazeBenchSettings", "run_maze_benchmark"]
+
+
+@dataclass
+class MazeBenchSettings:
+    """What the benchmark trains and evaluates (``quick()`` is the README's main job)."""
+
+    rooms: int = 10
+    num_pairs: int = 4000
+    ks: tuple[int, ...] = (2, 7, 12)
+    eval_per_k: int = 100
+    sampling_steps: int = 64
+    model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
+    train: dict[str, Any] = field(default_factory=lambda: {
+        "steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
+        "ema_decay": 0.999, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 500,
+    })
+
+    @classmethod
+    def quick(cls) -> MazeBenchSettings:
+        settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=50, sampling_steps=32)
+        settings.model = {"d_model": 96, "n_layers": 3, "n_heads": 4}
+        settings.train.update(steps=400, ema_decay=0.99, save_every=200)
+        return settings
+
+
+def _train_config(settings: MazeBenchSettings, layout: str, output_dir: Path, seed: int) -> dict[str, Any]:
+    task = {"task": "maze", "rooms": settings.rooms, "num_pairs": settings.num_pairs, "maze_seed": seed,
+            "k_max": max(settings.ks), "layout": layout}
+    return {
+        "model": {"kind": layout, **settings.model, "max_length": 4 * settings.rooms**2 + 16},
+        "data": task,
+        "train": {**settings.train, "seed": seed},
+        "output_dir": str(output_dir / layout),
+    }
+
+
+def _generate(kind: str, model_dir: Path, task: MazeTask, subgoals: list[list[Cell]], steps: int,
+              seed: int) -> list[list[Cell] | None]:
+    """Paths generated for each subgoal list (None where the output is not a list of cells)."""
+    model, saved = load_pretrained(model_dir)
+    unmasking = schedule_from_config(saved["schedules"]["unmasking"])
+    generator = torch.Generator().manual_seed(seed)
+    rule = Adaptive("top_probability")
+    if kind == "flexmdm":
+        insertion = schedule_from_config(saved["schedules"]["insertion"])
+        out = sample_flexmdm(model, vocab=task.vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
+                             steps=steps, max_length=task.max_length, prompt=task.flexmdm_prompt(subgoals),
+                             rule=rule, final_fill="parallel", generator=generator)
+        return [task.decode(seq) for seq in out.sequences()]
+    canvas, frozen = task.mdm_canvas(subgoals)
+    out = sample_mdm(model, vocab=task.vocab, unmasking_schedule=unmasking, steps=steps, canvas=canvas,
+                     frozen=frozen, rule=rule, final_fill="parallel", generator=generator)
+    return [task.decode_mdm(seq, len(goals)) for seq, goals in zip(out.sequences(), subgoals)]
+
+
+def _plot(task: MazeTask, panels: list[tuple[str, int, list[Cell] | None, list[Cell]]], out_png: Path) -> None:
+    """A grid of mazes with generated paths: green for success, red for failure."""
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (kind, k, path, goals) in zip(axes.flat, panels):
+        ok = path is not None and path_success(task.maze, path, goals)
+        ax.imshow(~task.maze.grid, cmap="Greys", vmin=0, vmax=1.4)
+        if path:
+            ax.plot([c for _, c in path], [r for r, _ in path], color="tab:green" if ok else "tab:red", lw=2)
+        for i, (r, c) in enumerate(goals):
+            ax.scatter([c], [r], s=40, color="tab:blue", zorder=3)
+            ax.annotate(str(i + 1), (c, r), color="white", fontsize=6, ha="center", va="center", zorder=4)
+        ax.set_title(f"{kind} K={k}: {'success' if ok else 'failure'}", fontsize=9,
+                     color="tab:green" if ok else "tab:red")
+    fig.suptitle("Generated paths on held-out subgoals (blue dots, numbered in order)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
+                       argv: list[str] | None = None) -> dict[str, Any]:
+    """Train both models, evaluate them for every K, write JSON + PNG and return the record."""
+    watch = Stopwatch()
+    out = Path(out)
+    settings = MazeBenchSettings.quick() if quick else MazeBenchSettings()
+    work = Path(work_dir) if work_dir is not None else out.with_suffix("")
+    trained: dict[str, Any] = {}
+    for layout in ("flexmdm", "mdm"):
+        config = config_from_dict(copy.deepcopy(_train_config(settings, layout, work, seed)))
+        print(f"training {layout} ({config.train.steps} steps) in {config.output_dir}", flush=True)
+        trained[layout] = train(config)
+
+    task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed, k_max=max(settings.ks))
+    results, panels = [], []
+    for k in settings.ks:
+        examples = task.evaluation_set(k, settings.eval_per_k, seed)
+        subgoals = [goals for _, goals in examples]
+        for kind in ("flexmdm", "mdm"):
+            kind_task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed,
+                                 k_max=max(settings.ks), layout=kind)
+            paths = _generate(kind, trained[kind].model_dir, kind_task, subgoals, settings.sampling_steps, seed)
+            metrics = evaluate_paths(task.maze, paths, subgoals)
+            results.append({"model": kind, "K": k, **metrics,
+                            "train_seconds": trained[kind].elapsed_s, "train_steps": trained[kind].steps})
+            panels += [(kind, k, paths[i], subgoals[i]) for i in range(min(2, len(paths)))]
+
+    png = out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _plot(task, panels, png)
+    record = {
+        "command": command_line(argv),
+        "seed": seed,
+        "wall_seconds": watch.seconds,
+        "config": {**asdict(settings), "maze_shape": list(task.maze.shape),
+                   "validation_pairs": len(task.pairs["validation"]), "max_length": task.max_length},
+        "machine": machine_info(),
+        "results": results,
+        "plot": png.name,
+    }
+    write_json(record, out)
+    print(format_table(results))
+    return record
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """The success table as text."""
+    lines = [f"{'model':<8} {'K':>3} {'success':>8} {'len/shortest':>13} {'n':>4}"]
+    for row in results:
+        lines.append(f"{row['model']:<8} {row['K']:>3} {row['success_rate']:>8.3f} "
+                     f"{row['mean_length_ratio']:>13.2f} {row['n']:>4}")
+    return "\n".join(lines)
