@@ -1,0 +1,437 @@
+"""Training configuration: a YAML file read into nested dataclasses.
+
+A configuration has five top-level keys::
+
+    model:      fields of flexmdm.models.ModelConfig; vocab_size, mask_id and pad_id default to
+                the task's vocabulary (and must match it when given)
+    schedules:  {insertion: {name: linear|polynomial|cosine|geometric, ...params}, unmasking: ...}
+    data:       {task: <registered task name>, ...that task's parameters}
+    train:      optimisation, logging and checkpointing (see TrainConfig)
+    output_dir: where metrics, checkpoints and the exported model go (relative to the cwd)
+
+``load_config(path, overrides)`` applies ``a.b=value`` overrides (each value parsed with
+``yaml.safe_load``), rejects unknown keys and invalid values with a :class:`ConfigError` naming
+the full dotted key, and returns the fully resolved :class:`Config` (every default filled in),
+which the trainer saves as ``output_dir/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from flexmdm.losses import MAX_TIME
+from flexmdm.models import ModelConfig
+from flexmdm.schedules import Schedule, schedule_from_config
+from flexmdm.training.data import Task, get_task_class
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "parse_override",
+]
+
+TOP_LEVEL_KEYS = ("model", "schedules", "data", "train", "output_dir")
+VOCAB_FIELDS = ("vocab_size", "mask_id", "pad_id")
+TRAINABLE_KINDS = ("flexmdm", "mdm")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the offending dotted key."""
+
+
+def _require(predicate: Callable[[Any], bool], description: str) -> Callable[[Any], Any]:
+    """A field converter that keeps values satisfying ``predicate`` and rejects the others."""
+
+    def convert(value: Any) -> Any:
+        if value is not None and not predicate(value):
+            raise ValueError(f"must be {description}, got {value!r}")
+        return value
+
+    return convert
+
+
+def _field(default: Any, convert: Callable[[Any], Any] | None = None) -> Any:
+    """A dataclass field whose value is passed through ``convert`` when read from a file."""
+    metadata = {"convert": convert} if convert else {}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+_POSITIVE = _require(lambda v: v >= 1, ">= 1")
+_NON_NEGATIVE = _require(lambda v: v >= 0, ">= 0")
+
+
+def _schedule_dict(value: Any) -> dict[str, Any]:
+    """Validate and normalise a schedule given as a name or ``{name: ..., **params}``."""
+    if not isinstance(value, (str, Mapping)):
+        raise ValueError(f"must be a schedule name or a mapping with a 'name', got {value!r}")
+    return schedule_from_config(dict(value) if isinstance(value, Mapping) else value).to_config()
+
+
+@dataclass
+class ScheduleConfig:
+    """The insertion schedule α and the unmasking schedule β (see :mod:`flexmdm.schedules`)."""
+
+    insertion: Any = _field({"name": "linear"}, _schedule_dict)
+    unmasking: Any = _field({"name": "linear"}, _schedule_dict)
+
+    def build(self) -> tuple[Schedule, Schedule]:
+        """``(insertion_schedule, unmasking_schedule)``."""
+        return schedule_from_config(self.insertion), schedule_from_config(self.unmasking)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"insertion": dict(self.insertion), "unmasking": dict(self.unmasking)}
+
+
+@dataclass
+class DataConfig:
+    """A registered task and its parameters (flat in YAML: ``{task: name, **options}``)."""
+
+    task: str = "toy"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build_task(self) -> Task:
+        """Instantiate the task (options were validated when the config was loaded)."""
+        return get_task_class(self.task)(**self.options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, **self.options}
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, logging and checkpointing.
+
+    Attributes:
+        steps: optimizer updates in total.
+        batch_size: global batch (sequences per update, over all ranks and micro-batches).
+        micro_batch_size: sequences per forward pass on one rank. Give it or ``grad_accum`` (or
+            both, consistently); with neither, one micro-batch per rank.
+        grad_accum: micro-batches accumulated per update on each rank.
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW decoupled weight decay (weight matrices only, not biases, norms
+            or vectors).
+        betas: AdamW betas.
+        warmup_steps: linear warm-up from lr/warmup_steps to lr.
+        min_lr_ratio: the cosine decay ends at ``lr * min_lr_ratio`` at the last step.
+        grad_clip: maximal global gradient norm (0: no clipping; the norm is still logged).
+        ema_decay: decay of the exponential moving average of the weights (0: off), reached
+            after a warm-up (see :class:`flexmdm.training.trainer.EMA`). The EMA weights are
+            validated, checkpointed for sampling and exported.
+        seed: the seed of everything (initialisation, data, times, noise, dropout).
+        log_every: append a metrics row every this many steps.
+        eval_every: validation loss every this many steps (0: only at the end).
+        eval_batches: held-out micro-batches in the fixed validation set.
+        save_every: checkpoint every this many steps (0: only at the end).
+        keep_last: number of checkpoints kept (0: all).
+        autocast: "bfloat16" runs the forward pass under autocast (slower than fp32 on CPU).
+        max_time: training times are drawn in [0, max_time] (the rates diverge at t = 1).
+        device: "auto" (cuda when available), "cpu" or "cuda".
+    """
+
+    steps: int = _field(1000, _POSITIVE)
+    batch_size: int = _field(64, _POSITIVE)
+    micro_batch_size: int | None = _field(None, _POSITIVE)
+    grad_accum: int | None = _field(None, _POSITIVE)
+    lr: float = _field(3e-4, _require(lambda v: v > 0, "> 0"))
+    weight_decay: float = _field(0.0, _NON_NEGATIVE)
+    betas: tuple[float, float] = _field((0.9, 0.99), _require(lambda v: all(0 <= b < 1 for b in v), "in [0, 1)"))
+    warmup_steps: int = _field(100, _NON_NEGATIVE)
+    min_lr_ratio: float = _field(0.1, _require(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    grad_clip: float = _field(1.0, _NON_NEGATIVE)
+    ema_decay: float = _field(0.999, _require(lambda v: 0 <= v < 1, "in [0, 1)"))
+    seed: int = _field(0, _NON_NEGATIVE)
+    log_every: int = _field(10, _POSITIVE)
+    eval_every: int = _field(0, _NON_NEGATIVE)
+    eval_batches: int = _field(4, _NON_NEGATIVE)
+    save_every: int = _field(0, _NON_NEGATIVE)
+    keep_last: int = _field(2, _NON_NEGATIVE)
+    autocast: Literal["none", "bfloat16"] = "none"
+    max_time: float = _field(MAX_TIME, _require(lambda v: 0 < v <= 1, "in (0, 1]"))
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def batching(self, world_size: int) -> tuple[int, int]:
+        """``(micro_batch_size, grad_accum)`` for ``world_size`` ranks.
+
+        Raises:
+            ConfigError: the global batch does not split evenly.
+        """
+        per_rank, rest = divmod(self.batch_size, world_size)
+        if self.micro_batch_size is None:
+            accum = self.grad_accum or 1
+            micro, rest_micro = divmod(per_rank, accum)
+        else:
+            micro = self.micro_batch_size
+            accum, rest_micro = divmod(per_rank, micro)
+        consistent = self.grad_accum is None or self.grad_accum == accum
+        if rest or rest_micro or micro == 0 or accum == 0 or not consistent:
+            raise ConfigError(
+                f"train.batch_size={self.batch_size} does not split into {world_size} rank(s) x "
+                f"train.micro_batch_size={self.micro_batch_size} x train.grad_accum={self.grad_accum}"
+            )
+        return micro, accum
+
+
+@dataclass
+class Config:
+    """A resolved training configuration (see the module docstring)."""
+
+    model: ModelConfig
+    schedules: ScheduleConfig
+    data: DataConfig
+    train: TrainConfig
+    output_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-ready dict; :func:`config_from_dict` inverts it."""
+        return {
+            "model": _plain(self.model.to_dict()),
+            "schedules": self.schedules.to_dict(),
+            "data": _plain(self.data.to_dict()),
+            "train": _plain(dataclasses.asdict(self.train)),
+            "output_dir": self.output_dir,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved configuration as YAML (atomically: temp file + rename)."""
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        os.replace(temporary, path)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively (YAML's safe dumper knows no tuples)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a type annotation, converting where YAML is lax (ints, '1e-3')."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise ConfigError(f"{key}: must be one of {list(get_args(hint))}, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, got {value!r}")
+        return value
+    if origin is tuple:
+        items = get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConfigError(f"{key}: must be a list of {len(items)} values, got {value!r}")
+        return tuple(_coerce(v, h, f"{key}[{i}]") for i, (v, h) in enumerate(zip(value, items)))
+    if origin in (dict, Mapping) or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (list, Sequence) or hint is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: must be a list, got {value!r}")
+        return list(value)
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(f"{key}: must be a {hint.__name__}, got {value!r}")
+    return value
+
+
+def _check_mapping(raw: Any, key: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key or 'config'}: must be a mapping, got {raw!r}")
+    return dict(raw)
+
+
+def _reject_unknown(raw: Mapping[str, Any], valid: Sequence[str], prefix: str) -> None:
+    unknown = [k for k in raw if k not in valid]
+    if unknown:
+        where = f" under '{prefix[:-1]}'" if prefix else ""
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'; valid keys{where}: {', '.join(valid)}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``raw``, validating every field.
+
+    Field types come from the annotations; a field's ``metadata["convert"]`` (if any) further
+    validates or normalises its value. Errors name the dotted key ``prefix + field``; errors
+    raised by the class itself are attributed to a field when they start with its name.
+    """
+    raw = _check_mapping(raw, prefix[:-1])
+    init_fields = [f for f in dataclasses.fields(cls) if f.init]
+    _reject_unknown(raw, [f.name for f in init_fields], prefix)
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in init_fields:
+        key = prefix + f.name
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing required key '{key}'")
+            continue
+        value = _coerce(raw[f.name], hints[f.name], key)
+        convert = f.metadata.get("convert")
+        if convert is not None:
+            try:
+                value = convert(value)
+            except ValueError as error:
+                raise ConfigError(f"{key}: {error}") from None
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as error:
+        # A message starting with a field name ("max_a must be ...") gets its dotted key.
+        message = str(error)
+        if re.split(r"[\s:=]", message, maxsplit=1)[0] in {f.name for f in init_fields}:
+            raise ConfigError(prefix + message) from None
+        raise ConfigError(f"{prefix[:-1] or 'config'}: {message}") from None
+
+
+def _build_data(raw: Any) -> tuple[DataConfig, Task]:
+    raw = _check_mapping(raw, "data")
+    name = _coerce(raw.pop("task", "toy"), str, "data.task")
+    try:
+        task_class = get_task_class(name)
+    except KeyError as error:
+        raise ConfigError(f"data.task: {error.args[0]}") from None
+    task = _build(task_class, raw, "data.")
+    options = {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.init}
+    return DataConfig(task=name, options=options), task
+
+
+def _build_model(raw: Any, task: Task) -> ModelConfig:
+    raw = _check_mapping(raw, "model")
+    for name in VOCAB_FIELDS:
+        expected = getattr(task.vocab, "size" if name == "vocab_size" else name)
+        if raw.setdefault(name, expected) != expected:
+            raise ConfigError(
+                f"model.{name}={raw[name]!r} does not match the task's vocabulary ({name}={expected}); "
+                "leave it out to take the task's"
+            )
+    model = _build(ModelConfig, raw, "model.")
+    if model.kind not in TRAINABLE_KINDS:
+        raise ConfigError(f"model.kind: the trainer handles {list(TRAINABLE_KINDS)}, got {model.kind!r}")
+    if model.max_length < task.max_length:
+        raise ConfigError(
+            f"model.max_length={model.max_length} is shorter than the task's longest sequence ({task.max_length})"
+        )
+    return model
+
+
+def config_from_dict(raw: Any) -> Config:
+    """Validate a configuration given as nested dicts (as read from YAML).
+
+    Raises:
+        ConfigError: unknown key, missing ``output_dir`` or invalid value; the message names
+            the dotted key.
+    """
+    raw = _check_mapping(raw, "")
+    _reject_unknown(raw, TOP_LEVEL_KEYS, "")
+    if "output_dir" not in raw:
+        raise ConfigError("missing required key 'output_dir'")
+    output_dir = _coerce(raw["output_dir"], str, "output_dir")
+    data, task = _build_data(raw.get("data"))
+    model = _build_model(raw.get("model"), task)
+    schedules = _build(ScheduleConfig, raw.get("schedules"), "schedules.")
+    train = _build(TrainConfig, raw.get("train"), "train.")
+    return Config(model=model, schedules=schedules, data=data, train=train, output_dir=output_dir)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b=value"`` into ``(["a", "b"], yaml.safe_load(value))``.
+
+    Raises:
+        ConfigError: no ``=``, an empty key part, or a value YAML cannot parse.
+    """
+    key, sep, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"bad override {text!r}: expected KEY=VALUE with a dotted KEY, e.g. train.lr=1e-3")
+    try:
+        return parts, yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"bad override {text!r}: cannot parse the value ({error.problem})") from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set every ``a.b=value`` of ``overrides`` in the nested dict ``raw`` (in place)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                section = ".".join(parts[: depth + 1])
+                raise ConfigError(f"bad override {text!r}: '{section}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML configuration, apply ``a.b=value`` overrides and validate it.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: malformed YAML, unknown key or invalid value (named by its dotted key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no configuration file at {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    return config_from_dict(apply_overrides(_check_mapping(raw, ""), overrides))

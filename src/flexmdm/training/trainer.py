@@ -1,0 +1,503 @@
+"""The training loop for FlexMDM and MDM models.
+
+One optimizer step consumes a *global batch* of ``train.batch_size`` sequences split into
+``world_size × grad_accum`` micro-batches (shards). Shard ``s = rank · grad_accum + micro`` draws
+its data, its training times (stratum ``s`` of a low-discrepancy sample over the global batch),
+its interpolant noise and its dropout from generators keyed by ``(seed, step, s)`` (see
+:mod:`flexmdm.training.data`), so a run is a deterministic function of its configuration
+whatever the number of ranks, the accumulation and the interruptions.
+
+**Loss normalisation.** The objective of a step is the sum, over the global batch, of each
+sequence's weighted loss (:func:`flexmdm.losses.flexmdm_loss` / :func:`~flexmdm.losses.mdm_loss`
+``per_sequence``) divided by the number of tokens the model must generate in the *global*
+batch: a per-token negative ELBO independent of how the batch is sharded.
+
+**Metrics** (``output_dir/metrics.jsonl``, one row every ``log_every`` steps and at evaluations):
+``step``, ``loss`` / ``token_loss`` / ``gap_loss`` (that step's global batch, per token),
+``lr`` (used by that step), ``grad_norm`` (before clipping), ``tokens_per_s`` (data tokens of the
+global batches per wall-clock second since the previous row), ``padding_fraction`` (share of the
+positions fed to the network that hold no token: FlexMDM batches are cropped to their longest
+x_t, MDM ones are full canvases), and ``val_loss`` when computed: the loss of the EMA weights
+(raw weights without EMA) on a fixed held-out set.
+
+**Resuming** is automatic: when ``output_dir/checkpoints/latest`` exists, the run continues from
+it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly.
+Only ``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device}`` may
+change between the runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from flexmdm.interpolant import FlexBatch, FlexInterpolant, MDMBatch, MDMInterpolant
+from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss, sample_times
+from flexmdm.models import build_model, save_pretrained
+from flexmdm.training.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from flexmdm.training.config import Config, ConfigError, config_from_dict
+from flexmdm.training.data import Task, TrainingBatch, keyed_generator
+from flexmdm.training.distributed import DistributedContext, init_distributed
+
+__all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
+
+RESUMABLE_CHANGES = frozenset(
+    f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device")
+) | {"output_dir"}
+METRICS_FILE = "metrics.jsonl"
+MODEL_DIR = "model"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced.
+
+    Attributes:
+        output_dir: the run directory.
+        model_dir: the exported model (``flexmdm sample`` it).
+        steps: optimizer steps completed.
+        loss: the loss of the last step.
+        val_loss: the last validation loss (None if never computed).
+        elapsed_s: wall-clock seconds this process spent in the loop.
+    """
+
+    output_dir: Path
+    model_dir: Path
+    steps: int
+    loss: float | None
+    val_loss: float | None
+    elapsed_s: float
+
+
+def learning_rate_factor(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the peak learning rate used by optimizer step ``step`` (0-based).
+
+    Linear warm-up ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps, then a
+    cosine from 1 down to ``min_lr_ratio``, reached at the last step ``total_steps − 1``.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(total_steps - 1 - warmup_steps, 1)
+    progress = min((step - warmup_steps) / span, 1.0)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of a model's weights, kept in a frozen copy.
+
+    After update number k (1-based) the average moves by ``1 − d_k`` towards the weights, with
+    ``d_k = min(decay, k / (k + 9))``: the warm-up keeps the start-up weights from dominating
+    short runs. Buffers are copied.
+
+    Args:
+        model: the model to follow (its current weights start the average).
+        decay: the long-run decay in [0, 1).
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def decay_at(self, update: int) -> float:
+        """d_k for update number ``update`` (1-based)."""
+        return min(self.decay, update / (update + 9))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s weights."""
+        self.updates += 1
+        weight = 1.0 - self.decay_at(self.updates)
+        for average, current in zip(self.model.parameters(), model.parameters()):
+            average.lerp_(current.detach(), weight)
+        for average, current in zip(self.model.buffers(), model.buffers()):
+            average.copy_(current)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
+
+
+@dataclass
+class _Stats:
+    """Per-step sums over micro-batches (and, once reduced, ranks), in this field order."""
+
+    loss: float
+    token: float
+    gap: float
+    generated: float
+    positions: float
+    live: float
+    data_tokens: float
+
+    @staticmethod
+    def of_micro_batch(out: LossOutput, positions: int, live: Tensor, data_tokens: Tensor) -> Tensor:
+        """``[7]`` float64 sums of one micro-batch, kept on its device (no host sync)."""
+        generated = out.num_tokens.double()
+        values = [out.per_sequence.detach().double().sum(), out.token_loss.detach().double() * generated,
+                  out.gap_loss.detach().double() * generated, generated, torch.tensor(float(positions)),
+                  live.double(), data_tokens.double()]
+        return torch.stack([v.to(generated.device) for v in values])
+
+
+class _FlexObjective:
+    """FlexMDM: joint interpolant, eq. 7, states cropped to the longest x_t."""
+
+    def __init__(self, config: Config, task: Task):
+        self.insertion, self.unmasking = config.schedules.build()
+        self.interpolant = FlexInterpolant(self.insertion, self.unmasking, task.vocab)
+
+    def normaliser(self, batch: TrainingBatch) -> Tensor:
+        return batch.num_generated
+
+    def states(self, batch: TrainingBatch, t: Tensor, generator: torch.Generator) -> FlexBatch:
+        return self.interpolant.sample(
+            batch.x1, batch.lengths, t, frozen=batch.frozen, allowed_regions=batch.allowed_regions,
+            generator=generator,
+        )
+
+    def live(self, batch: TrainingBatch, states: FlexBatch) -> Tensor:
+        """Positions fed to the network that hold a token of x_t."""
+        return states.lengths.sum()
+
+    def loss(self, model: nn.Module, states: FlexBatch) -> LossOutput:
+        token_logits, expected_gaps = model(states.tokens, states.t, states.lengths, states.frozen)
+        return flexmdm_loss(token_logits, expected_gaps, states, self.insertion, self.unmasking)
+
+
+class _MDMObjective:
+    """MDM: a fixed canvas of the task's maximum length, PAD a target, eq. 4."""
+
+    def __init__(self, config: Config, task: Task):
+        _, self.unmasking = config.schedules.build()
+        self.interpolant = MDMInterpolant(self.unmasking, task.vocab)
+        self.width, self.pad_id = task.max_length, task.vocab.pad_id
+
+    def normaliser(self, batch: TrainingBatch) -> Tensor:
+        return batch.x1.shape[0] * self.width - batch.frozen.sum()
+
+    def states(self, batch: TrainingBatch, t: Tensor, generator: torch.Generator) -> MDMBatch:
+        canvas, frozen = batch.canvas(self.width, self.pad_id)
+        return self.interpolant.sample(canvas, t, frozen=frozen, generator=generator)
+
+    def live(self, batch: TrainingBatch, states: MDMBatch) -> Tensor:
+        """Canvas positions that hold a data token (the rest is PAD)."""
+        return batch.lengths.sum()
+
+    def loss(self, model: nn.Module, states: MDMBatch) -> LossOutput:
+        token_logits = model(states.tokens, states.t, states.lengths, states.frozen)
+        return mdm_loss(token_logits, states, self.unmasking)
+
+
+def _to_device(states: Any, device: torch.device) -> Any:
+    if device.type == "cpu":
+        return states
+    moved = {f.name: getattr(states, f.name).to(device) for f in dataclasses.fields(states)}
+    return type(states)(**moved)
+
+
+class _Run:
+    """State of one training run on one rank (built by :func:`train`)."""
+
+    def __init__(self, config: Config, ctx: DistributedContext):
+        self.config, self.ctx, self.train_cfg = config, ctx, config.train
+        self.output_dir = Path(config.output_dir)
+        self.task = config.data.build_task()
+        self.micro, self.accum = self.train_cfg.batching(ctx.world_size)
+        objective = {"flexmdm": _FlexObjective, "mdm": _MDMObjective}[config.model.kind]
+        self.objective = objective(config, self.task)
+
+        torch.manual_seed(self.train_cfg.seed)
+        self.model = build_model(config.model).to(ctx.device)
+        self.ema = EMA(self.model, self.train_cfg.ema_decay) if self.train_cfg.ema_decay > 0 else None
+        self.network: nn.Module = self.model
+        if ctx.enabled:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=device_ids)
+
+        matrices = [p for p in self.model.parameters() if p.dim() >= 2]
+        others = [p for p in self.model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": matrices, "weight_decay": self.train_cfg.weight_decay},
+             {"params": others, "weight_decay": 0.0}],
+            lr=self.train_cfg.lr, betas=self.train_cfg.betas,
+        )
+        factor = functools.partial(
+            learning_rate_factor, warmup_steps=self.train_cfg.warmup_steps,
+            total_steps=self.train_cfg.steps, min_lr_ratio=self.train_cfg.min_lr_ratio,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.step = 0
+        self.validation = self._validation_set()
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def _shard_batches(self, step: int) -> list[tuple[int, TrainingBatch, torch.Generator]]:
+        """This rank's micro-batches of global step ``step``: ``(shard, batch, its generator)``."""
+        shards = range(self.ctx.rank * self.accum, (self.ctx.rank + 1) * self.accum)
+        out = []
+        for shard in shards:
+            generator = keyed_generator(self.train_cfg.seed, "train", step, shard)
+            out.append((shard, self.task.sample_batch(self.micro, generator, "train"), generator))
+        return out
+
+    def _validation_set(self) -> list[Any]:
+        """A fixed list of held-out interpolated states (rank 0 only)."""
+        if not self.ctx.is_main:
+            return []
+        states = []
+        for index in range(self.train_cfg.eval_batches):
+            generator = keyed_generator(self.train_cfg.seed, "validation", index)
+            batch = self.task.sample_batch(self.micro, generator, "validation")
+            t = sample_times(self.micro, generator=generator, max_time=self.train_cfg.max_time)
+            states.append(_to_device(self.objective.states(batch, t, generator), self.ctx.device))
+        return states
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        enabled = self.train_cfg.autocast == "bfloat16"
+        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def train_step(self) -> tuple[Tensor, Tensor, float]:
+        """One optimizer step; returns ``(this rank's [7] sums of _Stats, grad norm, lr used)``."""
+        self.network.train()
+        shard_batches = self._shard_batches(self.step)
+        normaliser = sum(self.objective.normaliser(batch) for _, batch, _ in shard_batches)
+        normaliser = self.ctx.all_reduce_sum(torch.as_tensor(normaliser, dtype=torch.float64))
+        # DDP averages gradients over ranks: scale by world_size to get the global sum.
+        scale = self.ctx.world_size / float(normaliser.clamp(min=1))
+        sums = torch.zeros(len(dataclasses.fields(_Stats)), dtype=torch.float64, device=self.ctx.device)
+        for index, (shard, batch, generator) in enumerate(shard_batches):
+            t = sample_times(
+                self.micro, generator=generator, offset=shard * self.micro,
+                total=self.train_cfg.batch_size, max_time=self.train_cfg.max_time,
+            )
+            states = _to_device(self.objective.states(batch, t, generator), self.ctx.device)
+            torch.manual_seed(keyed_generator(self.train_cfg.seed, "dropout", self.step, shard).initial_seed())
+            last = index == len(shard_batches) - 1
+            sync = contextlib.nullcontext() if last or not self.ctx.enabled else self.network.no_sync()
+            with sync:
+                with self._autocast():
+                    out = self.objective.loss(self.network, states)
+                (out.per_sequence.sum() * scale).backward()
+            sums += _Stats.of_micro_batch(out, states.tokens.numel(), self.objective.live(batch, states),
+                                          batch.lengths.sum())
+        max_norm = self.train_cfg.grad_clip if self.train_cfg.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return sums, grad_norm, lr
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Per-token loss of the exported weights on the fixed held-out set (rank 0)."""
+        model = self.export_model.eval()
+        total, tokens = 0.0, 0.0
+        for states in self.validation:
+            with self._autocast():
+                out = self.objective.loss(model, states)
+            total += float(out.per_sequence.double().sum())
+            tokens += float(out.num_tokens)
+        return total / max(tokens, 1.0)
+
+    @property
+    def export_model(self) -> nn.Module:
+        """The weights to validate, checkpoint for sampling and export: EMA when on."""
+        return self.model if self.ema is None else self.ema.model
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        """``config.json`` entries besides the model: what ``flexmdm sample`` needs."""
+        return {
+            "schedules": self.config.schedules.to_dict(),
+            "vocab": self.task.vocab.to_config(),
+            "task": self.config.data.to_dict(),
+            "max_length": self.task.max_length,
+            "step": self.step,
+        }
+
+    def tokenizer_dir(self) -> Path | None:
+        directory = self.output_dir / "tokenizer"
+        return directory if (directory / "tokenizer.json").is_file() else None
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+        }
+
+    def save(self) -> None:
+        """Checkpoint on rank 0 between two barriers."""
+        self.ctx.barrier()
+        if self.ctx.is_main:
+            save_checkpoint(
+                self.output_dir, self.step, export_model=self.export_model, state=self.trainer_state(),
+                metadata=self.metadata(), tokenizer_dir=self.tokenizer_dir(), keep_last=self.train_cfg.keep_last,
+            )
+        self.ctx.barrier()
+
+    def resume(self, path: Path) -> None:
+        """Restore everything from checkpoint directory ``path``."""
+        state = load_trainer_state(path)
+        _check_resumable(config_from_dict(state["config"]).to_dict(), self.config.to_dict(), path)
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.step = int(state["step"])
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume when anything but the harmless train settings changed."""
+    old, new = _flatten(saved), _flatten(current)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        key = changed[0]
+        raise ConfigError(
+            f"cannot resume from {path}: {key} was {old.get(key)!r}, now {new.get(key)!r}"
+            f"{f' (and {len(changed) - 1} more)' if len(changed) > 1 else ''}; use a new output_dir"
+        )
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows after ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a row cut short by a kill
+            continue
+        if row.get("step", math.inf) <= step:
+            kept.append(line + "\n")
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(kept))
+    os.replace(temporary, path)
+
+
+def _metrics_row(step: int, totals: Tensor, lr: float, grad_norm: float, tokens_per_s: float) -> dict[str, Any]:
+    """A metrics row from the global sums of :class:`_Stats` (given in its field order)."""
+    stats = _Stats(*totals.tolist())
+    generated = max(stats.generated, 1.0)
+    return {
+        "step": step,
+        "loss": stats.loss / generated,
+        "token_loss": stats.token / generated,
+        "gap_loss": stats.gap / generated,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens_per_s": tokens_per_s,
+        "padding_fraction": 1.0 - stats.live / max(stats.positions, 1.0),
+    }
+
+
+def train(config: Config) -> TrainResult:
+    """Train (or resume) the run described by ``config``; see the module docstring.
+
+    Under ``torchrun`` every rank calls this; only rank 0 writes files.
+
+    Returns:
+        the run's :class:`TrainResult` (on every rank).
+    """
+    ctx = init_distributed(config.train.device)
+    try:
+        return _train(config, ctx)
+    finally:
+        ctx.shutdown()
+
+
+def _train(config: Config, ctx: DistributedContext) -> TrainResult:
+    output_dir = Path(config.output_dir)
+    metrics_path = output_dir / METRICS_FILE
+    run = _Run(config, ctx)
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is not None:
+        run.resume(checkpoint)
+    if ctx.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(output_dir)
+        config.save(output_dir / "config.yaml")
+        _truncate_metrics(metrics_path, run.step)
+        (output_dir / "tokenizer").mkdir(exist_ok=True)
+        run.task.write_tokenizer(output_dir / "tokenizer")
+    ctx.barrier()
+
+    cfg = config.train
+    loss = val_loss = None
+    start = time.perf_counter()
+    last_time, tokens_since = start, 0.0
+    progress = tqdm(total=cfg.steps, initial=run.step, disable=not ctx.is_main, desc="train", dynamic_ncols=True)
+    with progress, open(metrics_path, "a") if ctx.is_main else contextlib.nullcontext() as metrics:
+        while run.step < cfg.steps:
+            sums, grad_norm, lr = run.train_step()
+            step, final = run.step, run.step == cfg.steps
+            progress.update(1)
+            totals = ctx.all_reduce_sum(sums)
+            tokens_since = tokens_since + totals[-1]
+            evaluate = cfg.eval_batches > 0 and (final or (cfg.eval_every > 0 and step % cfg.eval_every == 0))
+            if final or evaluate or step % cfg.log_every == 0:
+                now = time.perf_counter()
+                row = _metrics_row(step, totals, lr, float(grad_norm), float(tokens_since) / max(now - last_time, 1e-9))
+                last_time, tokens_since = now, 0.0
+                loss = row["loss"]
+                if evaluate and ctx.is_main:
+                    val_loss = row["val_loss"] = run.validation_loss()
+                if ctx.is_main:
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            if final or (cfg.save_every > 0 and step % cfg.save_every == 0):
+                run.save()
+    elapsed = time.perf_counter() - start
+    model_dir = output_dir / MODEL_DIR
+    if ctx.is_main:
+        save_pretrained(run.export_model, model_dir, metadata=run.metadata(), tokenizer_dir=run.tokenizer_dir())
+    ctx.barrier()
+    return TrainResult(output_dir, model_dir, run.step, loss, val_loss, elapsed)

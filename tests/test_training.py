@@ -1,0 +1,348 @@
+"""Training: configuration, schedules, EMA, data streams, exact resume, atomicity, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from flexmdm.interpolant import FlexInterpolant
+from flexmdm.schedules import LinearSchedule
+from flexmdm.tasks.toy import ToyLanguage
+from flexmdm.training import EMA, ConfigError, TrainConfig, keyed_generator, learning_rate_factor, load_config, train
+from flexmdm.training import checkpoint as checkpoint_module
+from flexmdm.training.checkpoint import latest_checkpoint
+
+TINY = {
+    "model": {"kind": "flexmdm", "d_model": 32, "n_layers": 1, "n_heads": 2, "max_length": 16, "dropout": 0.1},
+    "data": {"task": "toy", "max_a": 6, "max_b": 6, "prefix_probability": 0.2},
+    "train": {
+        "steps": 8, "batch_size": 8, "micro_batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "ema_decay": 0.99,
+        "log_every": 1, "eval_every": 4, "eval_batches": 2, "save_every": 4, "keep_last": 2, "seed": 3,
+    },
+}
+
+
+def write_config(directory: Path, overrides: dict | None = None, name: str = "config.yaml") -> Path:
+    """A tiny config (output under ``directory/run``) with nested ``overrides`` merged in."""
+    raw = json.loads(json.dumps(TINY))
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    raw.setdefault("output_dir", str(directory / "run"))
+    path = directory / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flexmdm.cli", *args]
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_overrides_apply_and_defaults_resolve(tmp_path):
+    path = write_config(tmp_path)
+    config = load_config(path, [
+        "train.lr=3e-3", "schedules.insertion.name=polynomial", "schedules.insertion.power=3",
+        "model.d_model=48", "data.max_a=9", "train.betas=[0.8, 0.95]", f"output_dir={tmp_path / 'x'}",
+    ])
+    assert config.train.lr == 3e-3 and config.train.betas == (0.8, 0.95)
+    assert config.schedules.insertion == {"name": "polynomial", "power": 3.0}
+    assert config.schedules.unmasking == {"name": "linear"}
+    assert config.model.d_model == 48 and config.model.vocab_size == 4  # vocab from the task
+    assert config.data.options["max_a"] == 9 and config.data.build_task().max_length == 15
+    assert config.output_dir == str(tmp_path / "x")
+    assert config.train.max_time == pytest.approx(1 - 1e-3)
+
+
+def test_saved_config_round_trips(tmp_path):
+    config = load_config(write_config(tmp_path), ["schedules.unmasking=cosine"])
+    config.save(tmp_path / "saved.yaml")
+    again = load_config(tmp_path / "saved.yaml")
+    assert again == config and again.to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lrr=1", "'train.lrr'"),
+    ("bogus=1", "'bogus'"),
+    ("model.width=3", "'model.width'"),
+    ("data.colour=red", "'data.colour'"),
+    ("schedules.insertion.power=2", "schedules.insertion"),  # linear has no power
+    ("schedules.middle={name: linear}", "'schedules.middle'"),
+])
+def test_unknown_keys_are_named(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write_config(tmp_path), [override])
+
+
+def test_unknown_key_in_file_is_named(tmp_path):
+    path = write_config(tmp_path, {"train": {"warmup": 3}})
+    with pytest.raises(ConfigError, match=r"'train\.warmup'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.steps=0", "train.steps"),
+    ("train.lr=fast", "train.lr"),
+    ("train.betas=[0.9]", "train.betas"),
+    ("train.ema_decay=1.0", "train.ema_decay"),
+    ("train.autocast=float16", "train.autocast"),
+    ("train.log_every=true", "train.log_every"),
+    ("model.kind=autoregressive", "model.kind"),
+    ("model.vocab_size=9", "model.vocab_size"),
+    ("model.max_length=5", "model.max_length"),
+    ("schedules.insertion.name=zigzag", "schedules.insertion"),
+    ("data.task=nope", "data.task"),
+    ("data.max_a=-1", "data.max_a"),
+    ("output_dir=[1]", "output_dir"),
+])
+def test_invalid_values_are_named(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write_config(tmp_path), [override])
+
+
+@pytest.mark.parametrize("override", ["train.lr", "=3", "train..lr=3", "train.lr=[1"])
+def test_malformed_overrides(tmp_path, override):
+    with pytest.raises(ConfigError, match="bad override"):
+        load_config(write_config(tmp_path), [override])
+
+
+def test_override_into_a_value_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"'train\.lr' is a value"):
+        load_config(write_config(tmp_path), ["train.lr.x=1"])
+
+
+def test_missing_output_dir_and_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"train": {"steps": 3}}))
+    with pytest.raises(ConfigError, match="output_dir"):
+        load_config(path)
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_batching():
+    assert TrainConfig(batch_size=8, micro_batch_size=2).batching(2) == (2, 2)
+    assert TrainConfig(batch_size=8, grad_accum=2).batching(1) == (4, 2)
+    assert TrainConfig(batch_size=8).batching(2) == (4, 1)
+    assert TrainConfig(batch_size=8, micro_batch_size=2, grad_accum=4).batching(1) == (2, 4)
+    for bad in (TrainConfig(batch_size=8, micro_batch_size=3), TrainConfig(batch_size=8, micro_batch_size=2, grad_accum=3)):
+        with pytest.raises(ConfigError, match="train.batch_size"):
+            bad.batching(1)
+    with pytest.raises(ConfigError, match=r"2 rank\(s\)"):
+        TrainConfig(batch_size=3).batching(2)
+
+
+# -- learning rate and EMA ----------------------------------------------------------------------
+
+
+def test_learning_rate_schedule_values():
+    factor = lambda s: learning_rate_factor(s, warmup_steps=10, total_steps=111, min_lr_ratio=0.1)  # noqa: E731
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(4) == pytest.approx(0.5)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.55)  # half-way through the cosine
+    assert factor(110) == pytest.approx(0.1)
+    assert factor(500) == pytest.approx(0.1)
+    assert learning_rate_factor(0, warmup_steps=0, total_steps=1, min_lr_ratio=0.0) == 1.0
+
+
+def test_ema_update_math():
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, decay=0.9)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # d_1 = min(0.9, 1/10) = 0.1
+    assert torch.allclose(ema.model.weight, 0.1 * start + 0.9 * 1.0)
+    for _ in range(99):
+        ema.update(model)
+    assert ema.decay_at(1) == pytest.approx(0.1) and ema.decay_at(81) == pytest.approx(0.9)
+    assert ema.decay_at(1000) == 0.9
+    expected = start
+    for k in range(1, 101):
+        d = min(0.9, k / (k + 9))
+        expected = d * expected + (1 - d)
+    assert torch.allclose(ema.model.weight, expected, atol=1e-6)
+    restored = EMA(torch.nn.Linear(2, 1), 0.9)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == 100 and torch.equal(restored.model.weight, ema.model.weight)
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def test_keyed_generators_are_reproducible_and_distinct():
+    a = torch.rand(4, generator=keyed_generator(0, "train", 5, 1))
+    assert torch.equal(a, torch.rand(4, generator=keyed_generator(0, "train", 5, 1)))
+    assert not torch.equal(a, torch.rand(4, generator=keyed_generator(0, "train", 5, 2)))
+    assert not torch.equal(a, torch.rand(4, generator=keyed_generator(1, "train", 5, 1)))
+
+
+def test_toy_language_batches():
+    task = ToyLanguage(max_a=5, max_b=4, prefix_probability=0.5)
+    batch = task.sample_batch(2000, torch.Generator().manual_seed(0))
+    assert batch.x1.shape == (2000, 9) and task.vocab.size == 4
+    sequences = [row[:n].tolist() for row, n in zip(batch.x1, batch.lengths.tolist())]
+    assert all(task.is_member(s) for s in sequences)
+    assert not task.is_member([1, 0]) and not task.is_member([])
+    histogram = torch.bincount(batch.lengths, minlength=10).double() / 2000
+    assert 0.5 * (histogram - task.length_distribution()).abs().sum() < 0.05
+    assert task.length_distribution()[0] == 0 and task.length_distribution().sum() == pytest.approx(1.0)
+    # frozen prefixes: a strict prefix, insertion only after it, accepted by the interpolant
+    prefix = batch.frozen.sum(dim=1)
+    assert bool((batch.frozen == (torch.arange(9) < prefix[:, None])).all())
+    assert bool((prefix < batch.lengths.clamp(min=1)).all()) and 0.3 < float((prefix > 0).double().mean()) < 0.6
+    assert bool(batch.allowed_regions[torch.arange(2000), prefix].all()) and bool((batch.allowed_regions.sum(1) == 1).all())
+    states = FlexInterpolant(LinearSchedule(), LinearSchedule(), task.vocab).sample(
+        batch.x1, batch.lengths, torch.rand(2000), frozen=batch.frozen, allowed_regions=batch.allowed_regions)
+    assert bool((states.frozen.sum(dim=1) == prefix).all())
+    canvas, frozen = batch.canvas(12, task.vocab.pad_id)
+    assert canvas.shape == (2000, 12) and bool((canvas[:, 9:] == task.vocab.pad_id).all())
+    assert torch.equal(frozen[:, :9], batch.frozen)
+
+
+def test_toy_tokenizer(tmp_path):
+    from tokenizers import Tokenizer
+
+    assert ToyLanguage().write_tokenizer(tmp_path)
+    tokenizer = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert tokenizer.encode("a a b").ids == [0, 0, 1] and tokenizer.decode([0, 1, 1]) == "a b b"
+
+
+# -- training runs ------------------------------------------------------------------------------
+
+
+def test_train_in_process_writes_everything(tmp_path):
+    config = load_config(write_config(tmp_path))
+    result = train(config)
+    run = Path(config.output_dir)
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == list(range(1, 9)) and result.steps == 8
+    assert {"loss", "token_loss", "gap_loss", "lr", "grad_norm", "tokens_per_s", "padding_fraction"} <= rows[0].keys()
+    assert "val_loss" in rows[3] and "val_loss" in rows[7] and "val_loss" not in rows[4]
+    assert all(math.isfinite(r["loss"]) and r["loss"] == pytest.approx(r["token_loss"] + r["gap_loss"]) for r in rows)
+    assert all(0.0 <= r["padding_fraction"] < 1.0 for r in rows)
+    assert rows[0]["lr"] == pytest.approx(5e-4) and rows[1]["lr"] == pytest.approx(1e-3)
+    assert latest_checkpoint(run).name == "step_000008"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_000004", "step_000008"]
+    exported = json.loads((run / "model" / "config.json").read_text())
+    assert exported["schedules"] == {"insertion": {"name": "linear"}, "unmasking": {"name": "linear"}}
+    assert exported["vocab"] == {"size": 4, "mask_id": 2, "pad_id": 3} and exported["task"]["task"] == "toy"
+    assert (run / "model" / "tokenizer.json").is_file()
+    assert load_config(run / "config.yaml") == config
+    # a finished run resumes as a no-op
+    assert train(config).steps == 8 and len(read_metrics(run)) == 8
+
+
+def test_mdm_training_runs(tmp_path):
+    config = load_config(write_config(tmp_path, {"model": {"kind": "mdm"}}), ["train.steps=2", "train.eval_batches=1"])
+    train(config)
+    rows = read_metrics(Path(config.output_dir))
+    assert rows[-1]["gap_loss"] == 0.0 and "val_loss" in rows[-1]
+    # canvas of 12 positions, mean data length 6 -> about half the positions are PAD
+    assert 0.3 < rows[-1]["padding_fraction"] < 0.7
+
+
+def test_bfloat16_autocast_runs(tmp_path):
+    config = load_config(write_config(tmp_path), ["train.steps=2", "train.autocast=bfloat16", "train.eval_batches=1"])
+    assert math.isfinite(train(config).val_loss)
+
+
+def test_failed_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    config = load_config(write_config(tmp_path), ["train.save_every=2", "train.eval_batches=0"])
+    run = Path(config.output_dir)
+    real_write = checkpoint_module._write_state
+
+    def failing_write(path, state):
+        if state["step"] == 4:
+            real_write(path, state)  # the file is complete, the checkpoint not yet renamed
+            raise OSError("disk full (injected)")
+        real_write(path, state)
+
+    monkeypatch.setattr(checkpoint_module, "_write_state", failing_write)
+    with pytest.raises(OSError, match="injected"):
+        train(config)
+    assert latest_checkpoint(run).name == "step_000002"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_000002"]
+    # a stale temporary and an orphan later checkpoint (renamed, `latest` not yet moved) are harmless
+    (run / "checkpoints" / ".tmp-step_000004-1").mkdir()
+    monkeypatch.setattr(checkpoint_module, "_write_state", real_write)
+    assert train(config).steps == 8
+    assert latest_checkpoint(run).name == "step_000008"
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, 9))
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    config = load_config(write_config(tmp_path), ["train.steps=4", "train.eval_batches=0"])
+    train(config)
+    changed = load_config(write_config(tmp_path), ["train.steps=6", "train.lr=5e-3", "train.eval_batches=0"])
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        train(changed)
+
+
+def test_exact_resume_after_sigkill(tmp_path):
+    settings = {"train": {"steps": 60, "save_every": 10, "eval_every": 20, "keep_last": 1}}
+    reference = write_config(tmp_path, {**settings, "output_dir": str(tmp_path / "reference")}, "reference.yaml")
+    killed = write_config(tmp_path, {**settings, "output_dir": str(tmp_path / "killed")}, "killed.yaml")
+    env = subprocess_env()
+    subprocess.run(cli("train", str(reference)), env=env, check=True, capture_output=True)
+
+    process = subprocess.Popen(cli("train", str(killed)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 120
+    while not latest.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = int(latest.read_text().split("_")[1])
+    assert interrupted_at < 60, "the run finished before it could be killed"
+    subprocess.run(cli("train", str(killed)), env=env, check=True, capture_output=True)
+
+    expected, resumed = read_metrics(tmp_path / "reference"), read_metrics(tmp_path / "killed")
+    assert [r["step"] for r in resumed] == list(range(1, 61))
+    for key in ("loss", "token_loss", "gap_loss", "grad_norm", "lr", "val_loss"):
+        assert [r.get(key) for r in resumed] == [r.get(key) for r in expected], key
+    weights = [(tmp_path / run / "model" / "model.safetensors").read_bytes() for run in ("reference", "killed")]
+    assert weights[0] == weights[1]
+
+
+def test_ddp_matches_gradient_accumulation(tmp_path):
+    common = {"train": {"steps": 4, "batch_size": 8, "micro_batch_size": 4, "save_every": 2, "eval_batches": 1}}
+    single = write_config(tmp_path, {**common, "output_dir": str(tmp_path / "single")}, "single.yaml")
+    double = write_config(tmp_path, {**common, "output_dir": str(tmp_path / "ddp")}, "ddp.yaml")
+    env = subprocess_env()
+    subprocess.run(cli("train", str(single)), env=env, check=True, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run([*torchrun, "-m", "flexmdm.cli", "train", str(double)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected, observed = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "ddp")
+    assert [r["step"] for r in observed] == [1, 2, 3, 4]
+    for key in ("loss", "token_loss", "gap_loss", "grad_norm", "val_loss", "padding_fraction"):
+        a = [r[key] for r in expected if key in r]
+        b = [r[key] for r in observed if key in r]
+        assert len(a) == len(b) > 0 and b == pytest.approx(a, rel=1e-5, abs=1e-7), key
+    assert latest_checkpoint(tmp_path / "ddp").name == "step_000004"
