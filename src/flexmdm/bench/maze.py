@@ -37,7 +37,7 @@ class MazeBenchSettings:
     num_pairs: int = 4000
     ks: tuple[int, ...] = (2, 7, 12)
     eval_per_k: int = 100
-    sampling_steps: int = 64
+    sampling_steps: int = 128
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
     train: dict[str, Any] = field(default_factory=lambda: {
         "steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
@@ -46,9 +46,8 @@ class MazeBenchSettings:
 
     @classmethod
     def quick(cls) -> MazeBenchSettings:
-        settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=50, sampling_steps=32)
-        settings.model = {"d_model": 96, "n_layers": 3, "n_heads": 4}
-        settings.train.update(steps=400, ema_decay=0.99, save_every=200)
+        settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=50, sampling_steps=128)
+        settings.train.update(steps=2000, ema_decay=0.995)
         return settings
 
 
