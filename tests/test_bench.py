@@ -1,0 +1,36 @@
+"""The benchmark commands write complete, self-describing records (tiny settings)."""
+
+import json
+
+from flexmdm.bench import maze as maze_bench
+from flexmdm.bench.speed import run_speed_benchmark
+from flexmdm.cli import main
+
+SPEED_KEYS = {"matmul_peak_gflops", "train_tokens_per_s", "mfu", "sampler_overhead_fraction",
+              "flexmdm_vs_mdm_sample_cost", "command", "seed", "wall_seconds", "machine"}
+
+
+def test_speed_record(tmp_path):
+    record = run_speed_benchmark(tmp_path / "speed.json", quick=True, argv=["bench", "speed", "--quick"])
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    assert SPEED_KEYS <= set(saved) and saved["command"] == "flexmdm bench speed --quick"
+    assert 0 < saved["mfu"] and 0 <= saved["sampler_overhead_fraction"] < 1
+    assert saved["flexmdm_vs_mdm_sample_cost"] > 0 and record["seed"] == 0
+
+
+def test_maze_record_and_plot(tmp_path, monkeypatch):
+    def tiny(cls):
+        settings = maze_bench.MazeBenchSettings(rooms=3, num_pairs=100, ks=(2, 3), eval_per_k=3, sampling_steps=4)
+        settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
+        settings.train.update(steps=2, batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
+        return settings
+
+    monkeypatch.setattr(maze_bench.MazeBenchSettings, "quick", classmethod(tiny))
+    out = tmp_path / "maze.json"
+    assert main(["bench", "maze", "--quick", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert {"command", "seed", "wall_seconds", "config", "results"} <= set(record)
+    rows = {(r["model"], r["K"]) for r in record["results"]}
+    assert rows == {(m, k) for m in ("flexmdm", "mdm") for k in (2, 3)}
+    assert all(0 <= r["success_rate"] <= 1 and r["n"] >= 1 for r in record["results"])
+    assert out.with_suffix(".png").stat().st_size > 0
