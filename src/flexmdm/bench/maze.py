@@ -33,14 +33,14 @@ __all__ = ["MazeBenchSettings", "run_maze_benchmark"]
 class MazeBenchSettings:
     """What the benchmark trains and evaluates (``quick()`` is the README's main job)."""
 
-    rooms: int = 10
+    rooms: int = 7
     num_pairs: int = 4000
     ks: tuple[int, ...] = (2, 7, 12)
     eval_per_k: int = 100
     sampling_steps: int = 128
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
     train: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
+        "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
         "ema_decay": 0.999, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 500,
     })
 
