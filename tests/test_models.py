@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from flexmdm.models import FlexMDMModel, ModelConfig, build_model, load_pretrained, save_pretrained
+from flexmdm.models import ModelConfig, build_model, load_pretrained, save_pretrained
 from flexmdm.models import pretrained as pretrained_module
 from flexmdm.sampling import sample_flexmdm
 from flexmdm.schedules import LinearSchedule

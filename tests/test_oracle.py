@@ -5,7 +5,6 @@ import torch
 
 from flexmdm.schedules import LinearSchedule
 from flexmdm.testing import ExactFlexOracle, ExactMDMOracle, empirical_distribution, total_variation
-from flexmdm.vocab import Vocab
 from tests.oracle_cases import P1, VOCAB
 
 M, PAD = VOCAB.mask_id, VOCAB.pad_id

@@ -45,6 +45,7 @@ __all__ = [
     "evaluate_paths",
     "generate_maze",
     "path_success",
+    "shortest_path",
 ]
 
 Cell = tuple[int, int]
