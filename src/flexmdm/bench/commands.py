@@ -1,46 +1,46 @@
-"""``flexmdm bench maze|speed``: the benchmark subcommands."""
+"""``flexmdm bench NAME``: the benchmark subcommands.
+
+Every benchmark takes ``--out FILE.json`` (plots are written beside it), ``--seed``, ``--quick``
+(a small setting; for most benchmarks a smoke run, not a result) and ``--work-dir`` (where its
+training runs go; default: next to ``--out``; a rerun resumes them). Running ``flexmdm bench
+NAME`` calls ``flexmdm.bench.<name>.main(args) -> exit code``, imported only then, so that
+``flexmdm --help`` stays light.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib
 from pathlib import Path
 
-__all__ = ["add_bench_command"]
+__all__ = ["BENCHMARKS", "add_bench_command"]
+
+BENCHMARKS: dict[str, str] = {
+    "maze": "FlexMDM vs MDM on subgoal maze planning (paper Table 1)",
+    "length": "length fidelity and generative perplexity on variable-length text (paper §5.1.1)",
+    "reasoning": "reasoning-as-infilling: one token per step vs MED, EB and early exit",
+    "retrofit": "an MDM retrofitted into a FlexMDM vs a FlexMDM trained from scratch (paper §5.2)",
+    "speed": "matmul peak, training throughput and MFU, sampler overhead",
+}
+"""Benchmark name -> one-line help; ``flexmdm.bench.<name>`` implements it."""
 
 
 def add_bench_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``flexmdm bench`` with one subcommand per entry of :data:`BENCHMARKS`."""
     parser = commands.add_parser("bench", help="run a benchmark and write its JSON (and plots)")
     benches = parser.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-
-    maze = benches.add_parser("maze", help="FlexMDM vs MDM on subgoal maze planning (paper Table 1)")
-    maze.add_argument("--quick", action="store_true", help="the small setting of the README (about 15 CPU-minutes)")
-    maze.add_argument("--out", type=Path, required=True, help="JSON result; the PNG is written beside it")
-    maze.add_argument("--seed", type=int, default=0)
-    maze.add_argument("--work-dir", type=Path, default=None,
-                      help="where the two training runs go (default: next to --out); reruns resume")
-    maze.set_defaults(run=run_maze)
-
-    speed = benches.add_parser("speed", help="matmul peak, training throughput and MFU, sampler overhead")
-    speed.add_argument("--quick", action="store_true", help="a tiny configuration (a smoke test, not a result)")
-    speed.add_argument("--out", type=Path, required=True, help="JSON result")
-    speed.add_argument("--seed", type=int, default=0)
-    speed.set_defaults(run=run_speed)
+    for name, help_text in BENCHMARKS.items():
+        bench = benches.add_parser(name, help=help_text, description=help_text)
+        bench.add_argument("--quick", action="store_true", help="a small setting (see benchmarks/README.md)")
+        bench.add_argument("--out", type=Path, required=True, help="JSON result; plots are written beside it")
+        bench.add_argument("--seed", type=int, default=0)
+        bench.add_argument("--work-dir", type=Path, default=None,
+                           help="where training runs go (default: next to --out); reruns resume")
+        bench.set_defaults(run=_runner(name))
 
 
-def run_maze(args: argparse.Namespace) -> int:
-    from flexmdm.bench.maze import run_maze_benchmark
+def _runner(name: str):
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(f"flexmdm.bench.{name}").main(args)
 
-    run_maze_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=sys.argv[1:])
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
-    return 0
-
-
-def run_speed(args: argparse.Namespace) -> int:
-    from flexmdm.bench.speed import run_speed_benchmark
-
-    record = run_speed_benchmark(args.out, quick=args.quick, seed=args.seed, argv=sys.argv[1:])
-    for key in ("matmul_peak_gflops", "train_tokens_per_s", "mfu", "sampler_overhead_fraction",
-                "flexmdm_vs_mdm_sample_cost", "wall_seconds"):
-        print(f"{key:>28}: {record[key]:.4g}")
-    return 0
+    return run

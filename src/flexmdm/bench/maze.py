@@ -7,7 +7,9 @@ held-out start–goal pairs for every K, and a PNG of sample paths is written be
 
 from __future__ import annotations
 
+import argparse
 import copy
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from flexmdm.tasks.maze import Cell, MazeTask, evaluate_paths, path_success
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.trainer import train
 
-__all__ = ["MazeBenchSettings", "run_maze_benchmark"]
+__all__ = ["MazeBenchSettings", "main", "run_maze_benchmark"]
 
 
 @dataclass
@@ -156,3 +158,10 @@ def format_table(results: list[dict[str, Any]]) -> str:
         lines.append(f"{row['model']:<8} {row['K']:>3} {row['success_rate']:>8.3f} "
                      f"{row['mean_length_ratio']:>13.2f} {row['n']:>4}")
     return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``flexmdm bench maze``."""
+    run_maze_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=sys.argv[1:])
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0

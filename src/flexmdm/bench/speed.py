@@ -21,7 +21,9 @@ Everything is measured in one run, so the ratios are comparable even on a noisy 
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ from flexmdm.models import FlexMDMModel, MDMModel, ModelConfig
 from flexmdm.sampling import mdm_canvas, sample_flexmdm, sample_mdm
 from flexmdm.schedules import LinearSchedule, Schedule
 
-__all__ = ["SpeedSettings", "run_speed_benchmark"]
+__all__ = ["SpeedSettings", "main", "run_speed_benchmark"]
 
 
 @dataclass
@@ -238,3 +240,12 @@ def run_speed_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, 
     })
     write_json(record, out)
     return record
+
+
+def main(args: argparse.Namespace) -> int:
+    """``flexmdm bench speed`` (``--work-dir`` is unused: nothing is saved)."""
+    record = run_speed_benchmark(args.out, quick=args.quick, seed=args.seed, argv=sys.argv[1:])
+    for key in ("matmul_peak_gflops", "train_tokens_per_s", "mfu", "sampler_overhead_fraction",
+                "flexmdm_vs_mdm_sample_cost", "wall_seconds"):
+        print(f"{key:>28}: {record[key]:.4g}")
+    return 0
