@@ -34,3 +34,4 @@ def test_maze_record_and_plot(tmp_path, monkeypatch):
     assert rows == {(m, k) for m in ("flexmdm", "mdm") for k in (2, 3)}
     assert all(0 <= r["success_rate"] <= 1 and r["n"] >= 1 for r in record["results"])
     assert out.with_suffix(".png").stat().st_size > 0
+    assert record["reveal_plot"] == "maze-reveal.png" and (tmp_path / "maze-reveal.png").stat().st_size > 0

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from flexmdm.cli import build_parser, main
+from flexmdm.viz import read_trace_jsonl, replay_sequence
 from flexmdm.tasks.toy import ToyLanguage
 from tests.test_training import subprocess_env, write_config
+from tests.test_viz import embedded_page_data
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = ToyLanguage().vocab
@@ -48,10 +50,15 @@ def test_train_then_sample_flexmdm(trained, tmp_path):
     assert len(rows) == 12
     check_rows(rows, 12)  # the task's longest string: max_a + max_b
     assert all(row["text"] == " ".join("ab"[i] for i in row["tokens"]) for row in rows)
-    events = read_jsonl(trace)
-    assert {e["kind"] for e in events} <= {"insert", "unmask"} and max(e["sequence"] for e in events) == 11
-    # every generated token was revealed by an event
+    header, events = read_trace_jsonl(trace)
+    assert header["num_sequences"] == 12 and header["final"] == [row["tokens"] for row in rows]
+    # replaying the events of every batch rebuilds every sample; each token was revealed by an event
+    assert [replay_sequence(header, events, b) for b in range(12)] == [row["tokens"] for row in rows]
     assert sum(e["kind"] == "unmask" for e in events) == sum(row["length"] for row in rows)
+    # the page decodes with the traced model's tokenizer by default
+    assert main(["view", str(trace), "--sequence", "11"]) == 0
+    strings = embedded_page_data(trace.with_suffix(".html").read_text(encoding="utf-8"))["strings"]
+    assert strings and set(strings.values()) <= {"a", "b"}
     # same seed, same samples; a run directory works in place of its model/
     again = tmp_path / "again.jsonl"
     main(["sample", str(trained), "--num", "12", "--steps", "8", "--batch-size", "5", "--out", str(again), "--seed", "1"])

@@ -1,7 +1,8 @@
 """The replay page in a real browser: headless Chromium driven by selenium.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``bash scripts/install_browser.sh``) and the
-``selenium`` package; skipped with the reason when one is missing. When the environment variable
+``selenium`` package (a test dependency); skipped with the reason when one is missing, except where
+FLEXMDM_REQUIRE_BROWSER is set (CI sets it: there, a missing browser fails the run). When the environment variable
 FLEXMDM_SCREENSHOT is set, a screenshot of the page is also written there (that is how
 docs/img/trace_page.png is made).
 """
@@ -44,6 +45,8 @@ def _missing() -> str | None:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     reason = _missing()
+    if reason and os.environ.get("FLEXMDM_REQUIRE_BROWSER"):
+        pytest.fail(f"FLEXMDM_REQUIRE_BROWSER is set but {reason}")
     if reason:
         pytest.skip(reason)
     from selenium import webdriver

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 
@@ -10,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from flexmdm.cli import main
 from flexmdm.constraints import Prompt
 from flexmdm.sampling import sample_flexmdm
 from flexmdm.schedules import LinearSchedule
 from flexmdm.viz import (
-    add_view_command,
     length_over_time,
     page_data,
     plot_lengths_over_time,
@@ -22,7 +21,7 @@ from flexmdm.viz import (
     read_trace_jsonl,
     render_page,
     replay_states,
-    run_view,
+    reveal_steps,
     tokenizer_decoder,
     write_trace_jsonl,
 )
@@ -120,6 +119,28 @@ def test_replay_states_ends_at_the_final_samples(tmp_path, fixture, request):
         replay_states(header, events, len(out.sequences()))
 
 
+def test_reveal_steps_agree_with_the_replayed_states(tmp_path, prompted_run):
+    header, events = read_trace_jsonl(write_trace_jsonl(prompted_run.trace, tmp_path / "trace.jsonl"))
+    for b, final in enumerate(prompted_run.sequences()):
+        steps = reveal_steps(header, events, b)
+        assert len(steps) == len(final)
+        assert steps[: len(header["start"][b])] == [-1] * len(header["start"][b])  # the prompt
+        states = replay_states(header, events, b)
+        # a token revealed at step k is a mask in the state before step k and absent after it
+        for position, step in enumerate(steps[len(header["start"][b]):], start=len(header["start"][b])):
+            after = next(i for i, s in enumerate(states) if s["step"] == step)
+            real_before = sum(v != VOCAB.mask_id for v in states[after - 1]["tokens"])
+            real_after = sum(v != VOCAB.mask_id for v in states[after]["tokens"])
+            assert step >= 0 and real_after > real_before
+        assert sum(1 for e in events if e["sequence"] == b and e["kind"] == "unmask") == len(final) - len(header["start"][b])
+        counts = {k: steps.count(k) for k in set(steps) if k >= 0}
+        unmasked = {}
+        for e in events:
+            if e["sequence"] == b and e["kind"] == "unmask":
+                unmasked[e["step"]] = unmasked.get(e["step"], 0) + 1
+        assert counts == unmasked
+
+
 def test_length_over_time(tmp_path, prompted_run):
     header, events = read_trace_jsonl(write_trace_jsonl(prompted_run.trace, tmp_path / "trace.jsonl"))
     times, lengths = length_over_time(header, events)
@@ -132,24 +153,23 @@ def test_length_over_time(tmp_path, prompted_run):
         assert lengths[:, b].tolist() == [len(s["tokens"]) for s in replay_states(header, events, b)]
 
 
-def test_headerless_events_and_batches(tmp_path):
+def test_batches_are_numbered_on(tmp_path):
     first, second = sample_run(2, batch=2), sample_run(3, batch=2)
     path = write_trace_jsonl([first.trace, second.trace], tmp_path / "both.jsonl")
     header, events = read_trace_jsonl(path)
     finals = first.sequences() + second.sequences()
     assert header["num_sequences"] == 4
     assert [replay_states(header, events, b)[-1]["tokens"] for b in range(4)] == finals
-    bare = tmp_path / "bare.jsonl"  # what older `flexmdm sample --trace` wrote: events only
-    bare.write_text("".join(json.dumps(e) + "\n" for e in first.trace.to_records()))
-    header, events = read_trace_jsonl(bare)
-    assert header["metadata"] == {"headerless": True} and header["num_sequences"] == 2
-    assert [replay_states(header, events, b)[-1]["tokens"] for b in range(2)] == first.sequences()
 
 
 def test_bad_files_are_reported(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"kind": "insert", "step": 0}\n')
-    with pytest.raises(ValueError, match="bad.jsonl:1: event field 'sequence' missing"):
+    header_line = json.dumps({"type": "header", "format": "flexmdm-trace", "start": [[]]}) + "\n"
+    path.write_text(header_line + '{"kind": "insert", "step": 0}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2: event field 'sequence' missing"):
+        read_trace_jsonl(path)
+    path.write_text('{"kind": "insert", "step": 0, "time": 0.0, "sequence": 0, "position": 0, "value": 1}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1: the first line must be the flexmdm-trace header"):
         read_trace_jsonl(path)
     path.write_text("not json\n")
     with pytest.raises(ValueError, match="not JSON"):
@@ -178,7 +198,8 @@ def test_plots_write_pngs(tmp_path, run):
         plot_maze_reveal(grid, cells, steps[:-1], tmp_path / "x.png")
 
 
-def _embedded(page: str) -> dict:
+def embedded_page_data(page: str) -> dict:
+    """The JSON object a replay page embeds."""
     match = re.search(r'<script type="application/json" id="trace-data">(.*?)</script>', page, re.DOTALL)
     assert match, "no embedded data"
     return json.loads(match.group(1))
@@ -194,7 +215,7 @@ def test_page_is_self_contained_and_embeds_the_events(tmp_path, prompted_run):
     assert "<link" not in page and "@import" not in page
     for marker in ('id="sequence"', 'id="step"', 'id="play"'):
         assert marker in page
-    data = _embedded(page)
+    data = embedded_page_data(page)
     _, events = read_trace_jsonl(path)
     mine = [e for e in events if e["sequence"] == 2]
     assert len(data["events"]) == len(mine) and len(data["steps"]) == len({e["step"] for e in mine})
@@ -214,7 +235,7 @@ def test_page_escapes_token_strings_and_title(tmp_path, run):
     assert evil not in page and "<b>x" not in page and "<i>title" not in page
     assert page.count("</script>") == 2  # the data block's and the code's own closing tags
     assert "&lt;i&gt;title&lt;/i&gt;" in page
-    data = _embedded(page)
+    data = embedded_page_data(page)
     assert set(data["strings"].values()) == {evil + "&"}
     assert data["title"] == "<i>title</i> </script>"
 
@@ -246,20 +267,16 @@ def test_tokenizer_decoder(tmp_path):
 
 def test_view_command(tmp_path, run, capsys):
     path = write_trace_jsonl(run.trace, tmp_path / "trace.jsonl")
-    parser = argparse.ArgumentParser(prog="flexmdm")
-    add_view_command(parser.add_subparsers(dest="command"))
     tok = _letter_tokenizer(tmp_path / "model")
-    args = parser.parse_args(["view", str(path), "--out", str(tmp_path / "v.html"), "--tokenizer", str(tok),
-                              "--sequence", "1"])
-    assert args.run(args) == 0 and "wrote" in capsys.readouterr().err
-    data = _embedded((tmp_path / "v.html").read_text(encoding="utf-8"))
+    assert main(["view", str(path), "--out", str(tmp_path / "v.html"), "--tokenizer", str(tok), "--sequence", "1"]) == 0
+    assert "wrote" in capsys.readouterr().err
+    data = embedded_page_data((tmp_path / "v.html").read_text(encoding="utf-8"))
     assert data["sequence"] == 1 and set(data["strings"].values()) <= set(LETTERS)
-    args = parser.parse_args(["view", str(path)])  # default output next to the trace, ids shown
-    assert run_view(args) == 0
-    data = _embedded((tmp_path / "trace.html").read_text(encoding="utf-8"))
+    assert main(["view", str(path), "--lengths-png", str(tmp_path / "lengths.png")]) == 0  # ids shown
+    assert _is_png(tmp_path / "lengths.png")
+    data = embedded_page_data((tmp_path / "trace.html").read_text(encoding="utf-8"))
     assert all(key == value for key, value in data["strings"].items())
-    args = parser.parse_args(["view", str(path), "--sequence", "7"])
-    with pytest.raises(Exception, match="outside"):
-        run_view(args)
-    with pytest.raises(FileNotFoundError):
-        run_view(parser.parse_args(["view", str(tmp_path / "missing.jsonl")]))
+    assert main(["view", str(path), "--sequence", "7"]) == 2
+    assert "outside [0, 3)" in capsys.readouterr().err
+    assert main(["view", str(tmp_path / "missing.jsonl")]) == 2
+    assert "no trace file" in capsys.readouterr().err

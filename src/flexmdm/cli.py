@@ -2,7 +2,8 @@
 
     flexmdm train CONFIG [--set KEY=VALUE ...]
     flexmdm sample MODEL_DIR [--num N] [--steps S] [--policy P] [--param X] ...
-    flexmdm bench maze|speed [--quick] --out FILE.json
+    flexmdm view TRACE.jsonl [--out page.html] [--tokenizer DIR] [--sequence I] [--lengths-png PNG]
+    flexmdm bench NAME [--quick] --out FILE.json
 
 ``train`` resumes automatically from ``output_dir/checkpoints/latest`` when it exists; run it
 under ``torchrun --nproc_per_node N -m flexmdm.cli train CONFIG`` for data parallelism.
@@ -93,7 +94,8 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSONL output (default: stdout)")
-    parser.add_argument("--trace", type=Path, default=None, help="write the sampler's events as JSONL (FlexMDM)")
+    parser.add_argument("--trace", type=Path, default=None,
+                        help="write the sampler's events as JSONL (FlexMDM); replay them with 'flexmdm view'")
     parser.set_defaults(run=run_sample)
 
 
@@ -187,7 +189,7 @@ def run_sample(args: argparse.Namespace) -> int:
     rule = _unmasking_rule(args.policy, args.param)
     generator = torch.Generator().manual_seed(args.seed)
 
-    rows, events = [], []
+    rows, traces = [], []
     for start in range(0, args.num, args.batch_size):
         count = min(args.batch_size, args.num - start)
         if kind == "flexmdm":
@@ -211,11 +213,16 @@ def run_sample(args: argparse.Namespace) -> int:
                 row["text"] = tokenizer.decode(sequence)
             rows.append(row)
         if out.trace is not None:
-            events += [{**event, "sequence": event["sequence"] + start} for event in out.trace.to_records()]
+            traces.append(out.trace)
 
     _write_jsonl(rows, args.out)
     if args.trace is not None:
-        _write_jsonl(events, args.trace)
+        from flexmdm.viz import write_trace_jsonl
+
+        metadata = {"model": str(directory.resolve()), "steps": args.steps, "policy": args.policy,
+                    "param": args.param, "temperature": args.temperature, "seed": args.seed}
+        write_trace_jsonl(traces, args.trace, vocab=vocab, final_sequences=[r["tokens"] for r in rows],
+                          metadata=metadata)
     mean_length = sum(r["length"] for r in rows) / len(rows)
     mean_nfe = sum(r["nfe"] for r in rows) / len(rows)
     print(f"{len(rows)} samples, mean length {mean_length:.2f}, mean NFE {mean_nfe:.1f}"
@@ -237,6 +244,54 @@ def _write_jsonl(rows: Sequence[dict[str, Any]], path: Path | None) -> None:
         dump(handle)
 
 
+# -- view -------------------------------------------------------------------------------------
+
+
+def add_view_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``flexmdm view TRACE [--out page.html] [--tokenizer DIR] [--sequence I]``."""
+    parser = commands.add_parser(
+        "view", help="write an HTML page that replays the generation of one traced sequence",
+        description="Reads a trace written by 'flexmdm sample --trace' and writes one self-contained HTML "
+        "page (no network needed) with a step slider and a play button.",
+    )
+    parser.add_argument("trace", type=Path, help="trace file (.jsonl)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the HTML page to write (default: TRACE with the suffix .html)")
+    parser.add_argument("--tokenizer", type=Path, default=None, metavar="DIR",
+                        help="folder holding an HF tokenizer.json to decode tokens (default: the traced "
+                        "model's tokenizer when it has one, else token ids)")
+    parser.add_argument("--sequence", type=int, default=0, metavar="I", help="which sequence to show (default 0)")
+    parser.add_argument("--title", default=None, help="page title")
+    parser.add_argument("--lengths-png", type=Path, default=None, metavar="PNG",
+                        help="also draw the length of every traced sequence over time")
+    parser.set_defaults(run=run_view)
+
+
+def run_view(args: argparse.Namespace) -> int:
+    """Write the replay page of one sequence of ``args.trace``."""
+    from flexmdm.viz import length_over_time, plot_lengths_over_time, read_trace_jsonl, render_page, tokenizer_decoder
+
+    if not args.trace.is_file():
+        raise FileNotFoundError(f"no trace file {args.trace}")
+    if args.tokenizer is not None and not args.tokenizer.exists():
+        raise FileNotFoundError(f"no tokenizer folder {args.tokenizer}")
+    try:
+        header, events = read_trace_jsonl(args.trace)
+        tokenizer = args.tokenizer or header["metadata"].get("model")
+        decode = tokenizer_decoder(tokenizer) if tokenizer else None
+        if args.tokenizer is not None and decode is None:
+            print(f"{args.tokenizer} holds no tokenizer.json: showing token ids", file=sys.stderr)
+        out = args.out if args.out is not None else args.trace.with_suffix(".html")
+        render_page((header, events), out, decode=decode, sequence=args.sequence, title=args.title)
+        if args.lengths_png is not None:
+            plot_lengths_over_time(*length_over_time(header, events), args.lengths_png)
+    except (ValueError, IndexError) as error:
+        raise UserError(f"{args.trace}: {error}") from None
+    print(f"wrote {out} (sequence {args.sequence} of {header['num_sequences']}, {len(events)} events)",
+          file=sys.stderr)
+    return 0
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 def add_bench_command(commands: argparse._SubParsersAction) -> None:
@@ -245,7 +300,9 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     add(commands)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train_command, add_sample_command, add_bench_command]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_train_command, add_sample_command, add_view_command, add_bench_command,
+]
 """Functions registering one subcommand each (in ``--help`` order)."""
 
 

@@ -2,7 +2,8 @@
 
 Both models share the backbone, the optimiser settings and the number of training steps (the
 same compute); they differ only in layout (:mod:`flexmdm.tasks.maze`). Each is evaluated on
-held-out start–goal pairs for every K, and a PNG of sample paths is written beside the JSON.
+held-out start–goal pairs for every K. Beside the JSON go a PNG of sample paths and
+``<name>-reveal.png``: a FlexMDM path at the largest K coloured by the step at which each cell was revealed.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import torch
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.models import load_pretrained
-from flexmdm.sampling import Adaptive, sample_flexmdm, sample_mdm
+from flexmdm.sampling import Adaptive, SampleOutput, sample_flexmdm, sample_mdm
 from flexmdm.schedules import schedule_from_config
 from flexmdm.tasks.maze import Cell, MazeTask, evaluate_paths, path_success
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.trainer import train
+from flexmdm.viz import plot_maze_reveal, reveal_steps, trace_header
 
 __all__ = ["MazeBenchSettings", "main", "run_maze_benchmark"]
 
@@ -65,8 +67,9 @@ def _train_config(settings: MazeBenchSettings, layout: str, output_dir: Path, se
 
 
 def _generate(kind: str, model_dir: Path, task: MazeTask, subgoals: list[list[Cell]], steps: int,
-              seed: int) -> list[list[Cell] | None]:
-    """Paths generated for each subgoal list (None where the output is not a list of cells)."""
+              seed: int) -> tuple[list[list[Cell] | None], SampleOutput]:
+    """Paths generated for each subgoal list (None where the output is not a list of cells), and the
+    sampler's output (with its trace for FlexMDM)."""
     model, saved = load_pretrained(model_dir)
     unmasking = schedule_from_config(saved["schedules"]["unmasking"])
     generator = torch.Generator().manual_seed(seed)
@@ -75,12 +78,12 @@ def _generate(kind: str, model_dir: Path, task: MazeTask, subgoals: list[list[Ce
         insertion = schedule_from_config(saved["schedules"]["insertion"])
         out = sample_flexmdm(model, vocab=task.vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
                              steps=steps, max_length=task.max_length, prompt=task.flexmdm_prompt(subgoals),
-                             rule=rule, final_fill="parallel", generator=generator)
-        return [task.decode(seq) for seq in out.sequences()]
+                             rule=rule, final_fill="parallel", generator=generator, record_trace=True)
+        return [task.decode(seq) for seq in out.sequences()], out
     canvas, frozen = task.mdm_canvas(subgoals)
     out = sample_mdm(model, vocab=task.vocab, unmasking_schedule=unmasking, steps=steps, canvas=canvas,
                      frozen=frozen, rule=rule, final_fill="parallel", generator=generator)
-    return [task.decode_mdm(seq, len(goals)) for seq, goals in zip(out.sequences(), subgoals)]
+    return [task.decode_mdm(seq, len(goals)) for seq, goals in zip(out.sequences(), subgoals)], out
 
 
 def _plot(task: MazeTask, panels: list[tuple[str, int, list[Cell] | None, list[Cell]]], out_png: Path) -> None:
@@ -106,6 +109,19 @@ def _plot(task: MazeTask, panels: list[tuple[str, int, list[Cell] | None, list[C
     plt.close(fig)
 
 
+def _plot_reveal(task: MazeTask, paths: list[list[Cell] | None], subgoals: list[list[Cell]],
+                 samples: SampleOutput, out_png: Path) -> str | None:
+    """Draw the first successful FlexMDM path (else the first decodable one) coloured by when each cell
+    was revealed; returns the PNG's name, or None when no sample decodes to a path."""
+    ok = [path is not None and path_success(task.maze, path, goals) for path, goals in zip(paths, subgoals)]
+    index = ok.index(True) if True in ok else next((i for i, p in enumerate(paths) if p), None)
+    if index is None:
+        return None
+    steps = reveal_steps(trace_header(samples.trace), samples.trace.to_records(), index)
+    title = f"FlexMDM, K = {len(subgoals[index])}: step at which each cell was revealed ({samples.nfe[index]} calls)"
+    return plot_maze_reveal(task.maze.grid, paths[index], steps, out_png, subgoals=subgoals[index], title=title).name
+
+
 def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
                        argv: list[str] | None = None) -> dict[str, Any]:
     """Train both models, evaluate them for every K, write JSON + PNG and return the record."""
@@ -121,14 +137,17 @@ def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, w
 
     task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed, k_max=max(settings.ks))
     results, panels = [], []
+    reveal_png, reveal_plot = out.with_name(out.stem + "-reveal.png"), None
     for k in settings.ks:
         examples = task.evaluation_set(k, settings.eval_per_k, seed)
         subgoals = [goals for _, goals in examples]
         for kind in ("flexmdm", "mdm"):
             kind_task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed,
                                  k_max=max(settings.ks), layout=kind)
-            paths = _generate(kind, trained[kind].model_dir, kind_task, subgoals, settings.sampling_steps, seed)
+            paths, samples = _generate(kind, trained[kind].model_dir, kind_task, subgoals, settings.sampling_steps, seed)
             metrics = evaluate_paths(task.maze, paths, subgoals)
+            if kind == "flexmdm" and k == max(settings.ks):
+                reveal_plot = _plot_reveal(task, paths, subgoals, samples, reveal_png)
             results.append({"model": kind, "K": k, **metrics,
                             "train_seconds": trained[kind].elapsed_s, "train_steps": trained[kind].steps})
             panels += [(kind, k, paths[i], subgoals[i]) for i in range(min(2, len(paths)))]
@@ -145,6 +164,7 @@ def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, w
         "machine": machine_info(),
         "results": results,
         "plot": png.name,
+        "reveal_plot": reveal_plot,
     }
     write_json(record, out)
     print(format_table(results))
@@ -163,5 +183,5 @@ def format_table(results: list[dict[str, Any]]) -> str:
 def main(args: argparse.Namespace) -> int:
     """``flexmdm bench maze``."""
     run_maze_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=sys.argv[1:])
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    print(f"wrote {args.out} and the pictures beside it")
     return 0

@@ -39,7 +39,7 @@ from flexmdm.models import FlexMDMModel, MDMModel, ModelConfig
 from flexmdm.sampling import mdm_canvas, sample_flexmdm, sample_mdm
 from flexmdm.schedules import LinearSchedule, Schedule
 
-__all__ = ["SpeedSettings", "main", "run_speed_benchmark"]
+__all__ = ["LengthOracleGaps", "SpeedSettings", "main", "run_speed_benchmark"]
 
 
 @dataclass
@@ -149,7 +149,7 @@ class _TimedDenoiser:
         return out
 
 
-class _LengthOracleGaps(torch.nn.Module):
+class LengthOracleGaps(torch.nn.Module):
     """A network whose gap head is replaced by the exact expected gaps of a length distribution.
 
     For data whose lengths follow ``length_probs [L + 1]`` and whose positions are exchangeable,
@@ -186,7 +186,7 @@ def measure_sampling(settings: SpeedSettings) -> dict[str, float]:
     length_probs = torch.zeros(length + 1)
     length_probs[length // 8 :] = 1.0
     length_probs /= length_probs.sum()
-    flex_network = _LengthOracleGaps(FlexMDMModel(_model_config(settings, "flexmdm")).eval(), length_probs, schedule)
+    flex_network = LengthOracleGaps(FlexMDMModel(_model_config(settings, "flexmdm")).eval(), length_probs, schedule)
     mdm_network = MDMModel(_model_config(settings, "mdm")).eval()
     vocab = flex_network.network.config.vocab
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from flexmdm.vocab import Vocab
 
-__all__ = ["ModelConfig", "MODEL_KINDS"]
+__all__ = ["ModelConfig", "MODEL_KINDS", "ARCHITECTURES"]
 
 MODEL_KINDS = ("flexmdm", "mdm", "autoregressive")
+ARCHITECTURES = ("dit", "llada")
 
 
 @dataclass
@@ -29,6 +30,11 @@ class ModelConfig:
         dropout: dropout on attention outputs and MLPs during training.
         rope_theta: base of the rotary position frequencies.
         time_scale: t is multiplied by this before its sinusoidal features.
+        architecture: "dit" (:mod:`flexmdm.models.dit`) or "llada" (the LLaMA-style LLaDA
+            backbone of :mod:`flexmdm.models.llada`; FlexMDM kind adds
+            :class:`flexmdm.models.retrofit.LLaDAFlexMDM`'s time conditioning and gap head).
+        n_kv_heads: key/value heads of the "llada" architecture (None: ``n_heads``, no GQA).
+        time_groups: "llada" FlexMDM only: consecutive blocks sharing one adaLN parameter set.
     """
 
     kind: str
@@ -43,6 +49,9 @@ class ModelConfig:
     dropout: float = 0.0
     rope_theta: float = 10000.0
     time_scale: float = 1000.0
+    architecture: str = "dit"
+    n_kv_heads: int | None = None
+    time_groups: int = 2
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -58,6 +67,12 @@ class ModelConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.rope_theta <= 0 or self.time_scale <= 0:
             raise ValueError("rope_theta and time_scale must be > 0")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {list(ARCHITECTURES)}, got {self.architecture!r}")
+        if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
+            raise ValueError(f"n_kv_heads={self.n_kv_heads} must be >= 1 and divide n_heads={self.n_heads}")
+        if self.time_groups < 1:
+            raise ValueError(f"time_groups must be >= 1, got {self.time_groups}")
         Vocab(self.vocab_size, self.mask_id, self.pad_id)  # validates the ids
 
     @property

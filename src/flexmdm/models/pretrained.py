@@ -31,7 +31,11 @@ _CLASSES = {"flexmdm": FlexMDMModel, "mdm": MDMModel, "autoregressive": Autoregr
 
 
 def build_model(config: ModelConfig) -> nn.Module:
-    """A freshly initialised network of ``config.kind``."""
+    """A freshly initialised network of ``config.kind`` and ``config.architecture``."""
+    if config.architecture == "llada":
+        from flexmdm.models.retrofit import build_llada_model  # imports this module
+
+        return build_llada_model(config)
     return _CLASSES[config.kind](config)
 
 

@@ -8,12 +8,13 @@ the start state rebuilds every intermediate state and the final samples exactly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
 
-__all__ = ["Trace", "TraceEvent"]
+__all__ = ["Trace", "TraceEvent", "apply_step"]
 
 
 @dataclass(frozen=True)
@@ -71,17 +72,34 @@ class Trace:
             self.start_tokens[b, : int(self.start_lengths[b])].tolist()
             for b in range(self.start_tokens.shape[0])
         ]
-        pending: dict[int, list[tuple[int, int]]] = {}
-        for kind, _, _, rows, cols, values in self._chunks:
-            if kind == "unmask":
-                for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()):
-                    states[r][c] = v
-            else:
-                for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist()):
-                    pending.setdefault(r, []).append((c, v))
-                for r, inserts in pending.items():
-                    # right to left so earlier gap indices stay valid
-                    for gap, count in sorted(inserts, reverse=True):
-                        states[r][gap:gap] = [self.mask_id] * count
-                pending.clear()
+        steps: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        for record in self.to_records():
+            steps.setdefault((record["step"], record["sequence"]), []).append(record)
+        for (_, sequence), step_events in sorted(steps.items()):
+            apply_step(states[sequence], step_events, self.mask_id)
         return states
+
+
+def apply_step(state: list[int], step_events: list[Mapping[str, Any]], mask_id: int) -> None:
+    """Apply one step's events of one sequence to ``state`` in place.
+
+    Reveals come first (their positions are slots of ``state``), then the insertions, right to left
+    so that every gap index refers to the state before the step's insertions.
+
+    Raises:
+        ValueError: an event that does not fit ``state``.
+    """
+    inserts = []
+    for event in step_events:
+        if event["kind"] == "unmask":
+            if not 0 <= event["position"] < len(state):
+                raise ValueError(f"step {event['step']}: reveal at slot {event['position']} of a "
+                                 f"length-{len(state)} state (sequence {event['sequence']})")
+            state[event["position"]] = int(event["value"])
+        else:
+            inserts.append((int(event["position"]), int(event["value"])))
+    for gap, count in sorted(inserts, reverse=True):
+        if not 0 <= gap <= len(state) or count < 0:
+            raise ValueError(f"step {step_events[0]['step']}: {count} masks into gap {gap} of a "
+                             f"length-{len(state)} state")
+        state[gap:gap] = [mask_id] * count

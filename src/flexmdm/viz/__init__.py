@@ -1,10 +1,8 @@
 """Seeing generation happen: traces on disk, their replay, plots and an HTML replay page."""
 
 from flexmdm.viz.page import (
-    add_view_command,
     page_data,
     render_page,
-    run_view,
     tokenizer_decoder,
 )
 from flexmdm.viz.plots import plot_lengths_over_time, plot_maze_reveal
@@ -13,13 +11,13 @@ from flexmdm.viz.trace_io import (
     read_trace_jsonl,
     replay_sequence,
     replay_states,
+    reveal_steps,
     step_table,
     trace_header,
     write_trace_jsonl,
 )
 
 __all__ = [
-    "add_view_command",
     "length_over_time",
     "page_data",
     "plot_lengths_over_time",
@@ -28,7 +26,7 @@ __all__ = [
     "render_page",
     "replay_sequence",
     "replay_states",
-    "run_view",
+    "reveal_steps",
     "step_table",
     "tokenizer_decoder",
     "trace_header",

@@ -8,18 +8,14 @@ whose text content is the token's text. Masks appear as grey boxes when they are
 tokens when they are revealed; the tokens of the current step are outlined, revealed tokens are
 coloured by their reveal time, and the length, time and masks left are shown.
 
-Command line (registered by :func:`add_view_command`)::
-
-    flexmdm view TRACE.jsonl --out page.html [--tokenizer DIR] [--sequence I] [--title T]
+``flexmdm view TRACE.jsonl`` (:mod:`flexmdm.cli`) writes this page from the command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import re
-import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
@@ -28,7 +24,7 @@ from typing import Any
 
 from flexmdm.viz.trace_io import read_trace_jsonl, replay_sequence, step_table
 
-__all__ = ["add_view_command", "page_data", "render_page", "run_view", "tokenizer_decoder"]
+__all__ = ["page_data", "render_page", "tokenizer_decoder"]
 
 Decoder = Callable[[list[int]], list[str]]
 """Token ids -> one display string per id."""
@@ -179,53 +175,3 @@ def render_page(
     out_html.parent.mkdir(parents=True, exist_ok=True)
     out_html.write_text(page, encoding="utf-8")
     return out_html
-
-
-# -- command line -------------------------------------------------------------------------------
-
-
-def add_view_command(commands: argparse._SubParsersAction) -> None:
-    """Register ``flexmdm view TRACE --out page.html [--tokenizer DIR] [--sequence I]``."""
-    parser = commands.add_parser(
-        "view", help="write an HTML page that replays the generation of one traced sequence",
-        description="Reads a trace (JSON lines, as written by flexmdm.viz.write_trace_jsonl) and writes "
-        "one self-contained HTML page (no network needed) with a step slider and play button.",
-    )
-    parser.add_argument("trace", type=Path, help="trace file (.jsonl)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="the HTML page to write (default: TRACE with the suffix .html)")
-    parser.add_argument("--tokenizer", type=Path, default=None, metavar="DIR",
-                        help="folder holding an HF tokenizer.json to decode tokens (default: show ids)")
-    parser.add_argument("--sequence", type=int, default=0, metavar="I", help="which sequence to show (default 0)")
-    parser.add_argument("--title", default=None, help="page title")
-    parser.set_defaults(run=run_view)
-
-
-def _user_error(message: str) -> Exception:
-    try:
-        from flexmdm.cli import UserError
-    except ImportError:  # pragma: no cover - the cli is always there in the package
-        return ValueError(message)
-    return UserError(message)
-
-
-def run_view(args: argparse.Namespace) -> int:
-    """Write the page for ``args.trace``; returns the exit code."""
-    if not args.trace.is_file():
-        raise FileNotFoundError(f"no trace file {args.trace}")
-    decode = None
-    if args.tokenizer is not None:
-        if not args.tokenizer.exists():
-            raise FileNotFoundError(f"no tokenizer folder {args.tokenizer}")
-        decode = tokenizer_decoder(args.tokenizer)
-        if decode is None:
-            print(f"{args.tokenizer} holds no tokenizer.json: showing token ids", file=sys.stderr)
-    out = args.out if args.out is not None else args.trace.with_suffix(".html")
-    try:
-        header, events = read_trace_jsonl(args.trace)
-        render_page((header, events), out, decode=decode, sequence=args.sequence, title=args.title)
-    except (ValueError, IndexError, KeyError) as error:
-        raise _user_error(f"{args.trace}: {error}") from None
-    print(f"wrote {out} (sequence {args.sequence} of {header['num_sequences']}, {len(events)} events)",
-          file=sys.stderr)
-    return 0

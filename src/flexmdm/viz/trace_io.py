@@ -14,9 +14,6 @@ conventions of :class:`~flexmdm.sampling.trace.Trace`: within a step the reveals
 position is a slot of the current state), then the insertions (the position is gap ``i`` of the
 state after the reveals: ``value`` masks go before slot ``i``; gap ``len`` is the tail), all
 insertions of one step indexing the same pre-insertion state.
-
-A file of bare events without a header (what older ``flexmdm sample --trace`` wrote) is read too:
-its start states are taken to be empty.
 """
 
 from __future__ import annotations
@@ -26,13 +23,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flexmdm.sampling.trace import Trace
+from flexmdm.sampling.trace import Trace, apply_step
 
 __all__ = [
     "FORMAT",
     "length_over_time",
     "read_trace_jsonl",
     "replay_sequence",
+    "reveal_steps",
     "replay_states",
     "step_table",
     "trace_header",
@@ -147,8 +145,8 @@ def _check_event(record: Any, where: str) -> dict[str, Any]:
 def read_trace_jsonl(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(header, events)`` from a file written by :func:`write_trace_jsonl`.
 
-    A file without a header line gets one with empty start states, ``mask_id``/``pad_id`` None
-    and ``metadata == {"headerless": True}``.
+    Raises:
+        ValueError: a line that is not JSON, a missing or misplaced header, a malformed event.
     """
     path = Path(path)
     header: dict[str, Any] | None = None
@@ -164,19 +162,16 @@ def read_trace_jsonl(path: str | Path) -> tuple[dict[str, Any], list[dict[str, A
             if isinstance(record, dict) and record.get("type") == "header":
                 if header is not None or events:
                     raise ValueError(f"{path}:{number}: a header must be the first line, and only one")
+                if record.get("format") != FORMAT:
+                    raise ValueError(f"{path}:{number}: not a {FORMAT} file (format {record.get('format')!r})")
                 header = record
                 continue
+            if header is None:
+                raise ValueError(f"{path}:{number}: the first line must be the {FORMAT} header")
             events.append(_check_event(record, f"{path}:{number}"))
     if header is None:
-        count = 1 + max((e["sequence"] for e in events), default=-1)
-        header = {"type": "header", "format": FORMAT, "version": VERSION, "start": [[] for _ in range(count)],
-                  "mask_id": None, "pad_id": None, "num_sequences": count, "vocab_size": None,
-                  "tokens": None, "final": None, "metadata": {"headerless": True}}
-    header.setdefault("metadata", {})
-    header.setdefault("final", None)
-    header.setdefault("tokens", None)
-    header["num_sequences"] = max(len(header.get("start") or []),
-                                  1 + max((e["sequence"] for e in events), default=-1))
+        raise ValueError(f"{path}: empty trace file")
+    header["num_sequences"] = max(len(header["start"]), 1 + max((e["sequence"] for e in events), default=-1))
     return header, events
 
 
@@ -196,24 +191,6 @@ def step_table(events: Iterable[Mapping[str, Any]], sequence: int | None = None)
         if sequence is None or event["sequence"] == sequence:
             steps.setdefault(int(event["step"]), float(event["time"]))
     return sorted(steps.items())
-
-
-def _apply_step(state: list[int], step_events: list[Mapping[str, Any]], mask_id: int) -> None:
-    """One step in place: reveals first, then insertions right to left."""
-    inserts = []
-    for event in step_events:
-        if event["kind"] == "unmask":
-            if not 0 <= event["position"] < len(state):
-                raise ValueError(f"step {event['step']}: reveal at slot {event['position']} of a "
-                                 f"length-{len(state)} state (sequence {event['sequence']})")
-            state[event["position"]] = int(event["value"])
-        else:
-            inserts.append((int(event["position"]), int(event["value"])))
-    for gap, count in sorted(inserts, reverse=True):
-        if not 0 <= gap <= len(state) or count < 0:
-            raise ValueError(f"step {step_events[0]['step']}: {count} masks into gap {gap} of a "
-                             f"length-{len(state)} state")
-        state[gap:gap] = [mask_id] * count
 
 
 def replay_states(
@@ -240,7 +217,7 @@ def replay_states(
     states = [{"step": START_STEP, "time": 0.0, "tokens": list(state)}]
     for step, time in step_table(events):
         if step in by_step:
-            _apply_step(state, by_step[step], mask_id)
+            apply_step(state, by_step[step], mask_id)
         states.append({"step": step, "time": time, "tokens": list(state)})
     return states
 
@@ -248,6 +225,25 @@ def replay_states(
 def replay_sequence(header: Mapping[str, Any], events: Sequence[Mapping[str, Any]], sequence: int) -> list[int]:
     """The final state of one sequence."""
     return replay_states(header, events, sequence)[-1]["tokens"]
+
+
+def reveal_steps(header: Mapping[str, Any], events: Sequence[Mapping[str, Any]], sequence: int) -> list[int]:
+    """The step at which each token of one sequence's final state was revealed.
+
+    Returns:
+        One entry per final token: its step, ``-1`` (:data:`START_STEP`) for tokens of the start
+        state (the prompt), ``-2`` for a mask never revealed.
+    """
+    never = START_STEP - 1
+    revealed = [START_STEP] * len(_start(header, sequence))
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for event in events:
+        if event["sequence"] == sequence:
+            marked = {**event, "value": event["step"]} if event["kind"] == "unmask" else event
+            by_step.setdefault(int(event["step"]), []).append(marked)
+    for step in sorted(by_step):
+        apply_step(revealed, by_step[step], never)
+    return revealed
 
 
 def length_over_time(header: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> tuple[Any, Any]:

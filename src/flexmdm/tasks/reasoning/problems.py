@@ -1,0 +1,165 @@
+"""Multi-step arithmetic word problems in GSM8K's format.
+
+A problem starts from a quantity and applies 2–5 operations (buy, lose, double, triple), each
+one reasoning step. It renders as a GSM8K record: an English question and an answer whose
+rationale carries the calculator annotations ``<<a+b=c>>`` and ends with ``#### N``. The model
+never reads the English; :mod:`~flexmdm.tasks.reasoning.template` lays out a compact form (the
+question's keywords, the annotations as reasoning, the final number as answer).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+__all__ = ["OPERATIONS", "Operation", "Problem", "generate_problem", "generate_problems"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One kind of step.
+
+    Attributes:
+        keyword: the word of the compact question (``buys``).
+        symbol: the arithmetic operator of the rationale (``+``).
+        sentence: the English sentence, ``{name}`` and ``{k}`` filled in.
+    """
+
+    keyword: str
+    symbol: str
+    sentence: str
+
+    def apply(self, value: int, operand: int) -> int:
+        if self.symbol == "+":
+            return value + operand
+        if self.symbol == "-":
+            return value - operand
+        return value * operand
+
+
+OPERATIONS: dict[str, Operation] = {
+    "buys": Operation("buys", "+", "{name} buys {k} more {item}."),
+    "finds": Operation("finds", "+", "Then {name} finds {k} {item}."),
+    "gives": Operation("gives", "-", "{name} gives {k} {item} to a friend."),
+    "loses": Operation("loses", "-", "Then {name} loses {k} {item}."),
+    "doubles": Operation("doubles", "*", "{name} doubles the {item}."),
+    "triples": Operation("triples", "*", "{name} triples the {item}."),
+}
+"""The step kinds by keyword; ``doubles`` and ``triples`` have the implied operand 2 and 3."""
+
+_IMPLIED = {"doubles": 2, "triples": 3}
+_NAMES = ("Ann", "Ben", "Cleo", "Dan", "Eva", "Finn", "Gus", "Hana")
+_ITEMS = ("apples", "marbles", "stickers", "coins", "books", "shells")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A start value and its steps ``(keyword, operand)``.
+
+    Attributes:
+        start: the initial quantity.
+        steps: operations in order; ``operand`` is 2 / 3 for doubles / triples.
+        name: who owns the items (English rendering only).
+        item: what is counted (English rendering only).
+    """
+
+    start: int
+    steps: tuple[tuple[str, int], ...]
+    name: str = "Ann"
+    item: str = "apples"
+
+    def values(self) -> list[int]:
+        """The quantity after each step (the intermediate results), last one the answer."""
+        out, value = [], self.start
+        for keyword, operand in self.steps:
+            value = OPERATIONS[keyword].apply(value, operand)
+            out.append(value)
+        return out
+
+    @property
+    def answer(self) -> int:
+        return self.values()[-1]
+
+    def equations(self) -> list[str]:
+        """``["7+5=12", "12-3=9", …]``: one calculator annotation per step."""
+        previous, out = self.start, []
+        for (keyword, operand), value in zip(self.steps, self.values()):
+            out.append(f"{previous}{OPERATIONS[keyword].symbol}{operand}={value}")
+            previous = value
+        return out
+
+    @property
+    def question(self) -> str:
+        """The English question (GSM8K ``question`` field)."""
+        parts = [f"{self.name} has {self.start} {self.item}."]
+        for keyword, operand in self.steps:
+            parts.append(OPERATIONS[keyword].sentence.format(name=self.name, k=operand, item=self.item))
+        parts.append(f"How many {self.item} does {self.name} have now?")
+        return " ".join(parts)
+
+    @property
+    def rationale(self) -> str:
+        """The GSM8K ``answer`` field: one annotated line per step, then ``#### N``."""
+        lines = []
+        for equation in self.equations():
+            left, result = equation.split("=")
+            lines.append(f"Now {self.name} has {left} = <<{equation}>>{result} {self.item}.")
+        return "\n".join(lines) + f"\n#### {self.answer}"
+
+    def compact_question(self) -> str:
+        """The keywords the model reads: ``has 7 buys 5 gives 3 ?`` (doubles/triples take no number)."""
+        words = ["has", str(self.start)]
+        for keyword, operand in self.steps:
+            words.append(keyword)
+            if keyword not in _IMPLIED:
+                words.append(str(operand))
+        return " ".join([*words, "?"])
+
+    def to_gsm8k(self) -> dict[str, str]:
+        """``{"question", "answer"}`` as in GSM8K's JSONL files."""
+        return {"question": self.question, "answer": self.rationale}
+
+
+def generate_problem(rng: random.Random, num_steps: int, max_value: int = 99) -> Problem:
+    """A random problem with ``num_steps`` steps whose every quantity lies in ``[0, max_value]``.
+
+    Start uniform on 2..9; each step picks uniformly among the operations that keep the
+    quantity in range (``buys``/``finds`` 1..9, ``gives``/``loses`` 1..min(9, value),
+    ``doubles``/``triples`` only while the value is at most 9).
+
+    Raises:
+        ValueError: ``num_steps < 1`` or ``max_value < 18``.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if max_value < 18:
+        raise ValueError(f"max_value must be >= 18, got {max_value}")
+    value = rng.randint(2, 9)
+    start, steps = value, []
+    for _ in range(num_steps):
+        choices = []
+        if value + 1 <= max_value:
+            choices += ["buys", "finds"]
+        if value >= 1:
+            choices += ["gives", "loses"]
+        if value <= 9:
+            choices += ["doubles", "triples"]
+        keyword = rng.choice(choices)
+        if keyword in _IMPLIED:
+            operand = _IMPLIED[keyword]
+        elif OPERATIONS[keyword].symbol == "+":
+            operand = rng.randint(1, min(9, max_value - value))
+        else:
+            operand = rng.randint(1, min(9, value))
+        steps.append((keyword, operand))
+        value = OPERATIONS[keyword].apply(value, operand)
+    return Problem(start, tuple(steps), rng.choice(_NAMES), rng.choice(_ITEMS))
+
+
+def generate_problems(count: int, seed: int, min_steps: int = 2, max_steps: int = 5,
+                      max_value: int = 99) -> list[Problem]:
+    """``count`` problems, steps uniform on ``min_steps..max_steps`` (deterministic in ``seed``)."""
+    if not 1 <= min_steps <= max_steps:
+        raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
+    rng = random.Random(seed)
+    return [generate_problem(rng, rng.randint(min_steps, max_steps), max_value) for _ in range(count)]
