@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from flexmdm.cli import build_parser, main
-from flexmdm.viz import read_trace_jsonl, replay_sequence
 from flexmdm.tasks.toy import ToyLanguage
+from flexmdm.viz import read_trace_jsonl, replay_sequence
 from tests.test_training import subprocess_env, write_config
 from tests.test_viz import embedded_page_data
 
