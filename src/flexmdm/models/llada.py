@@ -204,7 +204,7 @@ def llada_config_from_model_config(config: ModelConfig) -> LLaDAConfig:
         n_layers=config.n_layers,
         n_heads=config.n_heads,
         n_kv_heads=config.n_kv_heads or config.n_heads,
-        mlp_hidden_size=int(config.mlp_ratio * config.d_model),
+        mlp_hidden_size=round(config.mlp_ratio * config.d_model),
         vocab_size=config.vocab_size,
         embedding_size=config.vocab_size,
         rope_theta=config.rope_theta,

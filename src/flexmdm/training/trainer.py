@@ -36,6 +36,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from tqdm import tqdm
 
 from flexmdm.interpolant import FlexBatch, FlexInterpolant, MDMBatch, MDMInterpolant
 from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss, sample_times
-from flexmdm.models import build_model, save_pretrained
+from flexmdm.models import ModelConfig, build_model, save_pretrained
 from flexmdm.training.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
@@ -64,6 +65,9 @@ RESUMABLE_CHANGES = frozenset(
     f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device")
 ) | {"output_dir"}
 METRICS_FILE = "metrics.jsonl"
+ModelFactory = Callable[[ModelConfig], nn.Module]
+"""Builds the network of a run (default :func:`flexmdm.models.build_model`); e.g. a retrofit of a
+pretrained model. Only parameters with ``requires_grad`` are optimised."""
 MODEL_DIR = "model"
 
 
@@ -211,6 +215,45 @@ class _MDMObjective:
         return mdm_loss(token_logits, states, self.unmasking)
 
 
+@dataclass
+class _CausalBatch:
+    """Clean sequences for the causal reference LM, cropped to the longest one (no time, no noise)."""
+
+    tokens: Tensor
+    lengths: Tensor
+    frozen: Tensor
+
+
+class _AutoregressiveObjective:
+    """Causal LM: next-token cross-entropy, the end of each sequence (target PAD) included."""
+
+    def __init__(self, config: Config, task: Task):
+        self.pad_id = task.vocab.pad_id
+
+    def normaliser(self, batch: TrainingBatch) -> Tensor:
+        return batch.num_generated + batch.x1.shape[0]
+
+    def states(self, batch: TrainingBatch, t: Tensor, generator: torch.Generator) -> _CausalBatch:
+        width = int(batch.lengths.max()) if len(batch.lengths) else 0
+        return _CausalBatch(batch.x1[:, :width], batch.lengths, batch.frozen[:, :width])
+
+    def live(self, batch: TrainingBatch, states: _CausalBatch) -> Tensor:
+        return batch.lengths.sum()
+
+    def loss(self, model: nn.Module, states: _CausalBatch) -> LossOutput:
+        batch, n = states.tokens.shape
+        slots = torch.arange(n + 1, device=states.tokens.device)[None, :]
+        targets = torch.cat([states.tokens, states.tokens.new_full((batch, 1), self.pad_id)], dim=1)
+        targets = torch.where(slots == states.lengths[:, None], self.pad_id, targets)
+        scored = (slots <= states.lengths[:, None]) & ~torch.cat([states.frozen, torch.zeros_like(states.frozen[:, :1])], dim=1)
+        nll = torch.nn.functional.cross_entropy(model(states.tokens, states.lengths).transpose(1, 2),
+                                                targets, reduction="none")
+        per_sequence = torch.where(scored, nll, 0.0).sum(dim=1)
+        num_tokens = scored.sum()
+        token_loss = per_sequence.sum() / num_tokens.clamp(min=1)
+        return LossOutput(token_loss, token_loss, torch.zeros_like(token_loss), num_tokens, per_sequence)
+
+
 def _to_device(states: Any, device: torch.device) -> Any:
     if device.type == "cpu":
         return states
@@ -221,24 +264,26 @@ def _to_device(states: Any, device: torch.device) -> Any:
 class _Run:
     """State of one training run on one rank (built by :func:`train`)."""
 
-    def __init__(self, config: Config, ctx: DistributedContext):
+    def __init__(self, config: Config, ctx: DistributedContext, model_factory: ModelFactory | None = None):
         self.config, self.ctx, self.train_cfg = config, ctx, config.train
         self.output_dir = Path(config.output_dir)
         self.task = config.data.build_task()
         self.micro, self.accum = self.train_cfg.batching(ctx.world_size)
-        objective = {"flexmdm": _FlexObjective, "mdm": _MDMObjective}[config.model.kind]
+        objective = {"flexmdm": _FlexObjective, "mdm": _MDMObjective,
+                     "autoregressive": _AutoregressiveObjective}[config.model.kind]
         self.objective = objective(config, self.task)
 
         torch.manual_seed(self.train_cfg.seed)
-        self.model = build_model(config.model).to(ctx.device)
+        self.model = (model_factory or build_model)(config.model).to(ctx.device)
         self.ema = EMA(self.model, self.train_cfg.ema_decay) if self.train_cfg.ema_decay > 0 else None
         self.network: nn.Module = self.model
         if ctx.enabled:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
 
-        matrices = [p for p in self.model.parameters() if p.dim() >= 2]
-        others = [p for p in self.model.parameters() if p.dim() < 2]
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        matrices = [p for p in trainable if p.dim() >= 2]
+        others = [p for p in trainable if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
             [{"params": matrices, "weight_decay": self.train_cfg.weight_decay},
              {"params": others, "weight_decay": 0.0}],
@@ -438,7 +483,7 @@ def _metrics_row(step: int, totals: Tensor, lr: float, grad_norm: float, tokens_
     }
 
 
-def train(config: Config) -> TrainResult:
+def train(config: Config, *, model_factory: ModelFactory | None = None) -> TrainResult:
     """Train (or resume) the run described by ``config``; see the module docstring.
 
     Under ``torchrun`` every rank calls this; only rank 0 writes files.
@@ -448,15 +493,15 @@ def train(config: Config) -> TrainResult:
     """
     ctx = init_distributed(config.train.device)
     try:
-        return _train(config, ctx)
+        return _train(config, ctx, model_factory)
     finally:
         ctx.shutdown()
 
 
-def _train(config: Config, ctx: DistributedContext) -> TrainResult:
+def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory | None = None) -> TrainResult:
     output_dir = Path(config.output_dir)
     metrics_path = output_dir / METRICS_FILE
-    run = _Run(config, ctx)
+    run = _Run(config, ctx, model_factory)
     checkpoint = latest_checkpoint(output_dir)
     if checkpoint is not None:
         run.resume(checkpoint)

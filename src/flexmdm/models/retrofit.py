@@ -1,0 +1,300 @@
+"""Retrofitting a pretrained LLaDA masked diffusion model into a FlexMDM (paper §5.2, appendix F.3).
+
+MDM and FlexMDM share the unmasking posterior's form, so a pretrained MDM already holds most of
+a FlexMDM. :func:`retrofit` adds what is missing and trains only that:
+
+* **time conditioning** — sinusoidal features of ``t · time_scale`` through an MLP, then adaLN on
+  every block: ``norm(h)·(1+scale)+shift`` before attention and MLP, ``(1+gate)·branch`` on the
+  residuals. One modulation layer (``d → 6d``) serves each group of ``time_groups``
+  consecutive blocks. Its weights start at zero, so the retrofitted network starts out
+  computing exactly the MDM's token logits;
+* a learned **frozen-token vector** added to the embeddings of prompt tokens (zero at start);
+* a **gap head** over the n + 1 gap slots: gap i sits between tokens i − 1 and i, and its
+  expected size is ``softplus(MLP([left_i; right_i]))`` of the final hidden states on both
+  sides (a learned START vector left of slot 0, a learned END vector right of the tail slot);
+* **LoRA** adapters (``peft``) on the query/key/value projections, on the per-block MLP
+  matrices selected (``ff_proj`` gate, ``up_proj``, and the per-block down projection
+  ``blocks.N.ff_out`` — selected by full path, not by the bare name ``ff_out`` that LLaDA also
+  gives its LM head) and optionally on the token head ``transformer.ff_out``.
+
+Everything else is frozen. :func:`save_retrofit` writes only the new modules and adapters
+(``adapter_model.safetensors`` + ``retrofit_config.json``); :func:`load_retrofit` re-attaches
+them to the base checkpoint.
+
+:class:`LLaDAFlexMDM` is also the FlexMDM of the LLaDA architecture trained from scratch
+(``ModelConfig(kind="flexmdm", architecture="llada")``): same modules, all trainable.
+Both are FlexMDM denoisers ``(x, t, lengths, frozen) -> (token_logits, expected_gaps)`` for
+:func:`flexmdm.sampling.sample_flexmdm`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from flexmdm.models.config import ModelConfig
+from flexmdm.models.layers import TimeEmbedding
+from flexmdm.models.llada import LLaDAModel, Modulation, llada_config_from_model_config, load_llada
+
+__all__ = [
+    "GapHead",
+    "LLaDAFlexMDM",
+    "RetrofitConfig",
+    "build_llada_model",
+    "is_retrofit_parameter",
+    "load_retrofit",
+    "lora_target_pattern",
+    "retrofit",
+    "save_retrofit",
+    "ADAPTER_WEIGHTS_NAME",
+    "RETROFIT_CONFIG_NAME",
+]
+
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+RETROFIT_CONFIG_NAME = "retrofit_config.json"
+NEW_MODULES = ("time_embedding", "time_modulations", "frozen_embedding", "gap_head")
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "attn_out")
+MLP_MATRICES = ("ff_proj", "up_proj", "ff_out")
+
+
+class GapHead(nn.Module):
+    """Expected insertions per gap slot: ``(hidden [B, n, d], lengths [B]) -> [B, n + 1]`` (0 past a row's tail)."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.start = nn.Parameter(torch.randn(d_model) * 0.02)
+        self.end = nn.Parameter(torch.randn(d_model) * 0.02)
+        self.mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.SiLU(), nn.Linear(d_model, 1))
+
+    def forward(self, hidden: Tensor, lengths: Tensor) -> Tensor:
+        batch, n, d = hidden.shape
+        slots = torch.arange(n + 1, device=hidden.device)[None, :]
+        left = torch.cat([self.start.to(hidden.dtype).expand(batch, 1, d), hidden], dim=1)
+        right = torch.cat([hidden, hidden.new_zeros(batch, 1, d)], dim=1)
+        right = torch.where((slots == lengths[:, None])[..., None], self.end.to(hidden.dtype), right)
+        gaps = F.softplus(self.mlp(torch.cat([left, right], dim=-1)).squeeze(-1).float())
+        return torch.where(slots <= lengths[:, None], gaps, 0.0)
+
+
+class LLaDAFlexMDM(nn.Module):
+    """A LLaDA backbone with adaLN time conditioning, a frozen-token vector and a gap head.
+
+    Args:
+        backbone: the LLaDA network (its weights are used as they are).
+        config: ``kind="flexmdm"``, ``architecture="llada"``; ``time_groups`` and
+            ``time_scale`` shape the time conditioning.
+    """
+
+    def __init__(self, backbone: LLaDAModel, config: ModelConfig) -> None:
+        super().__init__()
+        if config.kind != "flexmdm":
+            raise ValueError(f"LLaDAFlexMDM needs a config of kind 'flexmdm', got {config.kind!r}")
+        self.config = config
+        self.backbone = backbone
+        d, layers = backbone.llada_config.d_model, backbone.llada_config.n_layers
+        self.time_groups = config.time_groups
+        self.time_embedding = TimeEmbedding(d, config.time_scale)
+        self.time_modulations = nn.ModuleList(nn.Linear(d, 6 * d) for _ in range(-(-layers // config.time_groups)))
+        for layer in self.time_modulations:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.frozen_embedding = nn.Parameter(torch.zeros(d))
+        self.gap_head = GapHead(d)
+
+    def modulations(self, t: Tensor, dtype: torch.dtype) -> list[Modulation]:
+        """One :class:`Modulation` per block; blocks of a group share theirs."""
+        cond = F.silu(self.time_embedding(t)).to(dtype)
+        shared = [Modulation.from_vector(layer(cond)) for layer in self.time_modulations]
+        return [shared[index // self.time_groups] for index in range(self.backbone.llada_config.n_layers)]
+
+    def forward(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(x [B, n], t [B], lengths [B], frozen [B, n]) -> (token_logits [B, n, V], gaps [B, n+1])``.
+
+        MASK and PAD get −inf logits; gaps past a row's tail slot are 0.
+        """
+        h = self.backbone.embed(x)
+        if frozen is not None:
+            h = h + frozen[..., None].to(h.dtype) * self.frozen_embedding.to(h.dtype)
+        hidden = self.backbone.hidden_states(h, lengths, self.modulations(t, h.dtype))
+        logits = self.backbone.logits(hidden)
+        logits[..., self.config.pad_id] = float("-inf")
+        return logits, self.gap_head(hidden, lengths)
+
+
+def build_llada_model(config: ModelConfig) -> nn.Module:
+    """A fresh LLaDA-architecture network: :class:`LLaDAModel` (mdm) or :class:`LLaDAFlexMDM` (flexmdm)."""
+    if config.dropout > 0:
+        raise ValueError("the llada architecture has no dropout; set model.dropout to 0")
+    if config.kind not in ("mdm", "flexmdm"):
+        raise ValueError(f"the llada architecture builds 'mdm' or 'flexmdm' networks, not {config.kind!r}")
+    mdm_config = dataclasses.replace(config, kind="mdm")
+    backbone = LLaDAModel(llada_config_from_model_config(mdm_config), mdm_config)
+    return backbone if config.kind == "mdm" else LLaDAFlexMDM(backbone, config)
+
+
+# -- retrofitting ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RetrofitConfig:
+    """What :func:`retrofit` adds and trains.
+
+    Attributes:
+        lora_rank: LoRA rank r.
+        lora_alpha: LoRA scaling numerator (the update is scaled by alpha / r).
+        attention_targets: attention projections that get adapters (of ``q_proj k_proj v_proj attn_out``).
+        mlp_targets: per-block MLP matrices that get adapters (of ``ff_proj up_proj ff_out``;
+            ``ff_out`` here is the block's down projection).
+        lora_token_head: also adapt the LM head ``transformer.ff_out``.
+        time_groups: consecutive blocks sharing one adaLN parameter set.
+        time_scale: t is multiplied by this before its sinusoidal features.
+    """
+
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    attention_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")
+    mlp_targets: tuple[str, ...] = MLP_MATRICES
+    lora_token_head: bool = True
+    time_groups: int = 2
+    time_scale: float = 1000.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.attention_targets, self.mlp_targets = tuple(self.attention_targets), tuple(self.mlp_targets)
+        if self.lora_rank < 1 or self.time_groups < 1:
+            raise ValueError(f"lora_rank and time_groups must be >= 1, got {self.lora_rank}, {self.time_groups}")
+        for name, allowed in (("attention_targets", ATTENTION_PROJECTIONS), ("mlp_targets", MLP_MATRICES)):
+            bad = [m for m in getattr(self, name) if m not in allowed]
+            if bad:
+                raise ValueError(f"{name} {bad} not among {list(allowed)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RetrofitConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown retrofit config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**values)
+
+
+def lora_target_pattern(config: RetrofitConfig) -> str:
+    """The regular expression (full match on module paths) selecting the LoRA targets."""
+    block = "|".join((*config.attention_targets, *config.mlp_targets))
+    options = [rf"blocks\.\d+\.({block})"] if block else []
+    if config.lora_token_head:
+        options.append("ff_out")
+    if not options:
+        raise ValueError("the retrofit config selects no LoRA target")
+    return rf"backbone\.model\.transformer\.({'|'.join(options)})"
+
+
+def is_retrofit_parameter(name: str) -> bool:
+    """Whether a parameter (by its name in :class:`LLaDAFlexMDM`) is new: a retrofit module or a LoRA adapter."""
+    return name.split(".")[0] in NEW_MODULES or ".lora_" in name
+
+
+def retrofit(mdm: LLaDAModel, config: RetrofitConfig | None = None, *, seed: int = 0) -> LLaDAFlexMDM:
+    """Turn a pretrained LLaDA MDM into a FlexMDM whose only trainable parameters are the new ones.
+
+    At return the network's token logits equal the MDM's (on every id but PAD, which a FlexMDM
+    never predicts): adaLN and the frozen-token vector start at zero and LoRA's B matrices too.
+
+    Args:
+        mdm: the pretrained network (modified in place: it becomes the frozen backbone).
+        config: adapters and conditioning; default :class:`RetrofitConfig`.
+        seed: initialisation of the new modules.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = config or RetrofitConfig()
+    model_config = dataclasses.replace(mdm.config, kind="flexmdm", architecture="llada",
+                                       time_groups=config.time_groups, time_scale=config.time_scale)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LLaDAFlexMDM(mdm, model_config)
+        lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, bias="none",
+                          target_modules=lora_target_pattern(config))
+        model = inject_adapter_in_model(lora, model)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(is_retrofit_parameter(name))
+    model.retrofit_config = config
+    return model
+
+
+def retrofit_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The new modules' and adapters' tensors (works on EMA copies, whose flags are all off)."""
+    return {name: tensor.detach().cpu().contiguous()
+            for name, tensor in model.state_dict().items() if is_retrofit_parameter(name)}
+
+
+def save_retrofit(model: LLaDAFlexMDM, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Write the adapters and new modules (not the base weights), atomically.
+
+    Args:
+        model: a network made by :func:`retrofit` (or an EMA copy of one).
+        directory: target folder (replaced if it exists).
+        metadata: extra entries for ``retrofit_config.json`` (schedules, vocabulary, ...).
+    """
+    config = getattr(model, "retrofit_config", None)
+    if config is None:
+        raise ValueError("model was not made by retrofit(): it has no retrofit_config")
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_file(retrofit_state_dict(model), staging / ADAPTER_WEIGHTS_NAME, metadata={"format": "pt"})
+        record = {"retrofit": config.to_dict(), "model": model.config.to_dict(), **(metadata or {})}
+        (staging / RETROFIT_CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_retrofit(base: str | Path | LLaDAModel, directory: str | Path,
+                  *, dtype: torch.dtype | None = None) -> tuple[LLaDAFlexMDM, dict[str, Any]]:
+    """Re-attach saved adapters to a base LLaDA checkpoint.
+
+    Args:
+        base: the base checkpoint folder (LLaDA layout) or the loaded base network.
+        directory: a :func:`save_retrofit` folder.
+        dtype: convert the base weights when loading from a folder.
+
+    Returns:
+        ``(the retrofitted network in eval mode, the whole retrofit_config.json)``.
+
+    Raises:
+        ValueError: the adapters do not fit the base (missing or unexpected tensors, shapes).
+    """
+    directory = Path(directory)
+    record = json.loads((directory / RETROFIT_CONFIG_NAME).read_text())
+    mdm = load_llada(base, dtype=dtype) if isinstance(base, (str, Path)) else base
+    model = retrofit(mdm, RetrofitConfig.from_dict(record["retrofit"]))
+    tensors = load_file(directory / ADAPTER_WEIGHTS_NAME)
+    expected = retrofit_state_dict(model)
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{directory} does not fit the base: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for key, tensor in tensors.items():
+        if tensor.shape != expected[key].shape:
+            raise ValueError(f"{directory}: {key} has shape {list(tensor.shape)}, the base needs "
+                             f"{list(expected[key].shape)}")
+    model.load_state_dict(tensors, strict=False)
+    return model.eval(), record
