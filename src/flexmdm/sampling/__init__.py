@@ -9,6 +9,7 @@ from flexmdm.sampling.unmasking import (
     ConfidenceThreshold,
     EntropyBounded,
     EntropySum,
+    SemiAutoregressive,
     TauLeaping,
     UnmaskingRule,
 )
@@ -28,5 +29,6 @@ __all__ = [
     "EntropyBounded",
     "EntropySum",
     "ConfidenceThreshold",
+    "SemiAutoregressive",
     "SCORES",
 ]

@@ -31,10 +31,15 @@ from flexmdm.sampling.unmasking import TauLeaping, UnmaskingRule
 from flexmdm.schedules import Schedule
 from flexmdm.vocab import Vocab
 
-__all__ = ["SampleOutput", "sample_flexmdm", "FlexDenoiser", "reveal"]
+__all__ = ["SampleOutput", "sample_flexmdm", "FlexDenoiser", "ExitCriterion", "reveal"]
 
 FlexDenoiser = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 """``(x [B, n], t [B], lengths [B], frozen [B, n]) -> (token_logits [B, n, V], gaps [B, n+1])``."""
+
+ExitCriterion = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+"""``(probs [B, n, V], tokens [B, n], expected_gaps [B, n+1] or None for MDM) -> [B] bool``:
+rows that stop now (early exit). Their masks are all revealed from that step's posterior and
+they take no further network call nor insertion."""
 
 
 @dataclass
@@ -128,6 +133,7 @@ def sample_flexmdm(
     final_fill: str = "sequential",
     generator: torch.Generator | None = None,
     record_trace: bool = False,
+    early_exit: ExitCriterion | None = None,
 ) -> SampleOutput:
     """Generate sequences with a FlexMDM denoiser.
 
@@ -142,16 +148,21 @@ def sample_flexmdm(
         batch_size: number of samples when no prompt is given.
         rule: unmasking rule; default :class:`TauLeaping`.
         temperature: > 0 scales the logits; 0 takes the argmax.
-        final_fill: "sequential" (exact, one call per remaining mask) or "parallel" (one call).
+        final_fill: "sequential" (exact, one call per remaining mask), "parallel" (one call) or
+            "rule" (rate-free rules only: keep applying ``rule`` at t = 1 until no mask is left).
         generator: random stream (same seed, same samples).
         record_trace: keep every event in ``SampleOutput.trace``.
+        early_exit: see :data:`ExitCriterion`; evaluated on every call's posterior, the final
+            fill included. Network calls are charged only to rows not yet stopped.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if final_fill not in ("sequential", "parallel"):
-        raise ValueError(f"final_fill must be 'sequential' or 'parallel', got {final_fill!r}")
+    if final_fill not in ("sequential", "parallel", "rule"):
+        raise ValueError(f"final_fill must be 'sequential', 'parallel' or 'rule', got {final_fill!r}")
+    if final_fill == "rule" and (rule is None or rule.uses_rates):
+        raise ValueError("final_fill='rule' needs a rate-free rule (MED, EB, a threshold)")
     if prompt is None:
         if batch_size is None:
             raise ValueError("give a prompt or a batch_size")
@@ -169,6 +180,7 @@ def sample_flexmdm(
     tokens, frozen = tokens[:, :width], frozen[:, :width]
     nfe = torch.zeros(batch, dtype=torch.long)
     dropped = torch.zeros(batch, dtype=torch.long)
+    stopped = torch.zeros(batch, dtype=torch.bool)
     trace = Trace(tokens.clone(), lengths.clone(), vocab.mask_id, vocab.pad_id) if record_trace else None
     grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
 
@@ -177,17 +189,21 @@ def sample_flexmdm(
         t_vec = torch.full((batch,), t)
         token_logits, gaps = denoiser(tokens, t_vec, lengths, frozen)
         _check_outputs(token_logits, gaps, tokens, vocab)
-        nfe += 1
+        nfe += (~stopped).long()
 
         probs, sampling_probs = _posterior(token_logits, vocab, True, temperature)
         masked = tokens == vocab.mask_id
         intensity = tau * unmasking_schedule.rate(t_vec)
         selected = rule.select(probs, masked, intensity, generator)
+        if early_exit is not None:
+            exiting = early_exit(probs, tokens, gaps) & ~stopped
+            selected = selected | (exiting[:, None] & masked)
+            stopped = stopped | exiting
         tokens, values = reveal(tokens, selected, sampling_probs, temperature, generator)
         if trace is not None:
             trace.record_unmask(k, t, selected, values)
 
-        allowed = allowed_gaps(frozen, lengths, prompt.allowed_regions)
+        allowed = allowed_gaps(frozen, lengths, prompt.allowed_regions) & ~stopped[:, None]
         rates = tau * insertion_schedule.rate(t_vec)[:, None] * gaps.float().clamp(min=0.0)
         counts = torch.poisson(torch.where(allowed, rates, 0.0), generator=generator).long()
         capped = thin_counts(counts, limit - lengths, generator)
@@ -197,7 +213,7 @@ def sample_flexmdm(
         tokens, lengths, frozen = insert_masks(tokens, lengths, frozen, capped, vocab.mask_id, vocab.pad_id)
 
     tokens, nfe = _fill_remaining(denoiser, tokens, lengths, frozen, vocab, rule, temperature,
-                                  final_fill, generator, nfe, trace, steps)
+                                  final_fill, generator, nfe, trace, steps, early_exit)
     return SampleOutput(tokens, lengths, frozen, nfe, dropped, trace)
 
 
@@ -214,6 +230,7 @@ def _fill_remaining(
     nfe: Tensor,
     trace: Trace | None,
     step: int,
+    early_exit: ExitCriterion | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Fill every mask left at t = 1 from the t = 1 posterior."""
     t_one = torch.ones(tokens.shape[0])
@@ -222,14 +239,18 @@ def _fill_remaining(
         pending = masked.any(dim=1)
         if not bool(pending.any()):
             return tokens, nfe
-        token_logits, _ = denoiser(tokens, t_one, lengths, frozen)
+        token_logits, gaps = denoiser(tokens, t_one, lengths, frozen)
         nfe += pending.long()
         probs, sampling_probs = _posterior(token_logits, vocab, True, temperature)
         if final_fill == "parallel":
             selected = masked
+        elif final_fill == "rule":
+            selected = rule.select(probs, masked, torch.zeros_like(t_one), generator)
         else:
             best = torch.where(masked, rule.order(probs), float("-inf")).argmax(dim=1)
             selected = torch.zeros_like(masked).scatter_(1, best[:, None], True) & masked
+        if early_exit is not None:
+            selected = selected | (early_exit(probs, tokens, gaps)[:, None] & masked)
         tokens, values = reveal(tokens, selected, sampling_probs, temperature, generator)
         if trace is not None:
             trace.record_unmask(step, 1.0, selected, values)

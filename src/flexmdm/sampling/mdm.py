@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from flexmdm.constraints import pad_sequences
-from flexmdm.sampling.flexmdm import SampleOutput, _posterior, reveal
+from flexmdm.sampling.flexmdm import ExitCriterion, SampleOutput, _posterior, reveal
 from flexmdm.sampling.ragged import compact
 from flexmdm.sampling.unmasking import TauLeaping, UnmaskingRule
 from flexmdm.schedules import Schedule
@@ -73,6 +73,7 @@ def sample_mdm(
     temperature: float = 1.0,
     final_fill: str = "sequential",
     generator: torch.Generator | None = None,
+    early_exit: ExitCriterion | None = None,
 ) -> SampleOutput:
     """Fill the MASKs of fixed-length canvases.
 
@@ -87,6 +88,8 @@ def sample_mdm(
         temperature: 0 for argmax.
         final_fill: "sequential" or "parallel", for masks left after the loop.
         generator: random stream.
+        early_exit: evaluated on every step's posterior; a row for which it holds has all its
+            masks revealed from that posterior at once and is done (no extra call).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -122,6 +125,8 @@ def sample_mdm(
             intensity = torch.zeros(batch)
         probs, sampling_probs = _posterior(call(rows, t), vocab, False, temperature)
         selected = rule.select(probs, masked[rows], intensity[rows], generator)
+        if early_exit is not None:
+            selected = selected | (early_exit(probs, tokens[rows], None)[:, None] & masked[rows])
         tokens[rows], _ = reveal(tokens[rows], selected, sampling_probs, temperature, generator)
 
     while True:

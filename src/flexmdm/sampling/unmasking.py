@@ -11,6 +11,8 @@ sampler then draws each selected slot's token. Rules never select a slot that is
 * :class:`EntropySum` (EB-sampler) — the largest entropy-sorted prefix whose entropy sum minus
   its maximum is at most γ, at least one.
 * :class:`ConfidenceThreshold` — every mask whose top probability is at least c, at least one.
+* :class:`SemiAutoregressive` — another rule restricted to the left-most block of positions
+  that still holds masks (blocks of a fixed width, for MDM canvases).
 
 By the paper's Prop. 3 any choice of *which* masks to reveal leaves FlexMDM's samples exact, as
 long as tokens come from the posterior and insertions follow their rates.
@@ -33,6 +35,7 @@ __all__ = [
     "EntropyBounded",
     "EntropySum",
     "ConfidenceThreshold",
+    "SemiAutoregressive",
     "SCORES",
     "entropy",
 ]
@@ -232,3 +235,39 @@ class ConfidenceThreshold(UnmaskingRule):
 
     def order(self, probs):
         return _top_probability(probs)
+
+
+@dataclass(frozen=True)
+class SemiAutoregressive(UnmaskingRule):
+    """``inner`` restricted to the left-most block still holding masks.
+
+    Positions are cut into blocks ``[0, w), [w, 2w), …`` of ``block_size`` slots; only the
+    masks of the first block that has any are eligible (blocks of frozen tokens are skipped).
+
+    Args:
+        inner: the rule choosing within the block (e.g. :class:`EntropyBounded`).
+        block_size: w, in slots.
+    """
+
+    inner: UnmaskingRule = EntropyBounded()
+    block_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+
+    @property
+    def uses_rates(self) -> bool:  # type: ignore[override]
+        return self.inner.uses_rates
+
+    def eligible(self, masked: Tensor) -> Tensor:
+        """``[B, n]`` bool: the masks of each row's left-most block that holds masks."""
+        block = torch.arange(masked.shape[1], device=masked.device) // self.block_size
+        first = torch.where(masked, block, masked.shape[1]).min(dim=1, keepdim=True).values
+        return masked & (block == first)
+
+    def select(self, probs, masked, jump_intensity, generator):
+        return self.inner.select(probs, self.eligible(masked), jump_intensity, generator)
+
+    def order(self, probs):
+        return self.inner.order(probs)

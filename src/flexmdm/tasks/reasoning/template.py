@@ -240,22 +240,34 @@ class ReasoningTemplate:
         return torch.tensor(rows, dtype=torch.long), torch.tensor(frozen_rows, dtype=torch.bool)
 
     # ------------------------------------------------------------------ reading outputs
-    def regions(self, ids: Sequence[int]) -> tuple[list[int], list[int]] | None:
-        """``(reasoning ids, answer ids)`` between the delimiters (PAD kept); None if malformed."""
-        r_open, r_close, a_open, a_close = self.delimiter_ids
+    def regions(self, ids: Sequence[int], frozen: Sequence[bool] | None = None
+                ) -> tuple[list[int], list[int]] | None:
+        """``(reasoning ids, answer ids)`` between the delimiters (PAD kept); None if malformed.
+
+        With ``frozen`` flags only frozen delimiters count (a generated ``</a>`` inside the
+        reasoning does not end the answer's search).
+        """
         ids = list(ids)
+        where = [i for i in range(len(ids)) if frozen is None or bool(frozen[i])]
+        first = {}
+        for i in where:
+            first.setdefault(ids[i], i)
         try:
-            i, j = ids.index(r_open), ids.index(r_close)
-            k, m = ids.index(a_open), ids.index(a_close)
-        except ValueError:
+            i, j, k, m = (first[d] for d in self.delimiter_ids)
+        except KeyError:
             return None
         if not i < j < k < m:
             return None
         return ids[i + 1 : j], ids[k + 1 : m]
 
-    def decode(self, ids: Sequence[int]) -> Decoded:
-        """The answer and reasoning of a generated sequence (FlexMDM or MDM layout)."""
-        parts = self.regions(ids)
+    def decode(self, ids: Sequence[int], frozen: Sequence[bool] | None = None) -> Decoded:
+        """The answer and reasoning of a generated sequence (FlexMDM or MDM layout).
+
+        Args:
+            ids: the sequence.
+            frozen: its frozen flags (see :meth:`regions`); None: first delimiters.
+        """
+        parts = self.regions(ids, frozen)
         if parts is None:
             return Decoded(None, None, 0)
         reasoning, answer = parts
@@ -264,7 +276,7 @@ class ReasoningTemplate:
         answer = self._strip_trailing_pad(answer)
         digits = set(self.ids[str(d)] for d in range(10))
         answer_text = "".join(self.symbols[i] for i in answer) if answer and set(answer) <= digits else None
-        reasoning_text = None if mask in reasoning else "".join(self.symbols[i] for i in reasoning)
+        reasoning_text = None if mask in reasoning else " ".join(self.symbols[i] for i in reasoning)
         return Decoded(answer_text, reasoning_text, len(reasoning))
 
     def _strip_trailing_pad(self, ids: list[int]) -> list[int]:
