@@ -47,7 +47,7 @@ __all__ = [
 
 TOP_LEVEL_KEYS = ("model", "schedules", "data", "train", "output_dir")
 VOCAB_FIELDS = ("vocab_size", "mask_id", "pad_id")
-TRAINABLE_KINDS = ("flexmdm", "mdm")
+TRAINABLE_KINDS = ("flexmdm", "mdm", "autoregressive")
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,249 @@
+"""``flexmdm bench length``: length fidelity and generative perplexity on text (paper §5.1.1).
+
+Three models are trained on the same tokenized corpus (:class:`flexmdm.tasks.text.TextTask`,
+by default paragraphs of the standard library's docstrings): FlexMDM and MDM with the same
+backbone, optimiser and number of steps, and a causal reference LM of the same size. Both
+diffusion models then generate unconditional samples with Algorithm 1's vanilla τ-leaping
+unmasking for every number of sampling steps; each row reports the total-variation and
+Wasserstein-1 distances between the generated and the held-out length distributions, the
+length mean and quartiles, the generative perplexity under the reference LM (samples of
+≤ 10 tokens excluded) and the unigram entropy.
+
+MDM generates on a canvas of ``max_length`` positions; its sample is the canvas with every
+PAD removed (its length is the number of non-PAD tokens). FlexMDM samples start empty.
+
+The ``reference`` entry gives the same statistics for held-out data, and ``noise_floor`` the
+distances between ``num_samples`` training sequences and the held-out set: the value a
+perfect sampler would get with this many samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.models import load_pretrained
+from flexmdm.sampling import TauLeaping, sample_flexmdm, sample_mdm
+from flexmdm.schedules import schedule_from_config
+from flexmdm.tasks.text import TextTask
+from flexmdm.tasks.text.metrics import (
+    generative_perplexity,
+    length_summary,
+    length_total_variation,
+    length_wasserstein1,
+    unigram_entropy,
+)
+from flexmdm.training.config import config_from_dict
+from flexmdm.training.data import keyed_generator
+from flexmdm.training.trainer import train
+
+__all__ = ["LengthBenchSettings", "main", "run_length_benchmark"]
+
+DIFFUSION_KINDS = ("flexmdm", "mdm")
+
+
+@dataclass
+class LengthBenchSettings:
+    """What the benchmark trains and evaluates (``quick()`` is a smoke-sized run)."""
+
+    data: dict[str, Any] = field(default_factory=lambda: {"source": "stdlib", "max_length": 64, "vocab_size": 1024})
+    sampling_steps: tuple[int, ...] = (64, 128, 256, 512)
+    num_samples: int = 256
+    sample_batch_size: int = 128
+    model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
+    train: dict[str, Any] = field(default_factory=lambda: {
+        "steps": 1200, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
+        "ema_decay": 0.995, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 200,
+    })
+    reference_steps: int = 800
+
+    @classmethod
+    def quick(cls) -> LengthBenchSettings:
+        settings = cls(sampling_steps=(16, 64), num_samples=64)
+        settings.data.update(max_length=32, vocab_size=512)
+        settings.model = {"d_model": 64, "n_layers": 2, "n_heads": 2}
+        settings.train.update(steps=150, warmup_steps=20, save_every=0)
+        settings.reference_steps = 150
+        return settings
+
+
+def _train_config(settings: LengthBenchSettings, kind: str, work: Path, seed: int) -> dict[str, Any]:
+    steps = settings.reference_steps if kind == "autoregressive" else settings.train["steps"]
+    return {
+        "model": {"kind": kind, **settings.model, "max_length": settings.data["max_length"]},
+        "data": {"task": "text", **settings.data, "cache_dir": str(work / "corpus-cache")},
+        "train": {**settings.train, "steps": steps, "seed": seed},
+        "output_dir": str(work / kind),
+    }
+
+
+@torch.no_grad()
+def generate(kind: str, model_dir: Path, task: TextTask, num_samples: int, steps: int, batch_size: int,
+             generator: torch.Generator) -> list[list[int]]:
+    """Unconditional samples of a trained FlexMDM or MDM (MDM: its canvas without PAD)."""
+    model, saved = load_pretrained(model_dir)
+    model.eval()
+    unmasking = schedule_from_config(saved["schedules"]["unmasking"])
+    vocab = task.vocab
+    samples: list[list[int]] = []
+    for start in range(0, num_samples, batch_size):
+        count = min(batch_size, num_samples - start)
+        if kind == "flexmdm":
+            insertion = schedule_from_config(saved["schedules"]["insertion"])
+            out = sample_flexmdm(model, vocab=vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
+                                 steps=steps, max_length=task.max_length, batch_size=count, rule=TauLeaping(),
+                                 final_fill="parallel", generator=generator)
+            samples += out.sequences()
+        else:
+            canvas = torch.full((count, task.max_length), vocab.mask_id, dtype=torch.long)
+            out = sample_mdm(model, vocab=vocab, unmasking_schedule=unmasking, steps=steps, canvas=canvas,
+                             rule=TauLeaping(), final_fill="parallel", generator=generator)
+            samples += [[t for t in row if t != vocab.pad_id] for row in out.tokens.tolist()]
+    return samples
+
+
+def _statistics(sequences: list[list[int]], reference_lengths: np.ndarray, scorer: torch.nn.Module,
+                pad_id: int) -> dict[str, Any]:
+    lengths = np.array([len(s) for s in sequences])
+    ppl, scored = generative_perplexity(scorer, sequences, pad_id=pad_id)
+    return {
+        "length_tv": length_total_variation(lengths, reference_lengths),
+        "length_w1": length_wasserstein1(lengths, reference_lengths),
+        "gen_ppl": ppl,
+        "n": len(sequences),
+        "n_scored": scored,
+        "length": length_summary(lengths),
+        "unigram_entropy": unigram_entropy(sequences),
+    }
+
+
+def _plot_histograms(reference: np.ndarray, lengths: dict[tuple[str, int], np.ndarray], steps: tuple[int, ...],
+                     max_length: int, out_png: Path) -> None:
+    columns = len(steps)
+    fig, axes = plt.subplots(1, columns, figsize=(3.6 * columns, 3.2), squeeze=False, sharey=True)
+    bins = np.arange(max_length + 2) - 0.5
+    for ax, step in zip(axes[0], steps):
+        ax.hist(reference, bins=bins, density=True, color="0.75", label="held-out data")
+        for kind, color in zip(DIFFUSION_KINDS, ("tab:blue", "tab:red")):
+            ax.hist(lengths[kind, step], bins=bins, density=True, histtype="step", lw=1.6, color=color,
+                    label="FlexMDM" if kind == "flexmdm" else "MDM")
+        ax.set_title(f"{step} sampling steps", fontsize=10)
+        ax.set_xlabel("length (tokens)")
+    axes[0][0].set_ylabel("fraction of samples")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Length distribution of generated paragraphs vs held-out data")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def _plot_perplexity(results: list[dict[str, Any]], data_ppl: float, out_png: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for kind, color in zip(DIFFUSION_KINDS, ("tab:blue", "tab:red")):
+        rows = [r for r in results if r["model"] == kind]
+        ax.plot([r["steps"] for r in rows], [r["gen_ppl"] for r in rows], "o-", color=color,
+                label="FlexMDM" if kind == "flexmdm" else "MDM")
+    ax.axhline(data_ppl, color="0.4", ls="--", label="held-out data")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel("generative perplexity (reference LM)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
+                         argv: list[str] | None = None, settings: LengthBenchSettings | None = None) -> dict[str, Any]:
+    """Train the three models, sample, measure, write JSON + two PNGs, return the record."""
+    watch = Stopwatch()
+    out = Path(out)
+    settings = settings or (LengthBenchSettings.quick() if quick else LengthBenchSettings())
+    work = Path(work_dir) if work_dir is not None else out.with_suffix("")
+    trained, train_seconds = {}, {}
+    for kind in (*DIFFUSION_KINDS, "autoregressive"):
+        config = config_from_dict(copy.deepcopy(_train_config(settings, kind, work, seed)))
+        print(f"training {kind} ({config.train.steps} steps) in {config.output_dir}", flush=True)
+        result = train(config)
+        trained[kind], train_seconds[kind] = result.model_dir, result.elapsed_s
+
+    task = config.data.build_task()
+    reference = task.lengths("validation")
+    scorer, _ = load_pretrained(trained["autoregressive"])
+    pad_id = task.vocab.pad_id
+    held_out = task.corpus.sequences("validation")
+    train_lengths = task.lengths("train")
+    floor_draw = np.random.default_rng(seed).choice(len(train_lengths), settings.num_samples, replace=False)
+    floor = train_lengths[floor_draw]
+
+    results, lengths = [], {}
+    jobs = [(kind, steps) for steps in settings.sampling_steps for kind in DIFFUSION_KINDS]
+    for kind, steps in tqdm(jobs, desc="sample", dynamic_ncols=True):
+        watch_sampling = Stopwatch()
+        generator = keyed_generator(seed, "bench-length", kind, steps)
+        samples = generate(kind, trained[kind], task, settings.num_samples, steps, settings.sample_batch_size,
+                           generator)
+        sampling_seconds = watch_sampling.seconds
+        lengths[kind, steps] = np.array([len(s) for s in samples])
+        row = {"model": kind, "steps": steps, **_statistics(samples, reference, scorer, pad_id),
+               "sampling_seconds": sampling_seconds, "train_seconds": train_seconds[kind],
+               "train_steps": settings.train["steps"], "example": task.decode(samples[:3])}
+        results.append(row)
+        print(f"{kind:<8} {steps:>4} steps  W1 {row['length_w1']:.2f}  TV {row['length_tv']:.3f}  "
+              f"gen ppl {row['gen_ppl']:.1f}  ({sampling_seconds:.0f} s)", flush=True)
+
+    data_ppl, data_scored = generative_perplexity(scorer, held_out, pad_id=pad_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    histogram_png = out.with_suffix(".png")
+    perplexity_png = out.with_name(f"{out.stem}-ppl.png")
+    _plot_histograms(reference, lengths, settings.sampling_steps, task.max_length, histogram_png)
+    _plot_perplexity(results, data_ppl, perplexity_png)
+    record = {
+        "command": command_line(argv),
+        "seed": seed,
+        "wall_seconds": watch.seconds,
+        "config": {**asdict(settings), "vocab": task.vocab.to_config(),
+                   "sequences": {"train": int(len(train_lengths)), "validation": int(len(reference))},
+                   "sampling_rule": "tau_leaping", "final_fill": "parallel",
+                   "reference_lm_train_seconds": train_seconds["autoregressive"]},
+        "machine": machine_info(),
+        "reference": {"length": length_summary(reference), "gen_ppl": data_ppl, "n_scored": data_scored,
+                      "unigram_entropy": unigram_entropy(held_out), "n": int(len(reference))},
+        "noise_floor": {"length_tv": length_total_variation(floor, reference),
+                        "length_w1": length_wasserstein1(floor, reference), "n": settings.num_samples},
+        "results": results,
+        "plots": [histogram_png.name, perplexity_png.name],
+    }
+    write_json(record, out)
+    print(format_table(results))
+    return record
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """The result rows as text."""
+    lines = [f"{'model':<8} {'steps':>5} {'W1':>6} {'TV':>6} {'gen ppl':>8} {'mean len':>8} {'entropy':>7} {'n':>4}"]
+    for row in results:
+        lines.append(f"{row['model']:<8} {row['steps']:>5} {row['length_w1']:>6.2f} {row['length_tv']:>6.3f} "
+                     f"{row['gen_ppl']:>8.1f} {row['length']['mean']:>8.1f} {row['unigram_entropy']:>7.2f} "
+                     f"{row['n']:>4}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``flexmdm bench length``."""
+    run_length_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=sys.argv[1:])
+    print(f"wrote {args.out}, {args.out.with_suffix('.png')} and {args.out.with_name(args.out.stem + '-ppl.png')}")
+    return 0
