@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,14 +62,14 @@ class LengthBenchSettings:
 
     data: dict[str, Any] = field(default_factory=lambda: {"source": "stdlib", "max_length": 64, "vocab_size": 1024})
     sampling_steps: tuple[int, ...] = (64, 128, 256, 512)
-    num_samples: int = 256
-    sample_batch_size: int = 128
+    num_samples: int = 160
+    sample_batch_size: int = 160
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
     train: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 1200, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
+        "steps": 800, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
         "ema_decay": 0.995, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 200,
     })
-    reference_steps: int = 800
+    reference_steps: int = 400
 
     @classmethod
     def quick(cls) -> LengthBenchSettings:
@@ -119,15 +120,21 @@ def _statistics(sequences: list[list[int]], reference_lengths: np.ndarray, score
                 pad_id: int) -> dict[str, Any]:
     lengths = np.array([len(s) for s in sequences])
     ppl, scored = generative_perplexity(scorer, sequences, pad_id=pad_id)
+    entropy = unigram_entropy(sequences)
     return {
         "length_tv": length_total_variation(lengths, reference_lengths),
         "length_w1": length_wasserstein1(lengths, reference_lengths),
-        "gen_ppl": ppl,
+        "gen_ppl": _finite(ppl),
         "n": len(sequences),
         "n_scored": scored,
         "length": length_summary(lengths),
-        "unigram_entropy": unigram_entropy(sequences),
+        "unigram_entropy": _finite(entropy),
     }
+
+
+def _finite(value: float) -> float | None:
+    """``value``, or None (JSON null) when it is NaN: e.g. no sample long enough to score."""
+    return None if math.isnan(value) else value
 
 
 def _plot_histograms(reference: np.ndarray, lengths: dict[tuple[str, int], np.ndarray], steps: tuple[int, ...],
@@ -203,7 +210,7 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
                "train_steps": settings.train["steps"], "example": task.decode(samples[:3])}
         results.append(row)
         print(f"{kind:<8} {steps:>4} steps  W1 {row['length_w1']:.2f}  TV {row['length_tv']:.3f}  "
-              f"gen ppl {row['gen_ppl']:.1f}  ({sampling_seconds:.0f} s)", flush=True)
+              f"gen ppl {_text(row['gen_ppl'], '.1f')}  ({sampling_seconds:.0f} s)", flush=True)
 
     data_ppl, data_scored = generative_perplexity(scorer, held_out, pad_id=pad_id)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +227,7 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
                    "sampling_rule": "tau_leaping", "final_fill": "parallel",
                    "reference_lm_train_seconds": train_seconds["autoregressive"]},
         "machine": machine_info(),
-        "reference": {"length": length_summary(reference), "gen_ppl": data_ppl, "n_scored": data_scored,
+        "reference": {"length": length_summary(reference), "gen_ppl": _finite(data_ppl), "n_scored": data_scored,
                       "unigram_entropy": unigram_entropy(held_out), "n": int(len(reference))},
         "noise_floor": {"length_tv": length_total_variation(floor, reference),
                         "length_w1": length_wasserstein1(floor, reference), "n": settings.num_samples},
@@ -232,12 +239,17 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
     return record
 
 
+def _text(value: float | None, spec: str) -> str:
+    return format(math.nan if value is None else value, spec)
+
+
 def format_table(results: list[dict[str, Any]]) -> str:
     """The result rows as text."""
     lines = [f"{'model':<8} {'steps':>5} {'W1':>6} {'TV':>6} {'gen ppl':>8} {'mean len':>8} {'entropy':>7} {'n':>4}"]
     for row in results:
         lines.append(f"{row['model']:<8} {row['steps']:>5} {row['length_w1']:>6.2f} {row['length_tv']:>6.3f} "
-                     f"{row['gen_ppl']:>8.1f} {row['length']['mean']:>8.1f} {row['unigram_entropy']:>7.2f} "
+                     f"{_text(row['gen_ppl'], '>8.1f')} {row['length']['mean']:>8.1f} "
+                     f"{_text(row['unigram_entropy'], '>7.2f')} "
                      f"{row['n']:>4}")
     return "\n".join(lines)
 
