@@ -186,8 +186,7 @@ def answer_log_probability(
             if len(reasoning) > template.reasoning_width or len(answer) > template.answer_width:
                 raise ValueError(f"row {b}: the reasoning or the answer exceeds its region")
             s = int(start[b])
-            canvas[b, s : s + len(reasoning)] = torch.tensor(list(reasoning), dtype=torch.long)
-            frozen[b, s : s + len(reasoning)] = True
+            canvas[b, s : s + len(reasoning)] = torch.tensor(list(reasoning), dtype=torch.long)  # clean, not frozen
         region = answer_region(canvas, a_open, a_close)
         padded = [list(a) + [vocab.pad_id] * (template.answer_width - len(a)) for a in answers]
         targets[region] = torch.tensor([tok for row in padded for tok in row], dtype=torch.long)

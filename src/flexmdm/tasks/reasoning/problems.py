@@ -123,17 +123,18 @@ class Problem:
 def generate_problem(rng: random.Random, num_steps: int, max_value: int = 99) -> Problem:
     """A random problem with ``num_steps`` steps whose every quantity lies in ``[0, max_value]``.
 
-    Start uniform on 2..9; each step picks uniformly among the operations that keep the
-    quantity in range (``buys``/``finds`` 1..9, ``gives``/``loses`` 1..min(9, value),
-    ``doubles``/``triples`` only while the value is at most 9).
+    Start uniform on 2..min(9, max_value); each step picks uniformly among the operations that
+    keep the quantity in range (``buys``/``finds`` 1..min(9, max_value − value),
+    ``gives``/``loses`` 1..min(9, value), ``doubles``/``triples`` while the product stays at
+    most ``max_value`` and at most 27).
 
     Raises:
-        ValueError: ``num_steps < 1`` or ``max_value < 18``.
+        ValueError: ``num_steps < 1`` or ``max_value < 9``.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if max_value < 18:
-        raise ValueError(f"max_value must be >= 18, got {max_value}")
+    if max_value < 9:
+        raise ValueError(f"max_value must be >= 9, got {max_value}")
     value = rng.randint(2, 9)
     start, steps = value, []
     for _ in range(num_steps):
@@ -142,8 +143,10 @@ def generate_problem(rng: random.Random, num_steps: int, max_value: int = 99) ->
             choices += ["buys", "finds"]
         if value >= 1:
             choices += ["gives", "loses"]
-        if value <= 9:
-            choices += ["doubles", "triples"]
+        if value <= 9 and 2 * value <= max_value:
+            choices.append("doubles")
+        if value <= 9 and 3 * value <= max_value:
+            choices.append("triples")
         keyword = rng.choice(choices)
         if keyword in _IMPLIED:
             operand = _IMPLIED[keyword]

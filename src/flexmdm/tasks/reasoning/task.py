@@ -41,6 +41,7 @@ class ReasoningTask(Task):
         problem_seed: seed of every split.
         min_steps: fewest reasoning steps per problem.
         max_steps: most reasoning steps (sizes the MDM reasoning region).
+        max_value: every quantity stays in ``[0, max_value]`` (9: single digits only).
         layout: "flexmdm" (regions grow by insertion) or "mdm" (fixed canvas, PAD filler).
     """
 
@@ -48,6 +49,7 @@ class ReasoningTask(Task):
     problem_seed: int = 0
     min_steps: int = 2
     max_steps: int = 5
+    max_value: int = 99
     layout: Literal["flexmdm", "mdm"] = "flexmdm"
 
     def __post_init__(self) -> None:
@@ -55,13 +57,16 @@ class ReasoningTask(Task):
             raise ValueError(f"layout must be 'flexmdm' or 'mdm', got {self.layout!r}")
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        if self.max_value < 9:
+            raise ValueError(f"max_value must be >= 9, got {self.max_value}")
         if self.num_train < 1:
             raise ValueError(f"num_train must be >= 1, got {self.num_train}")
 
     @cached_property
     def template(self) -> ReasoningTemplate:
-        """Region widths fit the longest problem of ``max_steps`` steps (values below 100)."""
-        return ReasoningTemplate(reasoning_width=8 * self.max_steps - 1, answer_width=2,
+        """Region widths fit the longest problem: ``a op k = c ;`` per step, a and c of d digits."""
+        digits = len(str(self.max_value))
+        return ReasoningTemplate(reasoning_width=(2 * digits + 4) * self.max_steps - 1, answer_width=digits,
                                  question_width=2 * self.max_steps + 3)
 
     @property
@@ -80,7 +85,7 @@ class ReasoningTask(Task):
     def _draw(self, count: int, seed: int, exclude: set[str]) -> list[Problem]:
         rng, out, seen = random.Random(seed), [], set(exclude)
         while len(out) < count:
-            problem = generate_problem(rng, rng.randint(self.min_steps, self.max_steps))
+            problem = generate_problem(rng, rng.randint(self.min_steps, self.max_steps), self.max_value)
             key = problem.compact_question()
             if key not in seen:
                 seen.add(key)
