@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "reasoning": "reasoning-as-infilling: one token per step vs MED, EB and early exit",
     "retrofit": "an MDM retrofitted into a FlexMDM vs a FlexMDM trained from scratch (paper §5.2)",
     "speed": "matmul peak, training throughput and MFU, sampler overhead",
+    "infill": "code infilling: FlexMDM vs MDM with the true length and with a fixed budget",
 }
 """Benchmark name -> one-line help; ``flexmdm.bench.<name>`` implements it."""
 

@@ -1,0 +1,234 @@
+"""``flexmdm bench infill``: code infilling, FlexMDM vs MDM (paper §5.2).
+
+Two models with the same backbone, optimiser and number of steps are trained on the
+:class:`~flexmdm.tasks.infill.InfillTask` draws of the standard library's functions: FlexMDM
+(prefix and suffix frozen, the middle grown by insertion) and MDM (the middle as a fixed number
+of masks; trained on both the fixed-budget layout, the middle right-padded with PAD to
+``max_middle_tokens``, and the true-length layout). They fill the middles of held-out
+functions (modules never seen in training), single-line and multi-line spans:
+
+* ``flexible`` — FlexMDM from ``prefix + suffix``; it may insert up to the same budget;
+* ``true_length`` — MDM given exactly as many masks as the reference middle has tokens, PAD
+  ruled out (an oracle no real user has; its length error is 0 by construction);
+* ``fixed_budget`` — MDM given ``max_middle_tokens`` masks; every PAD it predicts is removed.
+
+Both samplers use the same number of steps, confidence-ordered adaptive unmasking
+(:class:`~flexmdm.sampling.Adaptive`, top probability), argmax tokens (temperature 0) and a
+sequential final fill. Metrics (:mod:`flexmdm.tasks.infill.metrics`): exact match of the middle
+text, the fraction of ``prefix + middle + suffix`` that ``ast.parse`` accepts, and the mean
+absolute error of the middle length in tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from tqdm import tqdm
+
+from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.constraints import Prompt
+from flexmdm.models import load_pretrained
+from flexmdm.sampling import Adaptive, mdm_canvas, sample_flexmdm, sample_mdm
+from flexmdm.schedules import schedule_from_config
+from flexmdm.tasks.infill import InfillExample, InfillTask, infill_metrics
+from flexmdm.training.config import config_from_dict
+from flexmdm.training.data import keyed_generator
+from flexmdm.training.trainer import train
+
+__all__ = ["InfillBenchSettings", "SETTINGS", "fill_middles", "main", "run_infill_benchmark"]
+
+SETTINGS = (("flexmdm", "flexible"), ("mdm", "true_length"), ("mdm", "fixed_budget"))
+"""``(model, setting)`` rows of the benchmark."""
+SPAN_KINDS = ("single_line", "multi_line")
+
+
+@dataclass
+class InfillBenchSettings:
+    """What the benchmark trains and evaluates (``quick()`` is a smoke-sized run)."""
+
+    data: dict[str, Any] = field(default_factory=lambda: {
+        "source": "stdlib", "max_function_tokens": 64, "max_middle_tokens": 24, "max_span_lines": 3,
+        "vocab_size": 2048, "single_line_fraction": 0.5, "mdm_true_length_fraction": 0.5,
+    })
+    model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
+    train: dict[str, Any] = field(default_factory=lambda: {
+        "steps": 700, "batch_size": 48, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
+        "ema_decay": 0.995, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 200,
+    })
+    examples_per_kind: int = 150
+    sampling_steps: int = 48
+    sample_batch_size: int = 100
+
+    @classmethod
+    def quick(cls) -> InfillBenchSettings:
+        settings = cls(examples_per_kind=40, sampling_steps=32)
+        settings.data.update(max_function_tokens=48, max_middle_tokens=16, vocab_size=1024)
+        settings.model = {"d_model": 64, "n_layers": 2, "n_heads": 2}
+        settings.train.update(steps=150, warmup_steps=20, save_every=0)
+        return settings
+
+
+def _train_config(settings: InfillBenchSettings, kind: str, work: Path, seed: int) -> dict[str, Any]:
+    data = {"task": "infill", **settings.data, "layout": kind, "cache_dir": str(work / "corpus-cache")}
+    max_length = data["max_function_tokens"] + data["max_middle_tokens"]
+    return {
+        "model": {"kind": kind, **settings.model, "max_length": max_length},
+        "data": data,
+        "train": {**settings.train, "seed": seed},
+        "output_dir": str(work / kind),
+    }
+
+
+def _middles(tokens: torch.Tensor, lengths: torch.Tensor, frozen: torch.Tensor, pad_id: int) -> list[list[int]]:
+    """The non-frozen, non-PAD tokens of each generated row (the middle between prefix and suffix)."""
+    keep = (~frozen) & (torch.arange(tokens.shape[1]) < lengths[:, None]) & (tokens != pad_id)
+    return [row[mask].tolist() for row, mask in zip(tokens, keep)]
+
+
+def _without_pad(model: torch.nn.Module, pad_id: int):
+    """The MDM denoiser with PAD ruled out: told the true length, every mask becomes a real token."""
+
+    def denoiser(x, t, lengths, frozen):
+        return model(x, t, lengths, frozen).index_fill(-1, torch.tensor([pad_id]), float("-inf"))
+
+    return denoiser
+
+
+@torch.no_grad()
+def fill_middles(model: torch.nn.Module, saved: dict[str, Any], setting: str, examples: list[InfillExample],
+                 task: InfillTask, *, steps: int, generator: torch.Generator) -> list[list[int]]:
+    """Generated middle token ids for ``examples`` under ``setting`` (see the module docstring)."""
+    vocab, budget = task.vocab, task.max_middle_tokens
+    unmasking = schedule_from_config(saved["schedules"]["unmasking"])
+    prefixes, suffixes = [e.prefix for e in examples], [e.suffix for e in examples]
+    rule = Adaptive("top_probability")
+    if setting == "flexible":
+        insertion = schedule_from_config(saved["schedules"]["insertion"])
+        prompt = Prompt.infill(prefixes, suffixes, vocab.pad_id)
+        out = sample_flexmdm(model, vocab=vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
+                             steps=steps, max_length=prompt.lengths + budget, prompt=prompt, rule=rule,
+                             temperature=0.0, final_fill="sequential", generator=generator)
+    elif setting in ("true_length", "fixed_budget"):
+        middle = [len(e.middle) for e in examples] if setting == "true_length" else [budget] * len(examples)
+        canvas, frozen = mdm_canvas(prefixes, task.max_length, vocab, suffixes, middle)
+        denoiser = model if setting == "fixed_budget" else _without_pad(model, vocab.pad_id)
+        out = sample_mdm(denoiser, vocab=vocab, unmasking_schedule=unmasking, steps=steps, canvas=canvas, frozen=frozen,
+                         rule=rule, temperature=0.0, final_fill="sequential", generator=generator)
+    else:
+        raise ValueError(f"unknown setting {setting!r}; expected one of {[s for _, s in SETTINGS]}")
+    return _middles(out.tokens, out.lengths, out.frozen, vocab.pad_id)
+
+
+def _score(examples: list[InfillExample], middles: list[list[int]], task: InfillTask) -> dict[str, Any]:
+    texts = [task.decode(m) for m in middles]
+    return infill_metrics([e.prefix_text for e in examples], texts, [e.suffix_text for e in examples],
+                          [e.middle_text for e in examples], [len(m) for m in middles],
+                          [len(e.middle) for e in examples])
+
+
+def _plot(rows: list[dict[str, Any]], out_png: Path) -> None:
+    metrics = (("exact_match", "exact match"), ("parse_rate", "ast.parse rate"),
+               ("length_abs_error", "|middle length error| (tokens)"))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    labels = [f"{r['model']}\n{r['setting']}" for r in rows]
+    colors = ["tab:blue", "tab:orange", "tab:red"][:len(rows)]
+    for ax, (key, title) in zip(axes, metrics):
+        ax.bar(range(len(rows)), [r[key] for r in rows], color=colors)
+        ax.set_xticks(range(len(rows)), labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+    fig.suptitle(f"Infilling held-out standard-library functions (n = {rows[0]['n']})")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def run_infill_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
+                         argv: list[str] | None = None, settings: InfillBenchSettings | None = None) -> dict[str, Any]:
+    """Train both models, fill held-out middles in the three settings, write JSON + PNG, return the record."""
+    watch = Stopwatch()
+    out = Path(out)
+    settings = settings or (InfillBenchSettings.quick() if quick else InfillBenchSettings())
+    work = Path(work_dir) if work_dir is not None else out.with_suffix("")
+    trained, train_seconds, tasks = {}, {}, {}
+    for kind in ("flexmdm", "mdm"):
+        config = config_from_dict(copy.deepcopy(_train_config(settings, kind, work, seed)))
+        print(f"training {kind} ({config.train.steps} steps) in {config.output_dir}", flush=True)
+        result = train(config)
+        trained[kind], train_seconds[kind], tasks[kind] = result.model_dir, result.elapsed_s, config.data.build_task()
+    task = tasks["flexmdm"]
+    examples = {kind: task.evaluation_examples(kind, settings.examples_per_kind, seed=seed) for kind in SPAN_KINDS}
+    everything = [e for kind in SPAN_KINDS for e in examples[kind]]
+
+    rows, rows_by_span, samples = [], [], {}
+    for model_kind, setting in tqdm(SETTINGS, desc="infill", dynamic_ncols=True):
+        model, saved = load_pretrained(trained[model_kind])
+        model.eval()
+        watch_sampling = Stopwatch()
+        generator = keyed_generator(seed, "bench-infill", setting)
+        middles: list[list[int]] = []
+        for start in range(0, len(everything), settings.sample_batch_size):
+            batch = everything[start:start + settings.sample_batch_size]
+            middles += fill_middles(model, saved, setting, batch, tasks[model_kind],
+                                    steps=settings.sampling_steps, generator=generator)
+        row = {"model": model_kind, "setting": setting, **_score(everything, middles, task),
+               "sampling_seconds": watch_sampling.seconds, "train_seconds": train_seconds[model_kind]}
+        rows.append(row)
+        offset = 0
+        for kind in SPAN_KINDS:
+            count = len(examples[kind])
+            rows_by_span.append({"model": model_kind, "setting": setting, "span": kind,
+                                 **_score(examples[kind], middles[offset:offset + count], task)})
+            offset += count
+        samples[setting] = [{"function": e.name, "kind": e.kind, "reference": e.middle_text,
+                             "generated": task.decode(m)} for e, m in zip(everything[::25], middles[::25])]
+        print(f"{model_kind:<8} {setting:<13} exact {row['exact_match']:.3f}  parse {row['parse_rate']:.3f}  "
+              f"|len err| {row['length_abs_error']:.2f}  n {row['n']}", flush=True)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = out.with_suffix(".png")
+    _plot(rows, png)
+    corpus = task.corpus
+    record = {
+        "command": command_line(argv),
+        "seed": seed,
+        "wall_seconds": watch.seconds,
+        "config": {**asdict(settings), "vocab": task.vocab.to_config(),
+                   "functions": {s: len(corpus.functions[s]) for s in corpus.functions},
+                   "examples": {kind: len(examples[kind]) for kind in SPAN_KINDS},
+                   "sampling_rule": "adaptive top_probability", "temperature": 0.0, "final_fill": "sequential",
+                   "split": "validation = held-out modules"},
+        "machine": machine_info(),
+        "results": rows,
+        "results_by_span": rows_by_span,
+        "samples": samples,
+        "plots": [png.name],
+    }
+    write_json(record, out)
+    print(format_table(rows + rows_by_span))
+    return record
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The result rows as text."""
+    lines = [f"{'model':<8} {'setting':<13} {'span':<12} {'exact':>6} {'parse':>6} {'|len err|':>9} {'n':>4}"]
+    for row in rows:
+        lines.append(f"{row['model']:<8} {row['setting']:<13} {row.get('span', 'all'):<12} {row['exact_match']:>6.3f} "
+                     f"{row['parse_rate']:>6.3f} {row['length_abs_error']:>9.2f} {row['n']:>4}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``flexmdm bench infill``."""
+    run_infill_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=sys.argv[1:])
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
