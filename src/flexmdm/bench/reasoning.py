@@ -56,14 +56,14 @@ class ReasoningBenchSettings:
     min_steps: int = 2
     max_steps: int = 5
     max_value: int = 9
-    num_eval: int = 400
-    eval_batch: int = 200
+    num_eval: int = 300
+    eval_batch: int = 300
     flexmdm_grid_steps: int = 8
     med_thresholds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
     eb_budgets: tuple[float, ...] = (0.05, 0.1, 0.3, 1.0)
-    exit_med_thresholds: tuple[float, ...] = (0.1, 0.2)
+    exit_med_thresholds: tuple[float, ...] = (0.1, 0.2, 0.4)
     exit_threshold: float = 0.1
-    exit_reduces: tuple[str, ...] = ("max", "mean")
+    exit_reduces: tuple[str, ...] = ("max",)
     num_posterior: int = 100
     prefix_fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
@@ -75,7 +75,7 @@ class ReasoningBenchSettings:
     @classmethod
     def quick(cls) -> ReasoningBenchSettings:
         settings = cls(num_eval=100, med_thresholds=(0.1, 0.2), eb_budgets=(0.1, 0.3), exit_med_thresholds=(0.2,),
-                       num_posterior=50)
+                       exit_reduces=("max", "mean"), num_posterior=50)
         settings.train.update(steps=400)
         return settings
 
