@@ -29,7 +29,7 @@ def test_retrofit_bench_record(tmp_path, monkeypatch):
 
     def tiny(cls):
         settings = cls(source=str(tmp_path / "corpus.txt"), vocab_size=300, max_length=24, pretrain_steps=3,
-                       flex_steps=4, batch_size=8, eval_every=2, eval_batches=1, samples=6, sample_batch=3,
+                       flex_steps=4, batch_size=8, eval_every=2, eval_batches=1, samples=6, scratch_samples=3, sample_batch=3,
                        sampling_steps=4)
         settings.model = {"d_model": 16, "n_layers": 2, "n_heads": 2, "mlp_ratio": 2.0, "rope_theta": 10000.0}
         settings.retrofit = {"lora_rank": 2, "time_groups": 1}

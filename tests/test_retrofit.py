@@ -16,6 +16,7 @@ from flexmdm.models.retrofit import (
     ADAPTER_WEIGHTS_NAME,
     RetrofitConfig,
     load_retrofit,
+    merge_adapters,
     retrofit,
     save_retrofit,
 )
@@ -115,6 +116,11 @@ def test_adapters_save_separately_and_reattach_exactly(base_dir, tmp_path):
     with torch.no_grad():
         logits_again, gaps_again = again(x, t, lengths, frozen)
     assert torch.equal(logits_again, logits) and torch.equal(gaps_again, gaps)
+    with torch.no_grad():
+        merged_logits, merged_gaps = merge_adapters(again)(x, t, lengths, frozen)
+    live = torch.arange(7) < lengths[:, None]
+    torch.testing.assert_close(merged_logits[..., LIVE][live], logits[..., LIVE][live], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(merged_gaps, gaps, rtol=1e-4, atol=1e-5)
     # a different base does not silently accept the adapters
     other = write_tiny_llada_checkpoint(tmp_path / "other", n_layers=2)
     with pytest.raises(ValueError, match="does not fit the base"):
@@ -232,3 +238,12 @@ def test_instruction_fine_tuning_trains_only_adapters_and_samples_after_the_prom
     for row, sequence in enumerate(out.sequences()):
         given = prompt.tokens[row, : prompt.lengths[row]].tolist()
         assert sequence[: len(given)] == given and len(sequence) >= len(given)
+
+
+def test_gap_head_sees_the_time_even_on_the_empty_state(base_dir):
+    model = retrofit(load_llada(base_dir))
+    randomise_new_parameters(model, seed=2)
+    empty, none = torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        _, gaps = model(empty, torch.tensor([0.0, 0.5]), none)
+    assert gaps.shape == (2, 1) and float((gaps[0, 0] - gaps[1, 0]).abs()) > 1e-4

@@ -35,11 +35,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from tqdm import tqdm
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.models import load_pretrained
 from flexmdm.models.llada import load_llada, save_llada
-from flexmdm.models.retrofit import RetrofitConfig, load_retrofit, retrofit, save_retrofit
+from flexmdm.models.retrofit import RetrofitConfig, load_retrofit, merge_adapters, retrofit, save_retrofit
 from flexmdm.sampling import TauLeaping, sample_flexmdm
 from flexmdm.schedules import schedule_from_config
 from flexmdm.training.config import config_from_dict
@@ -58,25 +59,26 @@ class RetrofitBenchSettings:
     model: dict[str, Any] = field(default_factory=lambda: {
         "d_model": 128, "n_layers": 4, "n_heads": 4, "mlp_ratio": 2.75, "rope_theta": 10000.0})
     retrofit: dict[str, Any] = field(default_factory=lambda: {"lora_rank": 16, "lora_alpha": 32.0, "time_groups": 2})
-    pretrain_steps: int = 1400
-    flex_steps: int = 1000
+    pretrain_steps: int = 1000
+    flex_steps: int = 800
     batch_size: int = 64
     pretrain_lr: float = 1e-3
     scratch_lr: float = 1e-3
     retrofit_lr: float = 2e-3
     ema_decay: float = 0.99
-    eval_every: int = 25
+    eval_every: int = 20
     eval_batches: int = 8
     samples: int = 2000
+    scratch_samples: int = 1000
     sample_batch: int = 500
-    sampling_steps: int = 64
+    sampling_steps: int = 32
     train: dict[str, Any] = field(default_factory=lambda: {
         "warmup_steps": 50, "weight_decay": 0.01, "log_every": 25, "save_every": 250, "device": "cpu"})
 
     @classmethod
     def quick(cls) -> RetrofitBenchSettings:
         """A ~6-minute smoke setting (not a result)."""
-        settings = cls(pretrain_steps=300, flex_steps=200, samples=400, sampling_steps=32, eval_every=20)
+        settings = cls(pretrain_steps=300, flex_steps=200, samples=400, scratch_samples=200, eval_every=20)
         settings.model.update(d_model=64, n_layers=2)
         return settings
 
@@ -117,14 +119,14 @@ def _validation_curve(run_dir: Path) -> list[tuple[int, float]]:
     return [(row["step"], row["val_loss"]) for row in rows if "val_loss" in row]
 
 
-def _sample_lengths(model, saved: dict[str, Any], settings: RetrofitBenchSettings, vocab, seed: int
-                    ) -> tuple[np.ndarray, list[list[int]]]:
+def _sample_lengths(model, saved: dict[str, Any], settings: RetrofitBenchSettings, vocab, seed: int,
+                    count: int) -> tuple[np.ndarray, list[list[int]]]:
     insertion = schedule_from_config(saved["schedules"]["insertion"])
     unmasking = schedule_from_config(saved["schedules"]["unmasking"])
     generator = torch.Generator().manual_seed(seed)
     lengths, examples = [], []
-    for start in range(0, settings.samples, settings.sample_batch):
-        size = min(settings.sample_batch, settings.samples - start)
+    for start in tqdm(range(0, count, settings.sample_batch), desc="sample", dynamic_ncols=True):
+        size = min(settings.sample_batch, count - start)
         out = sample_flexmdm(model, vocab=vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
                              steps=settings.sampling_steps, max_length=settings.max_length, batch_size=size,
                              rule=TauLeaping(), final_fill="parallel", generator=generator)
@@ -201,6 +203,8 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     metadata = {k: saved[k] for k in ("schedules", "vocab", "task", "max_length")}
     adapter_dir = save_retrofit(trained, work / "retrofit-adapters", metadata=metadata)
     model, record_meta = load_retrofit(base_dir, adapter_dir)
+    total = sum(p.numel() for p in model.parameters())
+    merge_adapters(model)  # same outputs, no LoRA overhead while sampling
     adapter_bytes = sum(f.stat().st_size for f in adapter_dir.iterdir())
     base_bytes = sum(f.stat().st_size for f in base_dir.iterdir())
 
@@ -211,10 +215,10 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
 
     print(f"sampling {settings.samples} sequences from the retrofitted model", flush=True)
     retrofit_lengths, examples = timed("sample_seconds", _sample_lengths, model, record_meta, settings,
-                                       task.vocab, seed)
+                                       task.vocab, seed, settings.samples)
     scratch_model, scratch_saved = load_pretrained(runs["scratch"].model_dir)
     scratch_lengths, _ = timed("scratch_sample_seconds", _sample_lengths, scratch_model, scratch_saved, settings,
-                               task.vocab, seed)
+                               task.vocab, seed, settings.scratch_samples)
     noise = np.random.default_rng(seed).choice(data_lengths, size=settings.samples, replace=True)
 
     png = out.with_suffix(".png")
@@ -222,7 +226,6 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     _plot(curves, target, reached, {"data (train)": data_lengths, "retrofit samples": retrofit_lengths,
                                     "scratch samples": scratch_lengths}, settings.max_length, png)
     trainable = sum(p.numel() for n, p in retrofitted(None).named_parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
     record = {
         "command": command_line(argv),
         "seed": seed,

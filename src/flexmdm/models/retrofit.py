@@ -10,8 +10,10 @@ a FlexMDM. :func:`retrofit` adds what is missing and trains only that:
   computing exactly the MDM's token logits;
 * a learned **frozen-token vector** added to the embeddings of prompt tokens (zero at start);
 * a **gap head** over the n + 1 gap slots: gap i sits between tokens i − 1 and i, and its
-  expected size is ``softplus(MLP([left_i; right_i]))`` of the final hidden states on both
-  sides (a learned START vector left of slot 0, a learned END vector right of the tail slot);
+  expected size is ``softplus(MLP([left_i; right_i; c(t)]))`` of the final hidden states on
+  both sides (a learned START vector left of slot 0, a learned END vector right of the tail
+  slot) and of the time features c(t) — without them the empty state, where sampling starts,
+  would get one expected length whatever the time;
 * **LoRA** adapters (``peft``) on the query/key/value projections, on the per-block MLP
   matrices selected (``ff_proj`` gate, ``up_proj``, and the per-block down projection
   ``blocks.N.ff_out`` — selected by full path, not by the bare name ``ff_out`` that LLaDA also
@@ -55,6 +57,7 @@ __all__ = [
     "is_retrofit_parameter",
     "load_retrofit",
     "lora_target_pattern",
+    "merge_adapters",
     "retrofit",
     "save_retrofit",
     "ADAPTER_WEIGHTS_NAME",
@@ -69,21 +72,23 @@ MLP_MATRICES = ("ff_proj", "up_proj", "ff_out")
 
 
 class GapHead(nn.Module):
-    """Expected insertions per gap slot: ``(hidden [B, n, d], lengths [B]) -> [B, n + 1]`` (0 past a row's tail)."""
+    """Expected insertions per gap slot: ``(hidden [B, n, d], lengths [B], cond [B, d]) -> [B, n + 1]``
+    (0 past a row's tail)."""
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
         self.start = nn.Parameter(torch.randn(d_model) * 0.02)
         self.end = nn.Parameter(torch.randn(d_model) * 0.02)
-        self.mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.SiLU(), nn.Linear(d_model, 1))
+        self.mlp = nn.Sequential(nn.Linear(3 * d_model, d_model), nn.SiLU(), nn.Linear(d_model, 1))
 
-    def forward(self, hidden: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, lengths: Tensor, cond: Tensor) -> Tensor:
         batch, n, d = hidden.shape
         slots = torch.arange(n + 1, device=hidden.device)[None, :]
         left = torch.cat([self.start.to(hidden.dtype).expand(batch, 1, d), hidden], dim=1)
         right = torch.cat([hidden, hidden.new_zeros(batch, 1, d)], dim=1)
         right = torch.where((slots == lengths[:, None])[..., None], self.end.to(hidden.dtype), right)
-        gaps = F.softplus(self.mlp(torch.cat([left, right], dim=-1)).squeeze(-1).float())
+        time = cond.to(hidden.dtype)[:, None, :].expand(batch, n + 1, d)
+        gaps = F.softplus(self.mlp(torch.cat([left, right, time], dim=-1)).squeeze(-1).float())
         return torch.where(slots <= lengths[:, None], gaps, 0.0)
 
 
@@ -112,9 +117,8 @@ class LLaDAFlexMDM(nn.Module):
         self.frozen_embedding = nn.Parameter(torch.zeros(d))
         self.gap_head = GapHead(d)
 
-    def modulations(self, t: Tensor, dtype: torch.dtype) -> list[Modulation]:
-        """One :class:`Modulation` per block; blocks of a group share theirs."""
-        cond = F.silu(self.time_embedding(t)).to(dtype)
+    def modulations(self, cond: Tensor) -> list[Modulation]:
+        """One :class:`Modulation` per block from the time features ``cond [B, d]``; blocks of a group share theirs."""
         shared = [Modulation.from_vector(layer(cond)) for layer in self.time_modulations]
         return [shared[index // self.time_groups] for index in range(self.backbone.llada_config.n_layers)]
 
@@ -126,10 +130,11 @@ class LLaDAFlexMDM(nn.Module):
         h = self.backbone.embed(x)
         if frozen is not None:
             h = h + frozen[..., None].to(h.dtype) * self.frozen_embedding.to(h.dtype)
-        hidden = self.backbone.hidden_states(h, lengths, self.modulations(t, h.dtype))
+        cond = F.silu(self.time_embedding(t)).to(h.dtype)
+        hidden = self.backbone.hidden_states(h, lengths, self.modulations(cond))
         logits = self.backbone.logits(hidden)
         logits[..., self.config.pad_id] = float("-inf")
-        return logits, self.gap_head(hidden, lengths)
+        return logits, self.gap_head(hidden, lengths, cond)
 
 
 def build_llada_model(config: ModelConfig) -> nn.Module:
@@ -232,6 +237,20 @@ def retrofit(mdm: LLaDAModel, config: RetrofitConfig | None = None, *, seed: int
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(is_retrofit_parameter(name))
     model.retrofit_config = config
+    return model
+
+
+def merge_adapters(model: nn.Module) -> nn.Module:
+    """Fold every LoRA update into its base weight, in place, for fast inference.
+
+    The outputs stay the same up to float rounding; LoRA's extra matmuls (and, on the LM head,
+    a scaled add over ``[B, n, V]``) disappear. Save adapters *before* merging.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and not module.merged:
+            module.merge()
     return model
 
 
