@@ -38,7 +38,7 @@ def test_hand_made_problem_renders_in_gsm8k_format():
     problem = Problem(7, (("buys", 5), ("gives", 3), ("doubles", 2)), "Ann", "apples")
     assert problem.values() == [12, 9, 18] and problem.answer == 18
     assert problem.equations() == ["7+5=12", "12-3=9", "9*2=18"]
-    assert problem.compact_question() == "has 7 buys 5 gives 3 doubles ?"
+    assert problem.compact_question() == "has 7 buys 5 gives 3 doubles 2 ?"
     assert problem.question.startswith("Ann has 7 apples. Ann buys 5 more apples.")
     assert problem.rationale.endswith("\n#### 18")
     assert "<<12-3=9>>9" in problem.rationale

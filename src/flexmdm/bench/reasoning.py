@@ -68,7 +68,7 @@ class ReasoningBenchSettings:
     prefix_fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
     train: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 1500, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
+        "steps": 2000, "batch_size": 48, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
         "ema_decay": 0.995, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 500,
     })
 

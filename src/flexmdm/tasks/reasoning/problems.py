@@ -107,12 +107,14 @@ class Problem:
         return "\n".join(lines) + f"\n#### {self.answer}"
 
     def compact_question(self) -> str:
-        """The keywords the model reads: ``has 7 buys 5 gives 3 ?`` (doubles/triples take no number)."""
+        """The keywords the model reads: ``has 7 buys 5 doubles 2 ?``.
+
+        Every step is a keyword and a number (2 / 3 for doubles / triples), so step i always
+        sits at the same place.
+        """
         words = ["has", str(self.start)]
         for keyword, operand in self.steps:
-            words.append(keyword)
-            if keyword not in _IMPLIED:
-                words.append(str(operand))
+            words += [keyword, str(operand)]
         return " ".join([*words, "?"])
 
     def to_gsm8k(self) -> dict[str, str]:
