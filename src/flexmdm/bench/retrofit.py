@@ -59,8 +59,8 @@ class RetrofitBenchSettings:
     model: dict[str, Any] = field(default_factory=lambda: {
         "d_model": 128, "n_layers": 4, "n_heads": 4, "mlp_ratio": 2.75, "rope_theta": 10000.0})
     retrofit: dict[str, Any] = field(default_factory=lambda: {"lora_rank": 16, "lora_alpha": 32.0, "time_groups": 2})
-    pretrain_steps: int = 1000
-    flex_steps: int = 800
+    pretrain_steps: int = 600
+    flex_steps: int = 400
     batch_size: int = 64
     pretrain_lr: float = 1e-3
     scratch_lr: float = 1e-3
@@ -68,8 +68,8 @@ class RetrofitBenchSettings:
     ema_decay: float = 0.99
     eval_every: int = 20
     eval_batches: int = 8
-    samples: int = 2000
-    scratch_samples: int = 1000
+    samples: int = 1500
+    scratch_samples: int = 500
     sample_batch: int = 500
     sampling_steps: int = 32
     train: dict[str, Any] = field(default_factory=lambda: {
