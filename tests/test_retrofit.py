@@ -247,3 +247,14 @@ def test_gap_head_sees_the_time_even_on_the_empty_state(base_dir):
     with torch.no_grad():
         _, gaps = model(empty, torch.tensor([0.0, 0.5]), none)
     assert gaps.shape == (2, 1) and float((gaps[0, 0] - gaps[1, 0]).abs()) > 1e-4
+
+
+def test_gap_head_sees_the_state_length(base_dir):
+    model = retrofit(load_llada(base_dir))
+    randomise_new_parameters(model, seed=4)
+    head, hidden = model.gap_head, torch.randn(1, 3, 32)
+    cond = torch.randn(1, 32)
+    with torch.no_grad():
+        short = head(hidden, torch.tensor([2]), cond)  # same hidden states, a different length
+        long = head(hidden, torch.tensor([3]), cond)
+    assert float((short[0, :2] - long[0, :2]).abs().max()) > 1e-5

@@ -60,7 +60,7 @@ class RetrofitBenchSettings:
         "d_model": 128, "n_layers": 4, "n_heads": 4, "mlp_ratio": 2.75, "rope_theta": 10000.0})
     retrofit: dict[str, Any] = field(default_factory=lambda: {"lora_rank": 16, "lora_alpha": 32.0, "time_groups": 2})
     pretrain_steps: int = 600
-    flex_steps: int = 400
+    flex_steps: int = 500
     batch_size: int = 64
     pretrain_lr: float = 1e-3
     scratch_lr: float = 1e-3

@@ -12,8 +12,10 @@ a FlexMDM. :func:`retrofit` adds what is missing and trains only that:
 * a **gap head** over the n + 1 gap slots: gap i sits between tokens i − 1 and i, and its
   expected size is ``softplus(MLP([left_i; right_i; c(t)]))`` of the final hidden states on
   both sides (a learned START vector left of slot 0, a learned END vector right of the tail
-  slot) and of the time features c(t) — without them the empty state, where sampling starts,
-  would get one expected length whatever the time;
+  slot), of the time features c(t) — without them the empty state, where sampling starts,
+  would get one expected length whatever the time — and of the slot index i and the state
+  length n (both over ``max_length``): RoPE gives the hidden states only relative positions, and
+  how much is left to insert depends on how long the state already is;
 * **LoRA** adapters (``peft``) on the query/key/value projections, on the per-block MLP
   matrices selected (``ff_proj`` gate, ``up_proj``, and the per-block down projection
   ``blocks.N.ff_out`` — selected by full path, not by the bare name ``ff_out`` that LLaDA also
@@ -75,11 +77,12 @@ class GapHead(nn.Module):
     """Expected insertions per gap slot: ``(hidden [B, n, d], lengths [B], cond [B, d]) -> [B, n + 1]``
     (0 past a row's tail)."""
 
-    def __init__(self, d_model: int) -> None:
+    def __init__(self, d_model: int, max_length: int) -> None:
         super().__init__()
+        self.max_length = max_length
         self.start = nn.Parameter(torch.randn(d_model) * 0.02)
         self.end = nn.Parameter(torch.randn(d_model) * 0.02)
-        self.mlp = nn.Sequential(nn.Linear(3 * d_model, d_model), nn.SiLU(), nn.Linear(d_model, 1))
+        self.mlp = nn.Sequential(nn.Linear(3 * d_model + 3, d_model), nn.SiLU(), nn.Linear(d_model, 1))
 
     def forward(self, hidden: Tensor, lengths: Tensor, cond: Tensor) -> Tensor:
         batch, n, d = hidden.shape
@@ -88,7 +91,10 @@ class GapHead(nn.Module):
         right = torch.cat([hidden, hidden.new_zeros(batch, 1, d)], dim=1)
         right = torch.where((slots == lengths[:, None])[..., None], self.end.to(hidden.dtype), right)
         time = cond.to(hidden.dtype)[:, None, :].expand(batch, n + 1, d)
-        gaps = F.softplus(self.mlp(torch.cat([left, right, time], dim=-1)).squeeze(-1).float())
+        slot = (slots / self.max_length).expand(batch, n + 1)
+        length = (lengths[:, None] / self.max_length).expand(batch, n + 1)
+        positions = torch.stack([slot, length, length - slot], dim=-1).to(hidden.dtype)
+        gaps = F.softplus(self.mlp(torch.cat([left, right, time, positions], dim=-1)).squeeze(-1).float())
         return torch.where(slots <= lengths[:, None], gaps, 0.0)
 
 
@@ -115,7 +121,7 @@ class LLaDAFlexMDM(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.frozen_embedding = nn.Parameter(torch.zeros(d))
-        self.gap_head = GapHead(d)
+        self.gap_head = GapHead(d, config.max_length)
 
     def modulations(self, cond: Tensor) -> list[Modulation]:
         """One :class:`Modulation` per block from the time features ``cond [B, d]``; blocks of a group share theirs."""
