@@ -11,7 +11,8 @@ def test_reasoning_record_and_plot(tmp_path, monkeypatch):
     def tiny(cls):
         settings = reasoning_bench.ReasoningBenchSettings(
             num_train=200, min_steps=2, max_steps=3, num_eval=6, eval_batch=4, flexmdm_grid_steps=3,
-            med_thresholds=(0.2,), eb_budgets=(0.3,), exit_med_thresholds=(0.2,), num_posterior=3,
+            med_thresholds=(0.2,), eb_budgets=(0.3,), exit_med_thresholds=(0.2,), exit_reduces=("max", "mean"),
+            num_posterior=3,
             prefix_fractions=(0.0, 1.0))
         settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
         settings.train.update(steps=2, batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
