@@ -285,3 +285,24 @@ def test_text_task_rejects_bad_options():
         TextTask(max_length=0)
     with pytest.raises(ValueError, match="validation_fraction"):
         TextTask(validation_fraction=1.5)
+
+
+def test_text_training_exports_tokenizer_and_resumes_after_the_cache_moves(tmp_path):
+    from flexmdm.training.config import config_from_dict
+    from flexmdm.training.trainer import train
+
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in _corpus_texts()))
+
+    def config(steps: int, cache: str):
+        return config_from_dict({
+            "model": {"kind": "flexmdm", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_length": 12},
+            "data": {"task": "text", "source": str(source), "max_length": 12, "vocab_size": 300, "cache_dir": cache},
+            "train": {"steps": steps, "batch_size": 4, "warmup_steps": 1, "eval_batches": 1},
+            "output_dir": str(tmp_path / "run"),
+        })
+
+    first = train(config(2, str(tmp_path / "cache-a")))
+    assert load_tokenizer(first.model_dir).get_vocab_size() == 300
+    resumed = train(config(3, str(tmp_path / "cache-b")))
+    assert resumed.steps == 3

@@ -23,7 +23,7 @@ x_t, MDM ones are full canvases), and ``val_loss`` when computed: the loss of th
 **Resuming** is automatic: when ``output_dir/checkpoints/latest`` exists, the run continues from
 it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly.
 Only ``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device}`` may
-change between the runs.
+change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ __all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
 
 RESUMABLE_CHANGES = frozenset(
     f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device")
-) | {"output_dir"}
+) | {"output_dir", "data.cache_dir"}  # where a task caches its data (text) may move
 METRICS_FILE = "metrics.jsonl"
 ModelFactory = Callable[[ModelConfig], nn.Module]
 """Builds the network of a run (default :func:`flexmdm.models.build_model`); e.g. a retrofit of a
