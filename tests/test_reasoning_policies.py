@@ -172,7 +172,6 @@ class ScriptedDenoiser:
         zero = torch.zeros(x.shape[0], 1)
         opens = torch.cat([zero, torch.cumsum((x == A_OPEN).float(), 1)], 1)
         closes = torch.cat([zero, torch.cumsum((x == A_CLOSE).float(), 1)], 1)
-        slot = torch.arange(x.shape[1] + 1)[None, :]
         empty = ~region.any(dim=1, keepdim=True)
         before_answer = torch.cat([x == A_OPEN, torch.zeros(x.shape[0], 1, dtype=torch.bool)], 1)
         gaps = torch.where(before_answer, 20.0, 0.0)

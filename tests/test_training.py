@@ -109,7 +109,7 @@ def test_unknown_key_in_file_is_named(tmp_path):
     ("train.ema_decay=1.0", "train.ema_decay"),
     ("train.autocast=float16", "train.autocast"),
     ("train.log_every=true", "train.log_every"),
-    ("model.kind=autoregressive", "model.kind"),
+    ("model.kind=gpt", "model.kind"),
     ("model.vocab_size=9", "model.vocab_size"),
     ("model.max_length=5", "model.max_length"),
     ("schedules.insertion.name=zigzag", "schedules.insertion"),

@@ -7,12 +7,13 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from flexmdm.atomic import write_text_atomic
 
 __all__ = ["machine_info", "command_line", "write_json", "Stopwatch"]
 
@@ -37,13 +38,7 @@ def command_line(argv: list[str] | None = None) -> str:
 
 def write_json(record: dict[str, Any], path: str | Path) -> Path:
     """Write ``record`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(record, handle, indent=2)
-        handle.write("\n")
-    os.replace(handle.name, path)
-    return path
+    return write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 class Stopwatch:

@@ -37,9 +37,6 @@ conditioning and gap head) is :class:`flexmdm.models.retrofit.LLaDAFlexMDM`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +47,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from flexmdm.atomic import atomic_directory
 from flexmdm.models.config import ModelConfig
 from flexmdm.models.layers import RotaryEmbedding, attention_mask
 from flexmdm.vocab import Vocab
@@ -421,9 +419,7 @@ def save_llada(model: LLaDAModel, directory: str | Path, *, max_shard_bytes: int
             at most this size with a ``model.safetensors.index.json``; default one file.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as staging:
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         if max_shard_bytes is None:
             save_file(tensors, staging / LLADA_WEIGHTS_NAME, metadata={"format": "pt"})
@@ -446,16 +442,6 @@ def save_llada(model: LLaDAModel, directory: str | Path, *, max_shard_bytes: int
             (staging / LLADA_INDEX_NAME).write_text(
                 json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
         (staging / LLADA_CONFIG_NAME).write_text(json.dumps(model.llada_config.to_json_dict(), indent=2) + "\n")
-        if directory.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-            os.replace(directory, retired / "previous")
-            os.replace(staging, directory)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
 
 

@@ -9,9 +9,7 @@ checkpoint is assembled in a temporary sibling directory and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from flexmdm.atomic import atomic_directory
 from flexmdm.models.autoregressive import AutoregressiveLM
 from flexmdm.models.config import ModelConfig
 from flexmdm.models.dit import FlexMDMModel, MDMModel
@@ -46,18 +45,6 @@ def _package_version() -> str:
         return "unknown"
 
 
-def _fsync_directory(path: Path) -> None:
-    for file in path.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def save_pretrained(
     model: nn.Module,
     directory: str | Path,
@@ -67,9 +54,7 @@ def save_pretrained(
 ) -> Path:
     """Write ``model`` (which has a ``config: ModelConfig``) to ``directory`` atomically."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as staging:
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
         save_file(tensors, staging / WEIGHTS_NAME)
         config = {"model": model.config.to_dict(), "flexmdm_version": _package_version(), **(metadata or {})}
@@ -78,17 +63,6 @@ def save_pretrained(
             for file in Path(tokenizer_dir).iterdir():
                 if file.is_file():
                     shutil.copy2(file, staging / file.name)
-        _fsync_directory(staging)
-        if directory.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-            os.replace(directory, retired / "previous")
-            os.replace(staging, directory)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
 
 

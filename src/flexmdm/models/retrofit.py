@@ -35,9 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +44,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from flexmdm.atomic import atomic_directory
 from flexmdm.models.config import ModelConfig
 from flexmdm.models.layers import TimeEmbedding
 from flexmdm.models.llada import LLaDAModel, Modulation, llada_config_from_model_config, load_llada
@@ -278,18 +276,10 @@ def save_retrofit(model: LLaDAFlexMDM, directory: str | Path, *, metadata: dict[
     if config is None:
         raise ValueError("model was not made by retrofit(): it has no retrofit_config")
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as staging:
         save_file(retrofit_state_dict(model), staging / ADAPTER_WEIGHTS_NAME, metadata={"format": "pt"})
         record = {"retrofit": config.to_dict(), "model": model.config.to_dict(), **(metadata or {})}
         (staging / RETROFIT_CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
 
 

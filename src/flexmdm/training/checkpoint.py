@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flexmdm.atomic import fsync_tree, write_text_atomic
 from flexmdm.models import save_pretrained
 
 __all__ = [
@@ -46,33 +47,8 @@ def checkpoint_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def _fsync(path: Path) -> None:
-    """Flush one file or directory entry to disk."""
-    descriptor = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush every file of ``root`` and the directories themselves to disk."""
-    for path in [*root.rglob("*"), root]:
-        _fsync(path)
-
-
 def _write_state(path: Path, state: dict[str, Any]) -> None:
     torch.save(state, path)
-
-
-def _write_latest(directory: Path, name: str) -> None:
-    temporary = directory / f"{_TEMP_PREFIX}{LATEST}-{os.getpid()}"
-    with open(temporary, "w") as handle:
-        handle.write(name + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, directory / LATEST)
-    _fsync(directory)
 
 
 def _step_of(path: Path) -> int:
@@ -143,14 +119,14 @@ def save_checkpoint(
         temporary.mkdir()
         save_pretrained(export_model, temporary / MODEL_DIR, metadata=metadata, tokenizer_dir=tokenizer_dir)
         _write_state(temporary / STATE_FILE, state)
-        _fsync_tree(temporary)
+        fsync_tree(temporary)
         if target.exists():  # left by a crashed run after its rename but before `latest` moved
             shutil.rmtree(target)
         os.replace(temporary, target)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    _write_latest(directory, target.name)
+    write_text_atomic(directory / LATEST, target.name + "\n")
     _prune(directory, keep_last, target)
     return target
 

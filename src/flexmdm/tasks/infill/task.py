@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import shutil
 import sysconfig
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +38,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from flexmdm.atomic import atomic_directory
 from flexmdm.constraints import Prompt
 from flexmdm.tasks.infill.functions import FunctionSource, split_by_module, stdlib_functions
 from flexmdm.tasks.infill.spans import SPAN_KINDS, InfillExample, SpanKind, candidate_spans, cut
@@ -200,9 +198,7 @@ class InfillTask(Task):
         return CodeCorpus(tokenizer, functions, line_ids)
 
     def _write_cache(self, corpus: CodeCorpus, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-        try:
+        with atomic_directory(path, replace=False) as temporary:  # another process may cache it first
             save_tokenizer(corpus.tokenizer, temporary)
             arrays = {}
             for split in SPLITS:
@@ -216,13 +212,6 @@ class InfillTask(Task):
                 json.dumps({s: [asdict(f) for f in corpus.functions[s]] for s in SPLITS}))
             (temporary / "meta.json").write_text(json.dumps(
                 {"task": asdict(self), "functions": {s: len(corpus.functions[s]) for s in SPLITS}}, indent=2))
-            try:
-                os.replace(temporary, path)
-            except OSError:  # another process cached it first
-                shutil.rmtree(temporary, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
 
     @cached_property
     def vocab(self) -> Vocab:

@@ -17,9 +17,7 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import sysconfig
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from flexmdm.atomic import atomic_directory
 from flexmdm.tasks.text.corpus import chunk_paragraph, load_texts, paragraphs_of, train_validation_split
 from flexmdm.tasks.text.tokenizer import (
     delimiter_ids,
@@ -217,9 +216,7 @@ class TextTask(Task):
         return TextCorpus(tokenizer, ids, offsets)
 
     def _write_cache(self, corpus: TextCorpus, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-        try:
+        with atomic_directory(path, replace=False) as temporary:  # another process may cache it first
             save_tokenizer(corpus.tokenizer, temporary)
             arrays = {f"{split}_{kind}": getattr(corpus, kind)[split]
                       for split in ("train", "validation") for kind in ("ids", "offsets")}
@@ -227,13 +224,6 @@ class TextTask(Task):
             meta = {"task": asdict(self), "sequences": {s: len(corpus.offsets[s]) - 1 for s in corpus.offsets},
                     "tokens": {s: int(corpus.offsets[s][-1]) for s in corpus.offsets}}
             (temporary / "meta.json").write_text(json.dumps(meta, indent=2))
-            try:
-                os.replace(temporary, path)
-            except OSError:  # another process cached it first
-                shutil.rmtree(temporary, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
 
     @property
     def tokenizer_object(self) -> Tokenizer:
