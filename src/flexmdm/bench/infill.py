@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,6 +232,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """``flexmdm bench infill``."""
-    run_infill_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=sys.argv[1:])
+    run_infill_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +255,6 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """``flexmdm bench length``."""
-    run_length_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=sys.argv[1:])
+    run_length_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv)
     print(f"wrote {args.out}, {args.out.with_suffix('.png')} and {args.out.with_name(args.out.stem + '-ppl.png')}")
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +181,6 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """``flexmdm bench maze``."""
-    run_maze_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=sys.argv[1:])
+    run_maze_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv)
     print(f"wrote {args.out} and the pictures beside it")
     return 0

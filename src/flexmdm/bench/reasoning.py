@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +263,6 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """``flexmdm bench reasoning``."""
-    run_reasoning_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=sys.argv[1:])
+    run_reasoning_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

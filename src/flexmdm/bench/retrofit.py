@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -261,6 +260,6 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
 
 def main(args: argparse.Namespace) -> int:
     """``flexmdm bench retrofit``."""
-    run_retrofit_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=sys.argv[1:])
+    run_retrofit_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -244,7 +243,7 @@ def run_speed_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, 
 
 def main(args: argparse.Namespace) -> int:
     """``flexmdm bench speed`` (``--work-dir`` is unused: nothing is saved)."""
-    record = run_speed_benchmark(args.out, quick=args.quick, seed=args.seed, argv=sys.argv[1:])
+    record = run_speed_benchmark(args.out, quick=args.quick, seed=args.seed, argv=args.argv)
     for key in ("matmul_peak_gflops", "train_tokens_per_s", "mfu", "sampler_overhead_fraction",
                 "flexmdm_vs_mdm_sample_cost", "wall_seconds"):
         print(f"{key:>28}: {record[key]:.4g}")
