@@ -25,10 +25,7 @@ Two layouts of the same draw:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
-import sysconfig
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -40,9 +37,9 @@ from tokenizers import Tokenizer
 
 from flexmdm.atomic import atomic_directory
 from flexmdm.constraints import Prompt
+from flexmdm.tasks.cache import cache_folder, load_or_build, source_identity
 from flexmdm.tasks.infill.functions import FunctionSource, split_by_module, stdlib_functions
 from flexmdm.tasks.infill.spans import SPAN_KINDS, InfillExample, SpanKind, candidate_spans, cut
-from flexmdm.tasks.text.task import default_cache_dir
 from flexmdm.tasks.text.tokenizer import load_tokenizer, save_tokenizer, text_vocab, train_bpe
 from flexmdm.training.data import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
@@ -92,15 +89,6 @@ def build_code_corpus(functions: list[FunctionSource], *, vocab_size: int, max_f
             raise ValueError(f"no {name} function of 2+ lines fits max_function_tokens={max_function_tokens} "
                              f"({len(items)} functions before filtering)")
     return CodeCorpus(tokenizer, kept, line_ids)
-
-
-def _source_identity(source: str) -> dict:
-    if source == "stdlib":
-        return {"python": platform.python_version(), "stdlib": sysconfig.get_paths()["stdlib"]}
-    path = Path(source)
-    files = sorted(path.rglob("*.py")) if path.is_dir() else []
-    return {"source": str(path.resolve()),
-            "files": [(p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
 
 
 @register_task("infill")
@@ -156,32 +144,23 @@ class InfillTask(Task):
 
     # -- the corpus -------------------------------------------------------------------------
 
-    def cache_key(self) -> str:
-        options = {k: getattr(self, k) for k in ("max_function_tokens", "vocab_size", "held_out_fraction",
-                                                  "split_seed")}
-        payload = {"version": CACHE_VERSION, "options": options, "source": _source_identity(self.source)}
-        return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=10).hexdigest()
-
     @cached_property
     def cache_path(self) -> Path:
-        root = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
-        return root / f"infill-{self.cache_key()}"
+        """``cache_dir/infill-<key>``: the key digests the options that change the corpus and the source."""
+        options = {k: getattr(self, k) for k in ("max_function_tokens", "vocab_size", "held_out_fraction",
+                                                  "split_seed")}
+        payload = {"version": CACHE_VERSION, "options": options, "source": source_identity(self.source)}
+        return cache_folder("infill", self.cache_dir, payload)
 
     @cached_property
     def corpus(self) -> CodeCorpus:
         """The tokenized functions, from the cache when there (built and cached otherwise)."""
-        path = self.cache_path
-        if (path / "corpus.npz").is_file():
-            try:
-                return self._read_cache(path)
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache is rebuilt
+        return load_or_build(self.cache_path, self._read_cache, self._build_corpus, self._write_cache)
+
+    def _build_corpus(self) -> CodeCorpus:
         functions = stdlib_functions(None if self.source == "stdlib" else self.source)
-        corpus = build_code_corpus(functions, vocab_size=self.vocab_size,
-                                   max_function_tokens=self.max_function_tokens,
-                                   held_out_fraction=self.held_out_fraction, split_seed=self.split_seed)
-        self._write_cache(corpus, path)
-        return corpus
+        return build_code_corpus(functions, vocab_size=self.vocab_size, max_function_tokens=self.max_function_tokens,
+                                 held_out_fraction=self.held_out_fraction, split_seed=self.split_seed)
 
     def _read_cache(self, path: Path) -> CodeCorpus:
         tokenizer = load_tokenizer(path / "tokenizer.json")

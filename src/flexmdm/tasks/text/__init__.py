@@ -17,7 +17,7 @@ from flexmdm.tasks.text.corpus import (
     stdlib_docstrings,
     train_validation_split,
 )
-from flexmdm.tasks.text.task import TextCorpus, TextTask, build_corpus, default_cache_dir
+from flexmdm.tasks.text.task import TextCorpus, TextTask, build_corpus
 from flexmdm.tasks.text.tokenizer import (
     MASK_TOKEN,
     PAD_TOKEN,
@@ -39,7 +39,6 @@ __all__ = [
     "build_corpus",
     "chunk_paragraph",
     "decode_batch",
-    "default_cache_dir",
     "delimiter_ids",
     "gpt2_tokenizer",
     "load_texts",

@@ -13,21 +13,17 @@ runs skip tokenization. The cache is written atomically (temporary folder, then 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import platform
-import sysconfig
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
 from flexmdm.atomic import atomic_directory
+from flexmdm.tasks.cache import cache_folder, load_or_build, source_identity
 from flexmdm.tasks.text.corpus import chunk_paragraph, load_texts, paragraphs_of, train_validation_split
 from flexmdm.tasks.text.tokenizer import (
     delimiter_ids,
@@ -39,15 +35,9 @@ from flexmdm.tasks.text.tokenizer import (
 from flexmdm.training.data import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
 
-__all__ = ["TextCorpus", "TextTask", "build_corpus", "default_cache_dir"]
+__all__ = ["TextCorpus", "TextTask", "build_corpus"]
 
 CACHE_VERSION = 1
-CACHE_ENV = "FLEXMDM_CACHE_DIR"
-
-
-def default_cache_dir() -> Path:
-    """``$FLEXMDM_CACHE_DIR`` or ``~/.cache/flexmdm``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "flexmdm")
 
 
 @dataclass
@@ -120,22 +110,6 @@ def build_corpus(texts: list[str], *, max_length: int, vocab_size: int, tokenize
     return TextCorpus(tokenizer, ids, offsets)
 
 
-def _source_identity(source: str) -> dict[str, Any]:
-    """What makes a source's text: the Python build for stdlib, file stamps for local paths."""
-    if source == "stdlib":
-        return {"python": platform.python_version(), "stdlib": sysconfig.get_paths()["stdlib"]}
-    path = Path(source)
-    if source.startswith("hf:") or not path.exists():
-        local = Path(source[3:].partition(":")[0]) if source.startswith("hf:") else None
-        if local is None or not local.exists():
-            return {"source": source}
-        path = local
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {"source": source, "path": str(path.resolve()),
-            "files": [(p.relative_to(path).as_posix() if p != path else p.name, p.stat().st_size,
-                       p.stat().st_mtime_ns) for p in files]}
-
-
 @register_task("text")
 @dataclass(frozen=True)
 class TextTask(Task):
@@ -151,7 +125,7 @@ class TextTask(Task):
         split_seed: seed of the split.
         deduplicate: drop repeated paragraphs.
         min_tokens: drop shorter sequences.
-        cache_dir: where tokenized corpora are cached (None: :func:`default_cache_dir`).
+        cache_dir: where tokenized corpora are cached (None: :func:`flexmdm.tasks.cache.default_cache_dir`).
     """
 
     source: str = "stdlib"
@@ -174,39 +148,30 @@ class TextTask(Task):
 
     # -- the corpus -------------------------------------------------------------------------
 
-    def cache_key(self) -> str:
-        """A digest of every option that changes the corpus and of the source's identity."""
+    @cached_property
+    def cache_path(self) -> Path:
+        """``cache_dir/text-<key>``: the key digests every option that changes the corpus and the
+        source's identity (fixed at first use, i.e. when the corpus is read)."""
         options = asdict(self)
         options.pop("cache_dir")
         if self.tokenizer is not None:
             options.pop("vocab_size")
-            options["tokenizer"] = _source_identity(self.tokenizer)
-        payload = {"version": CACHE_VERSION, "options": options, "source": _source_identity(self.source)}
-        return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=10).hexdigest()
-
-    @cached_property
-    def cache_path(self) -> Path:
-        """``cache_dir/text-<key>`` (fixed at first use, i.e. when the corpus is read)."""
-        root = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
-        return root / f"text-{self.cache_key()}"
+            options["tokenizer"] = source_identity(self.tokenizer)
+        payload = {"version": CACHE_VERSION, "options": options, "source": source_identity(self.source)}
+        return cache_folder("text", self.cache_dir, payload)
 
     @cached_property
     def corpus(self) -> TextCorpus:
         """The tokenized corpus, from the cache when there (built and cached otherwise)."""
-        path = self.cache_path
-        if (path / "corpus.npz").is_file():
-            try:
-                return self._read_cache(path)
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache is rebuilt
-        corpus = build_corpus(
+        return load_or_build(self.cache_path, self._read_cache, self._build_corpus, self._write_cache)
+
+    def _build_corpus(self) -> TextCorpus:
+        return build_corpus(
             load_texts(self.source), max_length=self.max_length, vocab_size=self.vocab_size,
             tokenizer=None if self.tokenizer is None else load_tokenizer(self.tokenizer),
             validation_fraction=self.validation_fraction, split_seed=self.split_seed,
             deduplicate=self.deduplicate, min_tokens=self.min_tokens,
         )
-        self._write_cache(corpus, path)
-        return corpus
 
     def _read_cache(self, path: Path) -> TextCorpus:
         tokenizer = load_tokenizer(path / "tokenizer.json")
