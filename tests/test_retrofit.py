@@ -10,7 +10,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 
 from flexmdm.interpolant import FlexInterpolant
-from flexmdm.models import ModelConfig, build_model
+from flexmdm.models import ModelConfig, build_model, load_pretrained
 from flexmdm.models.llada import load_llada, write_tiny_llada_checkpoint
 from flexmdm.models.retrofit import (
     ADAPTER_WEIGHTS_NAME,
@@ -24,7 +24,7 @@ from flexmdm.sampling import sample_flexmdm
 from flexmdm.schedules import LinearSchedule
 from flexmdm.tasks.instruct import InstructTask, read_pairs
 from flexmdm.training.config import config_from_dict
-from flexmdm.training.trainer import train
+from flexmdm.training.trainer import ADAPTERS_DIR, train
 
 V, MASK, PAD = 40, 39, 38
 LIVE = torch.tensor([i not in (MASK, PAD) for i in range(V)])
@@ -229,6 +229,18 @@ def test_instruction_fine_tuning_trains_only_adapters_and_samples_after_the_prom
     assert set(weights) == set(base_state)
     assert all(torch.equal(weights[k], v) for k, v in base_state.items())  # base weights untouched
     assert any(bool(p.abs().sum() > 0) for n, p in model.named_parameters() if "lora_B" in n)  # adapters moved
+
+    # the run exports the merged network for load_pretrained / flexmdm sample, and the adapters alone
+    exported, saved = load_pretrained(tmp_path / "run" / "model")
+    assert saved["model"]["architecture"] == "llada" and not any(".lora_" in k for k in exported.state_dict())
+    x, t, lengths, frozen = torch.randint(0, 6, (3, 9)), torch.rand(3), torch.tensor([9, 4, 0]), None
+    x = torch.where(torch.arange(9) < lengths[:, None], x, 7)
+    with torch.no_grad():
+        (logits, gaps), (exported_logits, exported_gaps) = model(x, t, lengths, frozen), exported(x, t, lengths, frozen)
+    live = torch.arange(9) < lengths[:, None]
+    torch.testing.assert_close(exported_logits[live][:, :6], logits[live][:, :6], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(exported_gaps, gaps, rtol=1e-4, atol=1e-5)
+    assert (tmp_path / "run" / ADAPTERS_DIR / ADAPTER_WEIGHTS_NAME).is_file()
 
     task = config.data.build_task()
     prompt, _ = task.prompts("validation", count=4)

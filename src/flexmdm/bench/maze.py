@@ -1,7 +1,8 @@
 """``flexmdm bench maze``: FlexMDM against MDM on subgoal maze planning (paper Table 1).
 
 Both models share the backbone, the optimiser settings and the number of training steps (the
-same compute); they differ only in layout (:mod:`flexmdm.tasks.maze`). Each is evaluated on
+same compute); they differ only in layout (:mod:`flexmdm.tasks.maze`) and train side by side,
+each with half the machine's cores. Each is evaluated on
 held-out start–goal pairs for every K. Beside the JSON go a PNG of sample paths and
 ``<name>-reveal.png``: a FlexMDM path at the largest K coloured by the step at which each cell was revealed.
 """
@@ -9,7 +10,9 @@ held-out start–goal pairs for every K. Beside the JSON go a PNG of sample path
 from __future__ import annotations
 
 import argparse
-import copy
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,31 +29,35 @@ from flexmdm.sampling import Adaptive, SampleOutput, sample_flexmdm, sample_mdm
 from flexmdm.schedules import schedule_from_config
 from flexmdm.tasks.maze import Cell, MazeTask, evaluate_paths, path_success
 from flexmdm.training.config import config_from_dict
-from flexmdm.training.trainer import train
+from flexmdm.training.trainer import TrainResult, train
 from flexmdm.viz import plot_maze_reveal, reveal_steps, trace_header
 
 __all__ = ["MazeBenchSettings", "main", "run_maze_benchmark"]
 
+LAYOUTS = ("flexmdm", "mdm")
+
 
 @dataclass
 class MazeBenchSettings:
-    """What the benchmark trains and evaluates (``quick()`` is the README's main job)."""
+    """What the benchmark trains and evaluates: the full run (``benchmarks/results/maze.json``) by
+    default, ``quick()`` for the README's main job."""
 
     rooms: int = 7
     num_pairs: int = 4000
     ks: tuple[int, ...] = (2, 7, 12)
     eval_per_k: int = 100
-    sampling_steps: int = 128
+    sampling_steps: int = 512
+    temperature: float = 0.0
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
     train: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
-        "ema_decay": 0.999, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 500,
+        "steps": 12000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
+        "ema_decay": 0.999, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 1000,
     })
 
     @classmethod
     def quick(cls) -> MazeBenchSettings:
-        settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=50, sampling_steps=128)
-        settings.train.update(steps=2000, ema_decay=0.995)
+        settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=50)
+        settings.train.update(steps=3000, ema_decay=0.995, save_every=500)
         return settings
 
 
@@ -66,9 +73,10 @@ def _train_config(settings: MazeBenchSettings, layout: str, output_dir: Path, se
 
 
 def _generate(kind: str, model_dir: Path, task: MazeTask, subgoals: list[list[Cell]], steps: int,
-              seed: int) -> tuple[list[list[Cell] | None], SampleOutput]:
+              temperature: float, seed: int) -> tuple[list[list[Cell] | None], SampleOutput]:
     """Paths generated for each subgoal list (None where the output is not a list of cells), and the
-    sampler's output (with its trace for FlexMDM)."""
+    sampler's output (with its trace for FlexMDM). Both models use the same rule (the most probable
+    masks first) at the same ``temperature`` (0: each revealed cell is its posterior's argmax)."""
     model, saved = load_pretrained(model_dir)
     unmasking = schedule_from_config(saved["schedules"]["unmasking"])
     generator = torch.Generator().manual_seed(seed)
@@ -77,11 +85,12 @@ def _generate(kind: str, model_dir: Path, task: MazeTask, subgoals: list[list[Ce
         insertion = schedule_from_config(saved["schedules"]["insertion"])
         out = sample_flexmdm(model, vocab=task.vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
                              steps=steps, max_length=task.max_length, prompt=task.flexmdm_prompt(subgoals),
-                             rule=rule, final_fill="parallel", generator=generator, record_trace=True)
+                             rule=rule, temperature=temperature, final_fill="parallel", generator=generator,
+                             record_trace=True)
         return [task.decode(seq) for seq in out.sequences()], out
     canvas, frozen = task.mdm_canvas(subgoals)
     out = sample_mdm(model, vocab=task.vocab, unmasking_schedule=unmasking, steps=steps, canvas=canvas,
-                     frozen=frozen, rule=rule, final_fill="parallel", generator=generator)
+                     frozen=frozen, rule=rule, temperature=temperature, final_fill="parallel", generator=generator)
     return [task.decode_mdm(seq, len(goals)) for seq, goals in zip(out.sequences(), subgoals)], out
 
 
@@ -121,6 +130,28 @@ def _plot_reveal(task: MazeTask, paths: list[list[Cell] | None], subgoals: list[
     return plot_maze_reveal(task.maze.grid, paths[index], steps, out_png, subgoals=subgoals[index], title=title).name
 
 
+def _train_in_process(config: dict[str, Any], threads: int) -> TrainResult:
+    """Train one model with ``threads`` CPU threads (run in a worker process)."""
+    torch.set_num_threads(threads)
+    return train(config_from_dict(config))
+
+
+def _train_models(settings: MazeBenchSettings, work: Path, seed: int) -> tuple[dict[str, TrainResult], int]:
+    """Train the FlexMDM and the MDM: side by side in two processes, each with half the cores, when
+    the machine has two or more (their progress bars then share the terminal), else one after the
+    other. Returns the runs by layout and the CPU threads each used."""
+    configs = {layout: _train_config(settings, layout, work, seed) for layout in LAYOUTS}
+    for layout, config in configs.items():
+        print(f"training {layout} ({config['train']['steps']} steps) in {config['output_dir']}", flush=True)
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        return {layout: _train_in_process(config, cores) for layout, config in configs.items()}, cores
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(configs), mp_context=context) as pool:
+        jobs = {layout: pool.submit(_train_in_process, config, cores // 2) for layout, config in configs.items()}
+        return {layout: job.result() for layout, job in jobs.items()}, cores // 2
+
+
 def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
                        argv: list[str] | None = None) -> dict[str, Any]:
     """Train both models, evaluate them for every K, write JSON + PNG and return the record."""
@@ -128,11 +159,7 @@ def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, w
     out = Path(out)
     settings = MazeBenchSettings.quick() if quick else MazeBenchSettings()
     work = Path(work_dir) if work_dir is not None else out.with_suffix("")
-    trained: dict[str, Any] = {}
-    for layout in ("flexmdm", "mdm"):
-        config = config_from_dict(copy.deepcopy(_train_config(settings, layout, work, seed)))
-        print(f"training {layout} ({config.train.steps} steps) in {config.output_dir}", flush=True)
-        trained[layout] = train(config)
+    trained, threads = _train_models(settings, work, seed)
 
     task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed, k_max=max(settings.ks))
     results, panels = [], []
@@ -140,15 +167,16 @@ def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, w
     for k in settings.ks:
         examples = task.evaluation_set(k, settings.eval_per_k, seed)
         subgoals = [goals for _, goals in examples]
-        for kind in ("flexmdm", "mdm"):
+        for kind in LAYOUTS:
             kind_task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed,
                                  k_max=max(settings.ks), layout=kind)
-            paths, samples = _generate(kind, trained[kind].model_dir, kind_task, subgoals, settings.sampling_steps, seed)
+            paths, samples = _generate(kind, trained[kind].model_dir, kind_task, subgoals, settings.sampling_steps,
+                                       settings.temperature, seed)
             metrics = evaluate_paths(task.maze, paths, subgoals)
             if kind == "flexmdm" and k == max(settings.ks):
                 reveal_plot = _plot_reveal(task, paths, subgoals, samples, reveal_png)
-            results.append({"model": kind, "K": k, **metrics,
-                            "train_seconds": trained[kind].elapsed_s, "train_steps": trained[kind].steps})
+            results.append({"model": kind, "K": k, **metrics, "train_seconds": trained[kind].elapsed_s,
+                            "train_threads": threads, "train_steps": trained[kind].steps})
             panels += [(kind, k, paths[i], subgoals[i]) for i in range(min(2, len(paths)))]
 
     png = out.with_suffix(".png")

@@ -33,17 +33,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.models import load_pretrained
 from flexmdm.models.llada import load_llada, save_llada
-from flexmdm.models.retrofit import RetrofitConfig, load_retrofit, merge_adapters, retrofit, save_retrofit
+from flexmdm.models.retrofit import RetrofitConfig, load_retrofit, merge_adapters, retrofit
 from flexmdm.sampling import TauLeaping, sample_flexmdm
 from flexmdm.schedules import schedule_from_config
 from flexmdm.training.config import config_from_dict
-from flexmdm.training.trainer import METRICS_FILE, train
+from flexmdm.training.trainer import ADAPTERS_DIR, METRICS_FILE, train
 
 __all__ = ["RetrofitBenchSettings", "main", "run_retrofit_benchmark", "steps_to_reach", "length_tv"]
 
@@ -195,12 +194,8 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
         runs[name] = timed(f"{name}_seconds", train, cfg, model_factory=factory)
     task = cfg.data.build_task()
 
-    # Adapters saved on their own, then re-attached to the base checkpoint for sampling.
-    trained = retrofitted(None)
-    trained.load_state_dict(load_file(runs["retrofit"].model_dir / "model.safetensors"))
-    saved = json.loads((runs["retrofit"].model_dir / "config.json").read_text())
-    metadata = {k: saved[k] for k in ("schedules", "vocab", "task", "max_length")}
-    adapter_dir = save_retrofit(trained, work / "retrofit-adapters", metadata=metadata)
+    # The run wrote its adapters on their own; re-attach them to the base checkpoint for sampling.
+    adapter_dir = runs["retrofit"].output_dir / ADAPTERS_DIR
     model, record_meta = load_retrofit(base_dir, adapter_dir)
     total = sum(p.numel() for p in model.parameters())
     merge_adapters(model)  # same outputs, no LoRA overhead while sampling

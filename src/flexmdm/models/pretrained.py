@@ -52,10 +52,20 @@ def save_pretrained(
     metadata: dict[str, Any] | None = None,
     tokenizer_dir: str | Path | None = None,
 ) -> Path:
-    """Write ``model`` (which has a ``config: ModelConfig``) to ``directory`` atomically."""
+    """Write ``model`` (which has a ``config: ModelConfig``) to ``directory`` atomically.
+
+    A retrofitted network (LoRA adapters from :func:`flexmdm.models.retrofit.retrofit`) is written
+    with its adapters merged (:func:`~flexmdm.models.retrofit.merged_state_dict`), so that
+    :func:`load_pretrained` reads it as the plain FlexMDM of its architecture.
+    """
     directory = Path(directory)
+    state = model.state_dict()
+    if any(".lora_" in name for name in state):
+        from flexmdm.models.retrofit import merged_state_dict
+
+        state = merged_state_dict(model)
     with atomic_directory(directory) as staging:
-        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
         save_file(tensors, staging / WEIGHTS_NAME)
         config = {"model": model.config.to_dict(), "flexmdm_version": _package_version(), **(metadata or {})}
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")

@@ -58,6 +58,7 @@ __all__ = [
     "load_retrofit",
     "lora_target_pattern",
     "merge_adapters",
+    "merged_state_dict",
     "retrofit",
     "save_retrofit",
     "ADAPTER_WEIGHTS_NAME",
@@ -256,6 +257,30 @@ def merge_adapters(model: nn.Module) -> nn.Module:
         if isinstance(module, LoraLayer) and not module.merged:
             module.merge()
     return model
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The state dict of a retrofitted network under the plain architecture's names.
+
+    Every LoRA update is folded into (a copy of) its base weight, the ``lora_*`` tensors are
+    dropped and peft's ``.base_layer`` is removed from the names, so the result loads into the
+    FlexMDM of the LLaDA architecture (:func:`build_llada_model`, hence :func:`flexmdm.models.load_pretrained`
+    and ``flexmdm sample``). ``model`` itself is not changed.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    deltas = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and not module.merged:
+            deltas[f"{name}.base_layer.weight"] = sum(module.get_delta_weight(a) for a in module.active_adapters)
+    merged = {}
+    for name, tensor in model.state_dict().items():
+        if ".lora_" in name:
+            continue
+        if name in deltas:
+            tensor = tensor + deltas[name].to(tensor.dtype)
+        merged[name.replace(".base_layer.", ".")] = tensor
+    return merged
 
 
 def retrofit_state_dict(model: nn.Module) -> dict[str, Tensor]:

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from flexmdm.interpolant import FlexBatch, FlexInterpolant, MDMBatch, MDMInterpolant
 from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss, sample_times
 from flexmdm.models import ModelConfig, build_model, save_pretrained
+from flexmdm.models.retrofit import save_retrofit
 from flexmdm.training.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
@@ -69,6 +70,9 @@ ModelFactory = Callable[[ModelConfig], nn.Module]
 """Builds the network of a run (default :func:`flexmdm.models.build_model`); e.g. a retrofit of a
 pretrained model. Only parameters with ``requires_grad`` are optimised."""
 MODEL_DIR = "model"
+ADAPTERS_DIR = "adapters"
+"""Where a run of a retrofitted network (one with a ``retrofit_config``) also writes its adapters
+and new modules on their own (:func:`flexmdm.models.retrofit.save_retrofit`)."""
 
 
 @dataclass
@@ -544,5 +548,7 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
     model_dir = output_dir / MODEL_DIR
     if ctx.is_main:
         save_pretrained(run.export_model, model_dir, metadata=run.metadata(), tokenizer_dir=run.tokenizer_dir())
+        if getattr(run.export_model, "retrofit_config", None) is not None:
+            save_retrofit(run.export_model, output_dir / ADAPTERS_DIR, metadata=run.metadata())
     ctx.barrier()
     return TrainResult(output_dir, model_dir, run.step, loss, val_loss, elapsed)
