@@ -94,6 +94,18 @@ def test_time_sampling_is_stratified_and_bounded():
         sample_times(4, max_time=1.5)
 
 
+def test_time_power_warps_each_stratum_towards_early_times():
+    plain = sample_times(8, generator=torch.Generator().manual_seed(3))
+    warped = sample_times(8, power=2.0, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(warped, (plain / MAX_TIME) ** 2 * MAX_TIME)
+    assert torch.equal(sample_times(8, power=1.0, generator=torch.Generator().manual_seed(3)), plain)
+    # u^2 < 1/4 exactly when u < 1/2: half the strata land in the first quarter of [0, max_time]
+    many = sample_times(64, power=2.0, generator=torch.Generator().manual_seed(4))
+    assert int((many < 0.25 * MAX_TIME).sum()) == 32
+    with pytest.raises(ValueError, match="power"):
+        sample_times(4, power=0.0)
+
+
 def test_loss_finite_at_max_time():
     alpha = beta = LinearSchedule()
     x1, lengths = draw_data(64, seed=6)

@@ -108,6 +108,7 @@ def test_unknown_key_in_file_is_named(tmp_path):
     ("train.betas=[0.9]", "train.betas"),
     ("train.ema_decay=1.0", "train.ema_decay"),
     ("train.autocast=float16", "train.autocast"),
+    ("train.time_power=0", "train.time_power"),
     ("train.log_every=true", "train.log_every"),
     ("model.kind=gpt", "model.kind"),
     ("model.vocab_size=9", "model.vocab_size"),

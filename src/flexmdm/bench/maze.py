@@ -1,10 +1,10 @@
 """``flexmdm bench maze``: FlexMDM against MDM on subgoal maze planning (paper Table 1).
 
 Both models share the backbone, the optimiser settings and the number of training steps (the
-same compute); they differ only in layout (:mod:`flexmdm.tasks.maze`) and train side by side,
-each with half the machine's cores. Each is evaluated on
-held-out start–goal pairs for every K. Beside the JSON go a PNG of sample paths and
-``<name>-reveal.png``: a FlexMDM path at the largest K coloured by the step at which each cell was revealed.
+same compute); they differ only in layout (:mod:`flexmdm.tasks.maze`). They train side by side,
+each with half the machine's cores, and are evaluated on held-out start–goal pairs for every K
+with the same sampler. Beside the JSON go a PNG of sample paths and ``<name>-reveal.png``: a
+FlexMDM path at the largest K coloured by the step at which each cell was revealed.
 """
 
 from __future__ import annotations

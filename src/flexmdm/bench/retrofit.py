@@ -9,6 +9,10 @@
 3. Train a FlexMDM **from scratch** of the same architecture (same modules, all trainable) for
    the same number of steps, with the same data, batch, schedules and validation states.
 
+Both FlexMDM runs draw their training times as ``t = max_time · u²`` (``train.time_power`` 2):
+more early times, where a sequence is short and its final length is decided. It leaves the
+loss's minimiser unchanged (:func:`flexmdm.losses.sample_times`); validation times stay uniform.
+
 Reported: both validation-loss curves (PNG), the scratch run's final validation loss, the
 first evaluated step at which the retrofit reaches it, and the total variation between the
 lengths of retrofitted samples (drawn with :func:`flexmdm.sampling.sample_flexmdm` under the
@@ -58,7 +62,8 @@ class RetrofitBenchSettings:
         "d_model": 128, "n_layers": 4, "n_heads": 4, "mlp_ratio": 2.75, "rope_theta": 10000.0})
     retrofit: dict[str, Any] = field(default_factory=lambda: {"lora_rank": 16, "lora_alpha": 32.0, "time_groups": 2})
     pretrain_steps: int = 600
-    flex_steps: int = 500
+    flex_steps: int = 1000
+    flex_time_power: float = 2.0
     batch_size: int = 64
     pretrain_lr: float = 1e-3
     scratch_lr: float = 1e-3
@@ -66,8 +71,8 @@ class RetrofitBenchSettings:
     ema_decay: float = 0.99
     eval_every: int = 20
     eval_batches: int = 8
-    samples: int = 1500
-    scratch_samples: int = 500
+    samples: int = 5000
+    scratch_samples: int = 1000
     sample_batch: int = 500
     sampling_steps: int = 32
     train: dict[str, Any] = field(default_factory=lambda: {
@@ -99,15 +104,16 @@ def length_tv(lengths: np.ndarray, reference: np.ndarray, max_length: int) -> fl
 def _config(settings: RetrofitBenchSettings, kind: str, output_dir: Path, seed: int, steps: int, lr: float,
             cache_dir: Path) -> dict[str, Any]:
     model = {"kind": kind, "architecture": "llada", **settings.model, "max_length": settings.max_length}
+    train = {**settings.train, "steps": steps, "batch_size": settings.batch_size, "lr": lr, "seed": seed,
+             "ema_decay": settings.ema_decay, "eval_every": settings.eval_every, "eval_batches": settings.eval_batches}
     if kind == "flexmdm":
         model["time_groups"] = settings.retrofit.get("time_groups", 2)
+        train["time_power"] = settings.flex_time_power
     return {
         "model": model,
         "data": {"task": "text", "source": settings.source, "vocab_size": settings.vocab_size,
                  "max_length": settings.max_length, "cache_dir": str(cache_dir)},
-        "train": {**settings.train, "steps": steps, "batch_size": settings.batch_size, "lr": lr, "seed": seed,
-                  "ema_decay": settings.ema_decay, "eval_every": settings.eval_every,
-                  "eval_batches": settings.eval_batches},
+        "train": train,
         "output_dir": str(output_dir),
     }
 

@@ -343,6 +343,7 @@ class _Run:
             t = sample_times(
                 self.micro, generator=generator, offset=shard * self.micro,
                 total=self.train_cfg.batch_size, max_time=self.train_cfg.max_time,
+                power=self.train_cfg.time_power,
             )
             states = _to_device(self.objective.states(batch, t, generator), self.ctx.device)
             torch.manual_seed(keyed_generator(self.train_cfg.seed, "dropout", self.step, shard).initial_seed())
