@@ -65,12 +65,14 @@ def test_train_then_sample_flexmdm(trained, tmp_path):
     assert read_jsonl(again) == rows
 
 
-@pytest.mark.parametrize("policy, param", [("med", "0.5"), ("eb", None), ("confidence", None), ("margin", "2"), ("random", None)])
-def test_sample_policies_and_prompt(trained, tmp_path, policy, param):
+@pytest.mark.parametrize("policy, param, block", [("med", "0.5", None), ("eb", None, None), ("confidence", None, None),
+                                                 ("margin", "2", None), ("random", None, None), ("med", None, "3"),
+                                                 ("tau", None, "2")])
+def test_sample_policies_and_prompt(trained, tmp_path, policy, param, block):
     out = tmp_path / "s.jsonl"
     args = ["sample", str(trained / "checkpoints" / "step_000006"), "--num", "6", "--steps", "6", "--policy", policy,
             "--prompt", "a a", "--max-length", "10", "--temperature", "0.5", "--out", str(out)]
-    assert main(args + (["--param", param] if param else [])) == 0
+    assert main(args + (["--param", param] if param else []) + (["--block", block] if block else [])) == 0
     rows = read_jsonl(out)
     check_rows(rows, 10)
     assert all(row["tokens"][:2] == [0, 0] and row["text"].startswith("a a") for row in rows)
@@ -108,6 +110,7 @@ def test_config_and_sampling_errors_are_one_line(trained, tmp_path, capsys):
         (["train", str(config), "--set", "train.nope=1"], "'train.nope'"),
         (["train", str(config), "--set", "train.steps=-1"], "train.steps"),
         (["sample", str(trained), "--num", "0"], "--num"),
+        (["sample", str(trained), "--block", "0"], "--block"),
         (["sample", str(trained), "--prompt", "a c"], "--prompt"),
         (["sample", str(trained), "--max-length", "999"], "max_length"),
         (["sample", str(trained), "--param", "0.3"], "--param"),

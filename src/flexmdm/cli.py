@@ -84,6 +84,9 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=100, help="sampling steps (default 100)")
     parser.add_argument("--policy", choices=POLICIES, default="tau", help="unmasking policy (default tau)")
     parser.add_argument("--param", type=float, default=None, help="the policy's λ / γ / threshold")
+    parser.add_argument("--block", type=int, default=None, metavar="W",
+                        help="semi-autoregressive: the policy chooses only among the masks of the left-most "
+                        "block of W slots that still holds any")
     parser.add_argument("--temperature", type=float, default=1.0, help="0 for argmax (default 1)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="longest sample (FlexMDM) or canvas (MDM); default: the task's")
@@ -150,6 +153,8 @@ def _check_sample_args(args: argparse.Namespace) -> None:
         raise UserError(f"--temperature must be >= 0, got {args.temperature}")
     if args.max_length is not None and args.max_length < 1:
         raise UserError(f"--max-length must be >= 1, got {args.max_length}")
+    if args.block is not None and args.block < 1:
+        raise UserError(f"--block must be >= 1, got {args.block}")
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -187,6 +192,10 @@ def run_sample(args: argparse.Namespace) -> int:
     if prompt is not None and len(prompt) >= max_length:
         raise UserError(f"the prompt has {len(prompt)} tokens, not less than --max-length {max_length}")
     rule = _unmasking_rule(args.policy, args.param)
+    if args.block is not None:
+        from flexmdm.sampling import SemiAutoregressive
+
+        rule = SemiAutoregressive(rule, block_size=args.block)
     generator = torch.Generator().manual_seed(args.seed)
 
     rows, traces = [], []
@@ -220,7 +229,7 @@ def run_sample(args: argparse.Namespace) -> int:
         from flexmdm.viz import write_trace_jsonl
 
         metadata = {"model": str(directory.resolve()), "steps": args.steps, "policy": args.policy,
-                    "param": args.param, "temperature": args.temperature, "seed": args.seed}
+                    "param": args.param, "block": args.block, "temperature": args.temperature, "seed": args.seed}
         write_trace_jsonl(traces, args.trace, vocab=vocab, final_sequences=[r["tokens"] for r in rows],
                           metadata=metadata)
     mean_length = sum(r["length"] for r in rows) / len(rows)
