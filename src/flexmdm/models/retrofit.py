@@ -33,6 +33,7 @@ Both are FlexMDM denoisers ``(x, t, lengths, frozen) -> (token_logits, expected_
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -262,25 +263,13 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """The state dict of a retrofitted network under the plain architecture's names.
 
-    Every LoRA update is folded into (a copy of) its base weight, the ``lora_*`` tensors are
-    dropped and peft's ``.base_layer`` is removed from the names, so the result loads into the
-    FlexMDM of the LLaDA architecture (:func:`build_llada_model`, hence :func:`flexmdm.models.load_pretrained`
+    The LoRA updates are folded into a copy of the network (:func:`merge_adapters`), the
+    ``lora_*`` tensors dropped and peft's ``.base_layer`` removed from the names, so the result
+    loads into the FlexMDM of the LLaDA architecture (hence :func:`flexmdm.models.load_pretrained`
     and ``flexmdm sample``). ``model`` itself is not changed.
     """
-    from peft.tuners.lora import LoraLayer
-
-    deltas = {}
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLayer) and not module.merged:
-            deltas[f"{name}.base_layer.weight"] = sum(module.get_delta_weight(a) for a in module.active_adapters)
-    merged = {}
-    for name, tensor in model.state_dict().items():
-        if ".lora_" in name:
-            continue
-        if name in deltas:
-            tensor = tensor + deltas[name].to(tensor.dtype)
-        merged[name.replace(".base_layer.", ".")] = tensor
-    return merged
+    merged = merge_adapters(copy.deepcopy(model)).state_dict()
+    return {name.replace(".base_layer.", "."): tensor for name, tensor in merged.items() if ".lora_" not in name}
 
 
 def retrofit_state_dict(model: nn.Module) -> dict[str, Tensor]:
