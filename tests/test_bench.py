@@ -35,3 +35,17 @@ def test_maze_record_and_plot(tmp_path, monkeypatch):
     assert all(0 <= r["success_rate"] <= 1 and r["n"] >= 1 for r in record["results"])
     assert out.with_suffix(".png").stat().st_size > 0
     assert record["reveal_plot"] == "maze-reveal.png" and (tmp_path / "maze-reveal.png").stat().st_size > 0
+
+
+def test_reveal_example_prefers_the_success_with_most_generated_cells():
+    task = maze_bench.MazeTask(rooms=3, num_pairs=50)
+    path, _ = task.evaluation_set(2, 1, 0)[0]
+    assert len(path) >= 3
+    ends, first_three = [path[0], path[-1]], path[:3]
+    jump = [path[0], path[-1]]  # start and goal are not neighbours: a failure
+    # successes beat failures; among successes the one with more generated cells wins
+    assert maze_bench.reveal_example(task, [None, jump, first_three, path],
+                                     [ends, ends, first_three, ends]) == 3
+    assert maze_bench.reveal_example(task, [jump, first_three], [ends, first_three]) == 1
+    assert maze_bench.reveal_example(task, [None, jump], [ends, ends]) == 1
+    assert maze_bench.reveal_example(task, [None, []], [ends, ends]) is None

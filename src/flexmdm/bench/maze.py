@@ -32,7 +32,7 @@ from flexmdm.training.config import config_from_dict
 from flexmdm.training.trainer import TrainResult, train
 from flexmdm.viz import plot_maze_reveal, reveal_steps, trace_header
 
-__all__ = ["MazeBenchSettings", "main", "run_maze_benchmark"]
+__all__ = ["MazeBenchSettings", "main", "reveal_example", "run_maze_benchmark"]
 
 LAYOUTS = ("flexmdm", "mdm")
 
@@ -117,12 +117,21 @@ def _plot(task: MazeTask, panels: list[tuple[str, int, list[Cell] | None, list[C
     plt.close(fig)
 
 
+def reveal_example(task: MazeTask, paths: list[list[Cell] | None], subgoals: list[list[Cell]]) -> int | None:
+    """Index of the successful path with the most generated (non-subgoal) cells, else of the
+    decodable path with the most; the first on ties; None when no path decodes."""
+    decoded = [i for i, path in enumerate(paths) if path]
+    if not decoded:
+        return None
+    ok = {i for i in decoded if path_success(task.maze, paths[i], subgoals[i])}
+    return max(decoded, key=lambda i: (i in ok, len(paths[i]) - len(subgoals[i]), -i))
+
+
 def _plot_reveal(task: MazeTask, paths: list[list[Cell] | None], subgoals: list[list[Cell]],
                  samples: SampleOutput, out_png: Path) -> str | None:
-    """Draw the first successful FlexMDM path (else the first decodable one) coloured by when each cell
-    was revealed; returns the PNG's name, or None when no sample decodes to a path."""
-    ok = [path is not None and path_success(task.maze, path, goals) for path, goals in zip(paths, subgoals)]
-    index = ok.index(True) if True in ok else next((i for i, p in enumerate(paths) if p), None)
+    """Draw the path chosen by :func:`reveal_example` coloured by when each cell was revealed;
+    returns the PNG's name, or None when no sample decodes to a path."""
+    index = reveal_example(task, paths, subgoals)
     if index is None:
         return None
     steps = reveal_steps(trace_header(samples.trace), samples.trace.to_records(), index)
@@ -130,16 +139,17 @@ def _plot_reveal(task: MazeTask, paths: list[list[Cell] | None], subgoals: list[
     return plot_maze_reveal(task.maze.grid, paths[index], steps, out_png, subgoals=subgoals[index], title=title).name
 
 
-def _train_in_process(config: dict[str, Any], threads: int) -> TrainResult:
-    """Train one model with ``threads`` CPU threads (run in a worker process)."""
+def _train_in_process(config: dict[str, Any], threads: int, progress_line: int = 0) -> TrainResult:
+    """Train one model with ``threads`` CPU threads (run in a worker process), its progress bar on
+    terminal line ``progress_line``."""
     torch.set_num_threads(threads)
-    return train(config_from_dict(config))
+    return train(config_from_dict(config), progress_line=progress_line)
 
 
 def _train_models(settings: MazeBenchSettings, work: Path, seed: int) -> tuple[dict[str, TrainResult], int]:
     """Train the FlexMDM and the MDM: side by side in two processes, each with half the cores, when
-    the machine has two or more (their progress bars then share the terminal), else one after the
-    other. Returns the runs by layout and the CPU threads each used."""
+    the machine has two or more (their labelled progress bars on two terminal lines), else one
+    after the other. Returns the runs by layout and the CPU threads each used."""
     configs = {layout: _train_config(settings, layout, work, seed) for layout in LAYOUTS}
     for layout, config in configs.items():
         print(f"training {layout} ({config['train']['steps']} steps) in {config['output_dir']}", flush=True)
@@ -148,7 +158,8 @@ def _train_models(settings: MazeBenchSettings, work: Path, seed: int) -> tuple[d
         return {layout: _train_in_process(config, cores) for layout, config in configs.items()}, cores
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(configs), mp_context=context) as pool:
-        jobs = {layout: pool.submit(_train_in_process, config, cores // 2) for layout, config in configs.items()}
+        jobs = {layout: pool.submit(_train_in_process, config, cores // 2, line)
+                for line, (layout, config) in enumerate(configs.items())}
         return {layout: job.result() for layout, job in jobs.items()}, cores // 2
 
 

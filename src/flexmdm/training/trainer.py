@@ -249,7 +249,8 @@ class _AutoregressiveObjective:
         slots = torch.arange(n + 1, device=states.tokens.device)[None, :]
         targets = torch.cat([states.tokens, states.tokens.new_full((batch, 1), self.pad_id)], dim=1)
         targets = torch.where(slots == states.lengths[:, None], self.pad_id, targets)
-        scored = (slots <= states.lengths[:, None]) & ~torch.cat([states.frozen, torch.zeros_like(states.frozen[:, :1])], dim=1)
+        frozen = torch.cat([states.frozen, torch.zeros_like(states.frozen[:, :1])], dim=1)
+        scored = (slots <= states.lengths[:, None]) & ~frozen
         nll = torch.nn.functional.cross_entropy(model(states.tokens, states.lengths).transpose(1, 2),
                                                 targets, reduction="none")
         per_sequence = torch.where(scored, nll, 0.0).sum(dim=1)
@@ -488,22 +489,25 @@ def _metrics_row(step: int, totals: Tensor, lr: float, grad_norm: float, tokens_
     }
 
 
-def train(config: Config, *, model_factory: ModelFactory | None = None) -> TrainResult:
+def train(config: Config, *, model_factory: ModelFactory | None = None, progress_line: int = 0) -> TrainResult:
     """Train (or resume) the run described by ``config``; see the module docstring.
 
-    Under ``torchrun`` every rank calls this; only rank 0 writes files.
+    Under ``torchrun`` every rank calls this; only rank 0 writes files. The progress bar is labelled
+    with the output directory's name and drawn on terminal line ``progress_line`` (give runs that
+    share a terminal different lines).
 
     Returns:
         the run's :class:`TrainResult` (on every rank).
     """
     ctx = init_distributed(config.train.device)
     try:
-        return _train(config, ctx, model_factory)
+        return _train(config, ctx, model_factory, progress_line)
     finally:
         ctx.shutdown()
 
 
-def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory | None = None) -> TrainResult:
+def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory | None,
+           progress_line: int) -> TrainResult:
     output_dir = Path(config.output_dir)
     metrics_path = output_dir / METRICS_FILE
     run = _Run(config, ctx, model_factory)
@@ -523,7 +527,8 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
     loss = val_loss = None
     start = time.perf_counter()
     last_time, tokens_since = start, 0.0
-    progress = tqdm(total=cfg.steps, initial=run.step, disable=not ctx.is_main, desc="train", dynamic_ncols=True)
+    progress = tqdm(total=cfg.steps, initial=run.step, disable=not ctx.is_main, desc=f"train {output_dir.name}",
+                    position=progress_line, dynamic_ncols=True)
     with progress, open(metrics_path, "a") if ctx.is_main else contextlib.nullcontext() as metrics:
         while run.step < cfg.steps:
             sums, grad_norm, lr = run.train_step()
