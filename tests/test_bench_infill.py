@@ -11,6 +11,8 @@ from flexmdm.bench.commands import BENCHMARKS
 from flexmdm.cli import main
 from flexmdm.models import load_pretrained
 from flexmdm.tasks.infill import InfillTask
+from flexmdm.training.config import config_from_dict
+from flexmdm.training.trainer import train
 from tests.infill_fixtures import write_modules
 
 ROW_KEYS = {"model", "setting", "exact_match", "parse_rate", "length_abs_error", "n"}
@@ -67,8 +69,8 @@ def test_fill_middles_respects_each_setting(tmp_path, monkeypatch):
     work = tmp_path / "work"
     trained = {}
     for kind in ("flexmdm", "mdm"):
-        config = infill_bench.config_from_dict(infill_bench._train_config(settings, kind, work, seed=0))
-        trained[kind] = infill_bench.train(config).model_dir
+        config = config_from_dict(infill_bench._train_config(settings, kind, work, seed=0))
+        trained[kind] = train(config).model_dir
     task = InfillTask(**{k: v for k, v in settings.data.items()}, cache_dir=str(work / "corpus-cache"))
     examples = task.evaluation_examples("single_line", 3) + task.evaluation_examples("multi_line", 3)
     for kind, setting in infill_bench.SETTINGS:

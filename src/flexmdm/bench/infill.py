@@ -1,10 +1,10 @@
 """``flexmdm bench infill``: code infilling, FlexMDM vs MDM (paper §5.2).
 
-Two models with the same backbone, optimiser and number of steps are trained on the
-:class:`~flexmdm.tasks.infill.InfillTask` draws of the standard library's functions: FlexMDM
-(prefix and suffix frozen, the middle grown by insertion) and MDM (the middle as a fixed number
-of masks; trained on both the fixed-budget layout, the middle right-padded with PAD to
-``max_middle_tokens``, and the true-length layout). They fill the middles of held-out
+Two models with the same backbone, optimiser and number of steps are trained side by side
+(:mod:`flexmdm.bench.side_by_side`) on the :class:`~flexmdm.tasks.infill.InfillTask` draws of
+the standard library's functions: FlexMDM (prefix and suffix frozen, the middle grown by
+insertion) and MDM (the middle as a fixed number of masks; trained on both the fixed-budget
+layout, the middle right-padded with PAD to ``max_middle_tokens``, and the true-length layout). They fill the middles of held-out
 functions (modules never seen in training), single-line and multi-line spans:
 
 * ``flexible`` — FlexMDM from ``prefix + suffix``; it may insert up to the same budget;
@@ -38,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.constraints import Prompt
 from flexmdm.models import load_pretrained
 from flexmdm.sampling import Adaptive, mdm_canvas, sample_flexmdm, sample_mdm
@@ -45,7 +46,6 @@ from flexmdm.schedules import schedule_from_config
 from flexmdm.tasks.infill import InfillExample, InfillTask, infill_metrics
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.data import keyed_generator
-from flexmdm.training.trainer import train
 
 __all__ = ["InfillBenchSettings", "SETTINGS", "fill_middles", "main", "run_infill_benchmark"]
 
@@ -162,12 +162,12 @@ def run_infill_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
     out = Path(out)
     settings = settings or (InfillBenchSettings.quick() if quick else InfillBenchSettings())
     work = Path(work_dir) if work_dir is not None else out.with_suffix("")
-    trained, train_seconds, tasks = {}, {}, {}
-    for kind in ("flexmdm", "mdm"):
-        config = config_from_dict(copy.deepcopy(_train_config(settings, kind, work, seed)))
-        print(f"training {kind} ({config.train.steps} steps) in {config.output_dir}", flush=True)
-        result = train(config)
-        trained[kind], train_seconds[kind], tasks[kind] = result.model_dir, result.elapsed_s, config.data.build_task()
+    configs = {kind: _train_config(settings, kind, work, seed) for kind in ("flexmdm", "mdm")}
+    # built here first, the corpus cache is ready before the two trainings start
+    tasks = {kind: config_from_dict(copy.deepcopy(config)).data.build_task() for kind, config in configs.items()}
+    runs, threads = train_side_by_side(configs)
+    trained = {kind: run.model_dir for kind, run in runs.items()}
+    train_seconds = {kind: run.elapsed_s for kind, run in runs.items()}
     task = tasks["flexmdm"]
     examples = {kind: task.evaluation_examples(kind, settings.examples_per_kind, seed=seed) for kind in SPAN_KINDS}
     everything = [e for kind in SPAN_KINDS for e in examples[kind]]
@@ -184,7 +184,8 @@ def run_infill_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
             middles += fill_middles(model, saved, setting, batch, tasks[model_kind],
                                     steps=settings.sampling_steps, generator=generator)
         row = {"model": model_kind, "setting": setting, **_score(everything, middles, task),
-               "sampling_seconds": watch_sampling.seconds, "train_seconds": train_seconds[model_kind]}
+               "sampling_seconds": watch_sampling.seconds, "train_seconds": train_seconds[model_kind],
+               "train_threads": threads}
         rows.append(row)
         offset = 0
         for kind in SPAN_KINDS:

@@ -1,18 +1,16 @@
 """``flexmdm bench maze``: FlexMDM against MDM on subgoal maze planning (paper Table 1).
 
 Both models share the backbone, the optimiser settings and the number of training steps (the
-same compute); they differ only in layout (:mod:`flexmdm.tasks.maze`). They train side by side,
-each with half the machine's cores, and are evaluated on held-out start–goal pairs for every K
-with the same sampler. Beside the JSON go a PNG of sample paths and ``<name>-reveal.png``: a
-FlexMDM path at the largest K coloured by the step at which each cell was revealed.
+same compute); they differ only in layout (:mod:`flexmdm.tasks.maze`). They train side by side
+(:mod:`flexmdm.bench.side_by_side`), each with half the machine's cores, and are evaluated on
+held-out start–goal pairs for every K with the same sampler. Beside the JSON go a PNG of
+sample paths and ``<name>-reveal.png``: a FlexMDM path at the largest K coloured by the step at
+which each cell was revealed.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +22,11 @@ import matplotlib.pyplot as plt
 import torch
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.models import load_pretrained
 from flexmdm.sampling import Adaptive, SampleOutput, sample_flexmdm, sample_mdm
 from flexmdm.schedules import schedule_from_config
 from flexmdm.tasks.maze import Cell, MazeTask, evaluate_paths, path_success
-from flexmdm.training.config import config_from_dict
-from flexmdm.training.trainer import TrainResult, train
 from flexmdm.viz import plot_maze_reveal, reveal_steps, trace_header
 
 __all__ = ["MazeBenchSettings", "main", "reveal_example", "run_maze_benchmark"]
@@ -139,30 +136,6 @@ def _plot_reveal(task: MazeTask, paths: list[list[Cell] | None], subgoals: list[
     return plot_maze_reveal(task.maze.grid, paths[index], steps, out_png, subgoals=subgoals[index], title=title).name
 
 
-def _train_in_process(config: dict[str, Any], threads: int, progress_line: int = 0) -> TrainResult:
-    """Train one model with ``threads`` CPU threads (run in a worker process), its progress bar on
-    terminal line ``progress_line``."""
-    torch.set_num_threads(threads)
-    return train(config_from_dict(config), progress_line=progress_line)
-
-
-def _train_models(settings: MazeBenchSettings, work: Path, seed: int) -> tuple[dict[str, TrainResult], int]:
-    """Train the FlexMDM and the MDM: side by side in two processes, each with half the cores, when
-    the machine has two or more (their labelled progress bars on two terminal lines), else one
-    after the other. Returns the runs by layout and the CPU threads each used."""
-    configs = {layout: _train_config(settings, layout, work, seed) for layout in LAYOUTS}
-    for layout, config in configs.items():
-        print(f"training {layout} ({config['train']['steps']} steps) in {config['output_dir']}", flush=True)
-    cores = os.cpu_count() or 1
-    if cores < 2:
-        return {layout: _train_in_process(config, cores) for layout, config in configs.items()}, cores
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=len(configs), mp_context=context) as pool:
-        jobs = {layout: pool.submit(_train_in_process, config, cores // 2, line)
-                for line, (layout, config) in enumerate(configs.items())}
-        return {layout: job.result() for layout, job in jobs.items()}, cores // 2
-
-
 def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
                        argv: list[str] | None = None) -> dict[str, Any]:
     """Train both models, evaluate them for every K, write JSON + PNG and return the record."""
@@ -170,7 +143,8 @@ def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, w
     out = Path(out)
     settings = MazeBenchSettings.quick() if quick else MazeBenchSettings()
     work = Path(work_dir) if work_dir is not None else out.with_suffix("")
-    trained, threads = _train_models(settings, work, seed)
+    configs = {layout: _train_config(settings, layout, work, seed) for layout in LAYOUTS}
+    trained, threads = train_side_by_side(configs)
 
     task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed, k_max=max(settings.ks))
     results, panels = [], []
