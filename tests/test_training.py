@@ -305,6 +305,20 @@ def test_resume_refuses_a_changed_config(tmp_path):
         train(changed)
 
 
+def test_training_time_accumulates_over_resumed_sessions(tmp_path):
+    config = load_config(write_config(tmp_path), ["train.steps=4", "train.save_every=2", "train.eval_batches=0"])
+    first = train(config)
+    assert 0 < first.train_seconds <= first.elapsed_s
+    again = train(config)  # finished already: no step is taken, the recorded time is reported
+    assert again.steps == 4 and again.elapsed_s < first.elapsed_s
+    assert again.train_seconds == first.train_seconds
+    checkpoint = latest_checkpoint(tmp_path / "run")
+    state = checkpoint_module.load_trainer_state(checkpoint)
+    del state["train_seconds"]  # as in a checkpoint written before training time was recorded
+    torch.save(state, checkpoint / checkpoint_module.STATE_FILE)
+    assert train(config).train_seconds is None
+
+
 def test_exact_resume_after_sigkill(tmp_path):
     settings = {"train": {"steps": 60, "save_every": 10, "eval_every": 20, "keep_last": 1}}
     reference = write_config(tmp_path, {**settings, "output_dir": str(tmp_path / "reference")}, "reference.yaml")

@@ -77,7 +77,7 @@ class InfillBenchSettings:
         settings = cls(examples_per_kind=40, sampling_steps=32)
         settings.data.update(max_function_tokens=48, max_middle_tokens=16, vocab_size=1024)
         settings.model = {"d_model": 64, "n_layers": 2, "n_heads": 2}
-        settings.train.update(steps=150, warmup_steps=20, save_every=0)
+        settings.train.update(steps=150, warmup_steps=20, ema_decay=0.99, save_every=0)
         return settings
 
 
@@ -167,7 +167,7 @@ def run_infill_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
     tasks = {kind: config_from_dict(copy.deepcopy(config)).data.build_task() for kind, config in configs.items()}
     runs, threads = train_side_by_side(configs)
     trained = {kind: run.model_dir for kind, run in runs.items()}
-    train_seconds = {kind: run.elapsed_s for kind, run in runs.items()}
+    train_seconds = {kind: run.train_seconds for kind, run in runs.items()}
     task = tasks["flexmdm"]
     examples = {kind: task.evaluation_examples(kind, settings.examples_per_kind, seed=seed) for kind in SPAN_KINDS}
     everything = [e for kind in SPAN_KINDS for e in examples[kind]]

@@ -184,7 +184,7 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
         config = config_from_dict(copy.deepcopy(_train_config(settings, kind, work, seed)))
         print(f"training {kind} ({config.train.steps} steps) in {config.output_dir}", flush=True)
         result = train(config)
-        trained[kind], train_seconds[kind] = result.model_dir, result.elapsed_s
+        trained[kind], train_seconds[kind] = result.model_dir, result.train_seconds
 
     task = config.data.build_task()
     reference = task.lengths("validation")

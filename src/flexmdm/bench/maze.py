@@ -160,7 +160,7 @@ def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, w
             metrics = evaluate_paths(task.maze, paths, subgoals)
             if kind == "flexmdm" and k == max(settings.ks):
                 reveal_plot = _plot_reveal(task, paths, subgoals, samples, reveal_png)
-            results.append({"model": kind, "K": k, **metrics, "train_seconds": trained[kind].elapsed_s,
+            results.append({"model": kind, "K": k, **metrics, "train_seconds": trained[kind].train_seconds,
                             "train_threads": threads, "train_steps": trained[kind].steps})
             panels += [(kind, k, paths[i], subgoals[i]) for i in range(min(2, len(paths)))]
 

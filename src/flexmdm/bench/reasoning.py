@@ -200,7 +200,7 @@ def run_reasoning_benchmark(out: str | Path, *, quick: bool = False, seed: int =
             results.append({"model": kind, "method": method, "param": param, **extra, **metrics})
             print(format_row(results[-1]), flush=True)
         extras[kind] = _posterior_and_scores(kind, model, schedules, task, data, settings, seed)
-        extras[kind].update(train_seconds=trained[kind].elapsed_s, train_steps=trained[kind].steps)
+        extras[kind].update(train_seconds=trained[kind].train_seconds, train_steps=trained[kind].steps)
 
     png = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,9 @@ class TrainResult:
         loss: the loss of the last step.
         val_loss: the last validation loss (None if never computed).
         elapsed_s: wall-clock seconds this process spent in the loop.
+        train_seconds: wall-clock seconds in the loop over every session of the run: a resumed run
+            adds its own to those its checkpoint recorded (steps lost to an interruption are not
+            counted); None when resumed from a checkpoint that did not record them.
     """
 
     output_dir: Path
@@ -94,6 +97,7 @@ class TrainResult:
     loss: float | None
     val_loss: float | None
     elapsed_s: float
+    train_seconds: float | None
 
 
 def learning_rate_factor(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -300,6 +304,7 @@ class _Run:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.step = 0
+        self.train_seconds: float | None = 0.0
         self.validation = self._validation_set()
 
     # -- data ---------------------------------------------------------------------------------
@@ -403,6 +408,7 @@ class _Run:
     def trainer_state(self) -> dict[str, Any]:
         return {
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
@@ -432,6 +438,7 @@ class _Run:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         self.step = int(state["step"])
+        self.train_seconds = state.get("train_seconds")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -525,7 +532,7 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
 
     cfg = config.train
     loss = val_loss = None
-    start = time.perf_counter()
+    start, earlier_seconds = time.perf_counter(), run.train_seconds
     last_time, tokens_since = start, 0.0
     progress = tqdm(total=cfg.steps, initial=run.step, disable=not ctx.is_main, desc=f"train {output_dir.name}",
                     position=progress_line, dynamic_ncols=True)
@@ -548,6 +555,8 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
                     progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            if earlier_seconds is not None:
+                run.train_seconds = earlier_seconds + time.perf_counter() - start
             if final or (cfg.save_every > 0 and step % cfg.save_every == 0):
                 run.save()
     elapsed = time.perf_counter() - start
@@ -557,4 +566,4 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
         if getattr(run.export_model, "retrofit_config", None) is not None:
             save_retrofit(run.export_model, output_dir / ADAPTERS_DIR, metadata=run.metadata())
     ctx.barrier()
-    return TrainResult(output_dir, model_dir, run.step, loss, val_loss, elapsed)
+    return TrainResult(output_dir, model_dir, run.step, loss, val_loss, elapsed, run.train_seconds)
