@@ -64,8 +64,8 @@ class InfillBenchSettings:
     })
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
     train: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 700, "batch_size": 48, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
-        "ema_decay": 0.995, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 200,
+        "steps": 4000, "batch_size": 48, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
+        "ema_decay": 0.999, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 500,
         "max_time": 0.98,
     })
     examples_per_kind: int = 150

@@ -39,11 +39,11 @@ class MazeBenchSettings:
     """What the benchmark trains and evaluates: the full run (``benchmarks/results/maze.json``) by
     default, ``quick()`` for the README's main job."""
 
-    rooms: int = 7
-    num_pairs: int = 4000
+    rooms: int = 8
+    num_pairs: int = 5000
     ks: tuple[int, ...] = (2, 7, 12)
     eval_per_k: int = 100
-    sampling_steps: int = 512
+    sampling_steps: int = 1024
     temperature: float = 0.0
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
     train: dict[str, Any] = field(default_factory=lambda: {
@@ -53,7 +53,7 @@ class MazeBenchSettings:
 
     @classmethod
     def quick(cls) -> MazeBenchSettings:
-        settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=50)
+        settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=50, sampling_steps=512)
         settings.train.update(steps=3000, ema_decay=0.995, save_every=500)
         return settings
 
