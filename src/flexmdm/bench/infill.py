@@ -4,8 +4,9 @@ Two models with the same backbone, optimiser and number of steps are trained sid
 (:mod:`flexmdm.bench.side_by_side`) on the :class:`~flexmdm.tasks.infill.InfillTask` draws of
 the standard library's functions: FlexMDM (prefix and suffix frozen, the middle grown by
 insertion) and MDM (the middle as a fixed number of masks; trained on both the fixed-budget
-layout, the middle right-padded with PAD to ``max_middle_tokens``, and the true-length layout). They fill the middles of held-out
-functions (modules never seen in training), single-line and multi-line spans:
+layout, the middle right-padded with PAD to ``max_middle_tokens``, and the true-length layout).
+They fill the middles of held-out functions (modules never seen in training), single-line and
+multi-line spans:
 
 * ``flexible`` — FlexMDM from ``prefix + suffix``; it may insert up to the same budget;
 * ``true_length`` — MDM given exactly as many masks as the reference middle has tokens, PAD
