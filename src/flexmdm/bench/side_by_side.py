@@ -2,14 +2,20 @@
 
 On a machine with at least as many cores as models, training the models side by side (each
 with its share of the cores) finishes sooner than one after the other with all of them: small
-models use extra threads poorly. With fewer cores they train one after the other.
+models use extra threads poorly. With fewer cores they train one after the other. If the parent is interrupted (Ctrl-C or
+SIGTERM), the training processes are stopped with it rather than left running; what they had
+checkpointed stays, so the same command resumes them.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -43,7 +49,30 @@ def train_side_by_side(configs: dict[str, dict[str, Any]]) -> tuple[dict[str, Tr
         return {name: _train_in_process(config, cores, 0) for name, config in configs.items()}, cores
     threads = cores // len(configs)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=len(configs), mp_context=context) as pool:
-        jobs = {name: pool.submit(_train_in_process, config, threads, line)
-                for line, (name, config) in enumerate(configs.items())}
-        return {name: job.result() for name, job in jobs.items()}, threads
+    pool = context.Pool(processes=len(configs))
+    try:
+        with _sigterm_as_exit():
+            jobs = {name: pool.apply_async(_train_in_process, (config, threads, line))
+                    for line, (name, config) in enumerate(configs.items())}
+            runs = {name: job.get() for name, job in jobs.items()}
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.close()
+        pool.join()
+    return runs, threads
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit`` (so cleanup code runs) instead of killing the
+    process outright. Only the main thread can install signal handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,38 @@
+"""Side-by-side training: interrupting the parent stops its training processes too."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_training import TINY, subprocess_env
+
+LAUNCH = "import json, sys; from flexmdm.bench.side_by_side import train_side_by_side; " \
+         "train_side_by_side(json.loads(sys.argv[1]))"
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="side by side needs a core per model")
+def test_sigterm_to_the_parent_stops_the_training_processes(tmp_path):
+    runs = {name: tmp_path / name for name in ("first", "second")}
+    configs = {name: {**TINY, "train": {**TINY["train"], "steps": 100_000, "save_every": 1, "eval_every": 0},
+                      "output_dir": str(run)} for name, run in runs.items()}
+    parent = subprocess.Popen([sys.executable, "-c", LAUNCH, json.dumps(configs)], env=subprocess_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = [run / "checkpoints" / "latest" for run in runs.values()]
+    deadline = time.monotonic() + 120
+    while not all(path.exists() for path in checkpoints) and parent.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(path.exists() for path in checkpoints), "the training processes never checkpointed"
+
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+    metrics = [run / "metrics.jsonl" for run in runs.values()]
+    sizes = [path.stat().st_size for path in metrics]
+    time.sleep(1.5)
+    assert [path.stat().st_size for path in metrics] == sizes, "a training process outlived its parent"
