@@ -40,7 +40,7 @@ def test_length_record_and_plots(tmp_path, monkeypatch):
     rows = record["results"]
     assert {(r["model"], r["steps"]) for r in rows} == {(m, s) for m in ("flexmdm", "mdm") for s in (2, 4)}
     for row in rows:
-        assert ROW_KEYS <= set(row) and row["n"] == 12
+        assert ROW_KEYS <= set(row) and row["n"] == 12 and row["train_threads"] >= 1
         assert 0 <= row["length_tv"] <= 1 and 0 <= row["length_w1"] <= 16
         assert row["gen_ppl"] is None or row["gen_ppl"] > 1
         assert 0 <= row["length"]["q25"] <= row["length"]["median"] <= row["length"]["q75"] <= 16

@@ -2,7 +2,8 @@
 
 Three models are trained on the same tokenized corpus (:class:`flexmdm.tasks.text.TextTask`,
 by default paragraphs of the standard library's docstrings): FlexMDM and MDM with the same
-backbone, optimiser and number of steps, and a causal reference LM of the same size. Both
+backbone, optimiser and number of steps, side by side (:mod:`flexmdm.bench.side_by_side`), then
+a causal reference LM of the same size with every core. Both
 diffusion models then generate unconditional samples with Algorithm 1's vanilla τ-leaping
 unmasking for every number of sampling steps; each row reports the total-variation and
 Wasserstein-1 distances between the generated and the held-out length distributions, the
@@ -35,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.models import load_pretrained
 from flexmdm.sampling import TauLeaping, sample_flexmdm, sample_mdm
 from flexmdm.schedules import schedule_from_config
@@ -179,14 +181,16 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
     out = Path(out)
     settings = settings or (LengthBenchSettings.quick() if quick else LengthBenchSettings())
     work = Path(work_dir) if work_dir is not None else out.with_suffix("")
-    trained, train_seconds = {}, {}
-    for kind in (*DIFFUSION_KINDS, "autoregressive"):
-        config = config_from_dict(copy.deepcopy(_train_config(settings, kind, work, seed)))
-        print(f"training {kind} ({config.train.steps} steps) in {config.output_dir}", flush=True)
-        result = train(config)
-        trained[kind], train_seconds[kind] = result.model_dir, result.train_seconds
+    configs = {kind: _train_config(settings, kind, work, seed) for kind in (*DIFFUSION_KINDS, "autoregressive")}
+    # Building the task here writes the corpus cache that every training process then reads.
+    task = config_from_dict(copy.deepcopy(configs["autoregressive"])).data.build_task()
+    runs, threads = train_side_by_side({kind: configs[kind] for kind in DIFFUSION_KINDS})
+    print(f"training autoregressive ({settings.reference_steps} steps) in {configs['autoregressive']['output_dir']}",
+          flush=True)
+    runs["autoregressive"] = train(config_from_dict(copy.deepcopy(configs["autoregressive"])))
+    trained = {kind: run.model_dir for kind, run in runs.items()}
+    train_seconds = {kind: run.train_seconds for kind, run in runs.items()}
 
-    task = config.data.build_task()
     reference = task.lengths("validation")
     scorer, _ = load_pretrained(trained["autoregressive"])
     pad_id = task.vocab.pad_id
@@ -206,7 +210,7 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
         lengths[kind, steps] = np.array([len(s) for s in samples])
         row = {"model": kind, "steps": steps, **_statistics(samples, reference, scorer, pad_id),
                "sampling_seconds": sampling_seconds, "train_seconds": train_seconds[kind],
-               "train_steps": settings.train["steps"], "example": task.decode(samples[:3])}
+               "train_steps": settings.train["steps"], "train_threads": threads, "example": task.decode(samples[:3])}
         results.append(row)
         print(f"{kind:<8} {steps:>4} steps  W1 {row['length_w1']:.2f}  TV {row['length_tv']:.3f}  "
               f"gen ppl {_text(row['gen_ppl'], '.1f')}  ({sampling_seconds:.0f} s)", flush=True)
