@@ -1,8 +1,9 @@
 """``flexmdm bench reasoning``: entropy-based parallel decoding and early exit (second paper).
 
-FlexMDM and MDM are trained with the same backbone, optimiser and number of steps on generated
-arithmetic word problems (:mod:`flexmdm.tasks.reasoning`) in the question / reasoning / answer
-template. On held-out problems each model decodes (temperature 0) with
+FlexMDM and MDM are trained side by side (:mod:`flexmdm.bench.side_by_side`) with the same
+backbone, optimiser and number of steps on generated arithmetic word problems
+(:mod:`flexmdm.tasks.reasoning`) in the question / reasoning / answer template. On held-out
+problems each model decodes (temperature 0) with
 
 * ``confidence_1`` — one token per network call, the most confident one;
 * ``med`` — every mask with entropy below λ (at least the lowest), several λ;
@@ -21,7 +22,6 @@ the gold answer given growing prefixes of the gold reasoning.
 from __future__ import annotations
 
 import argparse
-import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,12 @@ import torch
 from tqdm import tqdm
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.models import load_pretrained
 from flexmdm.sampling import ConfidenceThreshold, EntropyBounded, EntropySum, UnmaskingRule
 from flexmdm.schedules import schedule_from_config
 from flexmdm.tasks.reasoning import ReasoningTask, answers_match
 from flexmdm.tasks.reasoning.inference import AnswerEntropyExit, answer_log_probability, generate
-from flexmdm.training.config import config_from_dict
-from flexmdm.training.trainer import train
 
 __all__ = ["ReasoningBenchSettings", "decoding_methods", "main", "run_reasoning_benchmark"]
 
@@ -182,11 +181,7 @@ def run_reasoning_benchmark(out: str | Path, *, quick: bool = False, seed: int =
     out = Path(out)
     settings = ReasoningBenchSettings.quick() if quick else ReasoningBenchSettings()
     work = Path(work_dir) if work_dir is not None else out.with_suffix("")
-    trained: dict[str, Any] = {}
-    for layout in MODELS:
-        config = config_from_dict(copy.deepcopy(_train_config(settings, layout, work, seed)))
-        print(f"training {layout} ({config.train.steps} steps) in {config.output_dir}", flush=True)
-        trained[layout] = train(config)
+    trained, threads = train_side_by_side({layout: _train_config(settings, layout, work, seed) for layout in MODELS})
 
     results, extras = [], {}
     for kind in MODELS:
@@ -200,7 +195,8 @@ def run_reasoning_benchmark(out: str | Path, *, quick: bool = False, seed: int =
             results.append({"model": kind, "method": method, "param": param, **extra, **metrics})
             print(format_row(results[-1]), flush=True)
         extras[kind] = _posterior_and_scores(kind, model, schedules, task, data, settings, seed)
-        extras[kind].update(train_seconds=trained[kind].train_seconds, train_steps=trained[kind].steps)
+        extras[kind].update(train_seconds=trained[kind].train_seconds, train_steps=trained[kind].steps,
+                            train_threads=threads)
 
     png = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
