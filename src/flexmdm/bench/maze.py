@@ -39,15 +39,15 @@ class MazeBenchSettings:
     """What the benchmark trains and evaluates: the full run (``benchmarks/results/maze.json``) by
     default, ``quick()`` for the README's main job."""
 
-    rooms: int = 8
-    num_pairs: int = 5000
+    rooms: int = 9
+    num_pairs: int = 6000
     ks: tuple[int, ...] = (2, 7, 12)
     eval_per_k: int = 100
     sampling_steps: int = 1024
     temperature: float = 0.0
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
     train: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 12000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
+        "steps": 11000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01,
         "ema_decay": 0.999, "log_every": 50, "eval_every": 0, "eval_batches": 4, "save_every": 1000,
     })
 
