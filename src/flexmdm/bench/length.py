@@ -3,12 +3,11 @@
 Three models are trained on the same tokenized corpus (:class:`flexmdm.tasks.text.TextTask`,
 by default paragraphs of the standard library's docstrings): FlexMDM and MDM with the same
 backbone, optimiser and number of steps, side by side (:mod:`flexmdm.bench.side_by_side`), then
-a causal reference LM of the same size with every core. Both
-diffusion models then generate unconditional samples with Algorithm 1's vanilla τ-leaping
-unmasking for every number of sampling steps; each row reports the total-variation and
-Wasserstein-1 distances between the generated and the held-out length distributions, the
-length mean and quartiles, the generative perplexity under the reference LM (samples of
-≤ 10 tokens excluded) and the unigram entropy.
+a causal reference LM of the same size with every core. Both diffusion models then generate
+unconditional samples with Algorithm 1's vanilla τ-leaping unmasking for every number of
+sampling steps; each row reports the total-variation and Wasserstein-1 distances between the
+generated and the held-out length distributions, the length mean and quartiles, the generative
+perplexity under the reference LM (samples of ≤ 10 tokens excluded) and the unigram entropy.
 
 MDM generates on a canvas of ``max_length`` positions; its sample is the canvas with every
 PAD removed (its length is the number of non-PAD tokens). FlexMDM samples start empty.
@@ -210,7 +209,8 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
         lengths[kind, steps] = np.array([len(s) for s in samples])
         row = {"model": kind, "steps": steps, **_statistics(samples, reference, scorer, pad_id),
                "sampling_seconds": sampling_seconds, "train_seconds": train_seconds[kind],
-               "train_steps": settings.train["steps"], "train_threads": threads, "example": task.decode(samples[:3])}
+               "train_steps": settings.train["steps"], "train_threads": threads,
+               "example": task.decode(samples[:3])}
         results.append(row)
         print(f"{kind:<8} {steps:>4} steps  W1 {row['length_w1']:.2f}  TV {row['length_tv']:.3f}  "
               f"gen ppl {_text(row['gen_ppl'], '.1f')}  ({sampling_seconds:.0f} s)", flush=True)

@@ -2,9 +2,10 @@
 
 On a machine with at least as many cores as models, training the models side by side (each
 with its share of the cores) finishes sooner than one after the other with all of them: small
-models use extra threads poorly. With fewer cores they train one after the other. If the parent is interrupted (Ctrl-C or
-SIGTERM), the training processes are stopped with it rather than left running; what they had
-checkpointed stays, so the same command resumes them.
+models use extra threads poorly. With fewer cores they train one after the other.
+
+If the parent is interrupted (Ctrl-C or SIGTERM), the training processes are stopped with it
+rather than left running; what they had checkpointed stays, so the same command resumes them.
 """
 
 from __future__ import annotations
