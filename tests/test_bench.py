@@ -20,9 +20,10 @@ def test_speed_record(tmp_path):
 
 def test_maze_record_and_plot(tmp_path, monkeypatch):
     def tiny(cls):
-        settings = maze_bench.MazeBenchSettings(rooms=3, num_pairs=100, ks=(2, 3), eval_per_k=3, sampling_steps=4)
+        settings = maze_bench.MazeBenchSettings(rooms=3, num_pairs=100, ks=(2, 3), eval_per_k=3, sampling_steps=4,
+                                                steps={"flexmdm": 3, "mdm": 2})
         settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
-        settings.train.update(steps=2, batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
+        settings.train.update(batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
         return settings
 
     monkeypatch.setattr(maze_bench.MazeBenchSettings, "quick", classmethod(tiny))
@@ -33,6 +34,7 @@ def test_maze_record_and_plot(tmp_path, monkeypatch):
     rows = {(r["model"], r["K"]) for r in record["results"]}
     assert rows == {(m, k) for m in ("flexmdm", "mdm") for k in (2, 3)}
     assert all(0 <= r["success_rate"] <= 1 and r["n"] >= 1 for r in record["results"])
+    assert {r["model"]: r["train_steps"] for r in record["results"]} == {"flexmdm": 3, "mdm": 2}
     assert out.with_suffix(".png").stat().st_size > 0
     assert record["reveal_plot"] == "maze-reveal.png" and (tmp_path / "maze-reveal.png").stat().st_size > 0
 
