@@ -1,12 +1,12 @@
 """``flexmdm bench maze``: FlexMDM against MDM on subgoal maze planning (paper Table 1).
 
 Both models share the backbone and the optimiser settings and get the same training compute,
-measured in CPU time; they differ only in layout (:mod:`flexmdm.tasks.maze`). A FlexMDM batch
-holds paths of their own length while the MDM's canvas always spans the longest, so a FlexMDM step
-costs about 0.55 of an MDM step and FlexMDM takes proportionally more steps. They train side by side
-(:mod:`flexmdm.bench.side_by_side`), each with half the machine's cores, and are evaluated on
-held-out start–goal pairs for every K with the same sampler. Beside the JSON go a PNG of
-sample paths and ``<name>-reveal.png``: a FlexMDM path at the largest K coloured by the step at
+measured in CPU time; they differ only in layout (:mod:`flexmdm.tasks.maze`). A FlexMDM batch holds
+paths at their own length while every MDM sequence spans the whole canvas, so a FlexMDM step costs
+about half an MDM step (0.49–0.57 measured) and FlexMDM takes ``steps`` in proportion. They train
+side by side (:mod:`flexmdm.bench.side_by_side`), each with half the machine's cores, and are
+evaluated on held-out start–goal pairs for every K with the same sampler. Beside the JSON go a PNG
+of sample paths and ``<name>-reveal.png``: a FlexMDM path at the largest K coloured by the step at
 which each cell was revealed.
 """
 
