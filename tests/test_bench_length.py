@@ -27,7 +27,8 @@ def test_length_record_and_plots(tmp_path, monkeypatch):
         settings = length_bench.LengthBenchSettings(sampling_steps=(2, 4), num_samples=12, sample_batch_size=5)
         settings.data = {"source": str(source), "max_length": 16, "vocab_size": 300, "validation_fraction": 0.2}
         settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
-        settings.train.update(steps=2, batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
+        settings.steps = {"flexmdm": 3, "mdm": 2}
+        settings.train.update(batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
         settings.reference_steps = 2
         return settings
 
@@ -39,6 +40,7 @@ def test_length_record_and_plots(tmp_path, monkeypatch):
     assert record["seed"] == 3 and record["command"].startswith("flexmdm ")
     rows = record["results"]
     assert {(r["model"], r["steps"]) for r in rows} == {(m, s) for m in ("flexmdm", "mdm") for s in (2, 4)}
+    assert {r["model"]: r["train_steps"] for r in rows} == {"flexmdm": 3, "mdm": 2}
     for row in rows:
         assert ROW_KEYS <= set(row) and row["n"] == 12 and row["train_threads"] >= 1
         assert 0 <= row["length_tv"] <= 1 and 0 <= row["length_w1"] <= 16
