@@ -109,6 +109,37 @@ def test_flex_interpolant_invariants(data, schedule):
     assert torch.equal(out.gap_allowed, slots)
 
 
+@pytest.mark.parametrize("parts", [1, 3, 8, 20])
+def test_split_by_length_keeps_every_state_with_less_padding(parts):
+    generator = torch.Generator().manual_seed(parts)
+    lengths = torch.randint(0, 13, (8,), generator=generator)
+    x1 = torch.where(torch.arange(12)[None, :] < lengths[:, None], torch.randint(0, 4, (8, 12), generator=generator),
+                     VOCAB.pad_id)
+    t = torch.rand(8, generator=generator)
+    whole = FlexInterpolant(LinearSchedule(), LinearSchedule(), VOCAB).sample(x1, lengths, t, generator=generator)
+    pieces = whole.split_by_length(parts)
+    assert len(pieces) == min(parts, 8)
+    # every sequence lands in exactly one piece, the pieces in increasing length
+    seen = torch.cat([p.t for p in pieces])
+    assert sorted(seen.tolist()) == sorted(t.tolist())
+    assert torch.cat([p.lengths for p in pieces]).tolist() == sorted(whole.lengths.tolist())
+    for piece in pieces:
+        width = int(piece.lengths.max())
+        assert piece.tokens.shape[1] == width and piece.gaps.shape[1] == width + 1
+        for row in range(len(piece.t)):
+            (i,) = (whole.t == piece.t[row]).nonzero()[0].tolist()
+            n = int(whole.lengths[i])
+            for name in ("tokens", "source_index", "masked", "targets", "frozen"):
+                assert torch.equal(getattr(piece, name)[row, :n], getattr(whole, name)[i, :n]), name
+            for name in ("gaps", "gap_allowed"):
+                assert torch.equal(getattr(piece, name)[row, :n + 1], getattr(whole, name)[i, :n + 1]), name
+                assert not bool(getattr(piece, name)[row, n + 1:].any())
+            assert piece.data_lengths[row] == whole.data_lengths[i]
+    assert sum(p.tokens.numel() for p in pieces) <= whole.tokens.numel()
+    with pytest.raises(ValueError, match="parts must be >= 1"):
+        whole.split_by_length(0)
+
+
 def test_extreme_times():
     x1 = torch.tensor([[0, 1, 2]])
     frozen = torch.tensor([[False, True, False]])

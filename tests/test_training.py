@@ -20,7 +20,7 @@ from flexmdm.schedules import LinearSchedule
 from flexmdm.tasks.toy import ToyLanguage
 from flexmdm.training import EMA, ConfigError, TrainConfig, keyed_generator, learning_rate_factor, load_config, train
 from flexmdm.training import checkpoint as checkpoint_module
-from flexmdm.training.checkpoint import latest_checkpoint
+from flexmdm.training.checkpoint import latest_checkpoint, load_trainer_state
 
 TINY = {
     "model": {"kind": "flexmdm", "d_model": 32, "n_layers": 1, "n_heads": 2, "max_length": 16, "dropout": 0.1},
@@ -109,6 +109,7 @@ def test_unknown_key_in_file_is_named(tmp_path):
     ("train.ema_decay=1.0", "train.ema_decay"),
     ("train.autocast=float16", "train.autocast"),
     ("train.time_power=0", "train.time_power"),
+    ("train.length_buckets=0", "train.length_buckets"),
     ("train.log_every=true", "train.log_every"),
     ("model.kind=gpt", "model.kind"),
     ("model.vocab_size=9", "model.vocab_size"),
@@ -265,6 +266,30 @@ def test_mdm_training_runs(tmp_path):
     assert rows[-1]["gap_loss"] == 0.0 and "val_loss" in rows[-1]
     # canvas of 12 positions, mean data length 6 -> about half the positions are PAD
     assert 0.3 < rows[-1]["padding_fraction"] < 0.7
+
+
+def test_length_buckets_change_the_padding_not_the_objective(tmp_path):
+    """Sub-batches sorted by len(x_t): same losses, gradients and weights, less padding."""
+    base = {"model": {"dropout": 0.0}, "train": {"steps": 3, "eval_batches": 1, "eval_every": 0}}
+    plain = load_config(write_config(tmp_path, {**base, "output_dir": str(tmp_path / "plain")}, "plain.yaml"))
+    split = load_config(write_config(tmp_path, {**base, "output_dir": str(tmp_path / "split")}, "split.yaml"),
+                        ["train.length_buckets=3"])
+    train(plain)
+    train(split)
+    expected, observed = read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "split")
+    for key in ("loss", "token_loss", "gap_loss", "grad_norm", "val_loss"):
+        a = [r[key] for r in expected if key in r]
+        b = [r[key] for r in observed if key in r]
+        assert len(a) == len(b) > 0 and b == pytest.approx(a, rel=1e-5, abs=1e-7), key
+    assert all(b["padding_fraction"] < a["padding_fraction"] for a, b in zip(expected, observed))
+    plain_state, split_state = (load_trainer_state(latest_checkpoint(tmp_path / run)) for run in ("plain", "split"))
+    for name, weight in plain_state["model"].items():
+        assert torch.allclose(split_state["model"][name], weight, rtol=1e-4, atol=1e-6), name
+
+
+def test_length_buckets_are_for_flexmdm_only(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.length_buckets applies to FlexMDM"):
+        load_config(write_config(tmp_path, {"model": {"kind": "mdm"}}), ["train.length_buckets=2"])
 
 
 def test_bfloat16_autocast_runs(tmp_path):

@@ -52,6 +52,32 @@ class FlexBatch:
     gap_allowed: Tensor
     data_lengths: Tensor
 
+    def split_by_length(self, parts: int) -> list[FlexBatch]:
+        """The batch sorted by ``len(x_t)`` and cut into ``parts`` sub-batches (fewer when the
+        batch is smaller), each cropped to its own longest state: the same states with less
+        padding. Sequences keep their per-sequence values; which sub-batch holds which sequence
+        is the only change.
+        """
+        if parts < 1:
+            raise ValueError(f"parts must be >= 1, got {parts}")
+        order = torch.argsort(self.lengths, stable=True)
+        pieces = []
+        for index in torch.tensor_split(order, min(parts, max(len(order), 1))):
+            width = int(self.lengths[index].max()) if len(index) else 0
+            pieces.append(FlexBatch(
+                tokens=self.tokens[index, :width],
+                lengths=self.lengths[index],
+                t=self.t[index],
+                source_index=self.source_index[index, :width],
+                masked=self.masked[index, :width],
+                targets=self.targets[index, :width],
+                frozen=self.frozen[index, :width],
+                gaps=self.gaps[index, :width + 1],
+                gap_allowed=self.gap_allowed[index, :width + 1],
+                data_lengths=self.data_lengths[index],
+            ))
+        return pieces
+
 
 def _check_batch(x1: Tensor, lengths: Tensor, t: Tensor, frozen: Tensor | None) -> Tensor:
     if x1.dim() != 2:

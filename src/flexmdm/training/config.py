@@ -144,6 +144,10 @@ class TrainConfig:
         time_power: training times are ``max_time · u^time_power``, u stratified uniform: 1 is
             uniform, 2 draws more early times (same minimiser; see
             :func:`flexmdm.losses.sample_times`). Validation always uses uniform times.
+        length_buckets: FlexMDM only: each micro-batch of states x_t is sorted by length and
+            run through the network as this many sub-batches, each padded only to its own
+            longest state. The objective is unchanged (up to float rounding); the network sees
+            less padding. 1: one pass per micro-batch.
         device: "auto" (cuda when available), "cpu" or "cuda".
     """
 
@@ -167,6 +171,7 @@ class TrainConfig:
     autocast: Literal["none", "bfloat16"] = "none"
     max_time: float = _field(MAX_TIME, _require(lambda v: 0 < v <= 1, "in (0, 1]"))
     time_power: float = _field(1.0, _require(lambda v: v > 0, "> 0"))
+    length_buckets: int = _field(1, _POSITIVE)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def batching(self, world_size: int) -> tuple[int, int]:
@@ -385,6 +390,8 @@ def config_from_dict(raw: Any) -> Config:
     model = _build_model(raw.get("model"), task)
     schedules = _build(ScheduleConfig, raw.get("schedules"), "schedules.")
     train = _build(TrainConfig, raw.get("train"), "train.")
+    if train.length_buckets > 1 and model.kind != "flexmdm":
+        raise ConfigError(f"train.length_buckets applies to FlexMDM states only; model.kind is {model.kind!r}")
     return Config(model=model, schedules=schedules, data=data, train=train, output_dir=output_dir)
 
 

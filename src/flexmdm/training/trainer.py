@@ -17,7 +17,8 @@ batch: a per-token negative ELBO independent of how the batch is sharded.
 ``lr`` (used by that step), ``grad_norm`` (before clipping), ``tokens_per_s`` (data tokens of the
 global batches per wall-clock second since the previous row), ``padding_fraction`` (share of the
 positions fed to the network that hold no token: FlexMDM batches are cropped to their longest
-x_t, MDM ones are full canvases), and ``val_loss`` when computed: the loss of the EMA weights
+x_t, or with ``train.length_buckets`` sorted by length and cut into sub-batches cropped each to
+its own longest; MDM ones are full canvases), and ``val_loss`` when computed: the loss of the EMA weights
 (raw weights without EMA) on a fixed held-out set.
 
 **Resuming** is automatic: when ``output_dir/checkpoints/latest`` exists, the run continues from
@@ -165,12 +166,14 @@ class _Stats:
     data_tokens: float
 
     @staticmethod
-    def of_micro_batch(out: LossOutput, positions: int, live: Tensor, data_tokens: Tensor) -> Tensor:
-        """``[7]`` float64 sums of one micro-batch, kept on its device (no host sync)."""
-        generated = out.num_tokens.double()
-        values = [out.per_sequence.detach().double().sum(), out.token_loss.detach().double() * generated,
-                  out.gap_loss.detach().double() * generated, generated, torch.tensor(float(positions)),
-                  live.double(), data_tokens.double()]
+    def of_micro_batch(outs: list[LossOutput], positions: int, live: Tensor, data_tokens: Tensor) -> Tensor:
+        """``[7]`` float64 sums of one micro-batch (its network passes ``outs``), kept on its
+        device (no host sync)."""
+        generated = sum(out.num_tokens.double() for out in outs)
+        values = [sum(out.per_sequence.detach().double().sum() for out in outs),
+                  sum(out.token_loss.detach().double() * out.num_tokens for out in outs),
+                  sum(out.gap_loss.detach().double() * out.num_tokens for out in outs),
+                  generated, torch.tensor(float(positions)), live.double(), data_tokens.double()]
         return torch.stack([v.to(generated.device) for v in values])
 
 
@@ -193,6 +196,10 @@ class _FlexObjective:
     def live(self, batch: TrainingBatch, states: FlexBatch) -> Tensor:
         """Positions fed to the network that hold a token of x_t."""
         return states.lengths.sum()
+
+    def passes(self, states: FlexBatch, buckets: int) -> list[FlexBatch]:
+        """The sub-batches the network runs on (see ``TrainConfig.length_buckets``)."""
+        return states.split_by_length(buckets) if buckets > 1 else [states]
 
     def loss(self, model: nn.Module, states: FlexBatch) -> LossOutput:
         token_logits, expected_gaps = model(states.tokens, states.t, states.lengths, states.frozen)
@@ -217,6 +224,9 @@ class _MDMObjective:
     def live(self, batch: TrainingBatch, states: MDMBatch) -> Tensor:
         """Canvas positions that hold a data token (the rest is PAD)."""
         return batch.lengths.sum()
+
+    def passes(self, states: MDMBatch, buckets: int) -> list[MDMBatch]:
+        return [states]
 
     def loss(self, model: nn.Module, states: MDMBatch) -> LossOutput:
         token_logits = model(states.tokens, states.t, states.lengths, states.frozen)
@@ -247,6 +257,9 @@ class _AutoregressiveObjective:
 
     def live(self, batch: TrainingBatch, states: _CausalBatch) -> Tensor:
         return batch.lengths.sum()
+
+    def passes(self, states: _CausalBatch, buckets: int) -> list[_CausalBatch]:
+        return [states]
 
     def loss(self, model: nn.Module, states: _CausalBatch) -> LossOutput:
         batch, n = states.tokens.shape
@@ -353,14 +366,18 @@ class _Run:
             )
             states = _to_device(self.objective.states(batch, t, generator), self.ctx.device)
             torch.manual_seed(keyed_generator(self.train_cfg.seed, "dropout", self.step, shard).initial_seed())
-            last = index == len(shard_batches) - 1
-            sync = contextlib.nullcontext() if last or not self.ctx.enabled else self.network.no_sync()
-            with sync:
-                with self._autocast():
-                    out = self.objective.loss(self.network, states)
-                (out.per_sequence.sum() * scale).backward()
-            sums += _Stats.of_micro_batch(out, states.tokens.numel(), self.objective.live(batch, states),
-                                          batch.lengths.sum())
+            passes = self.objective.passes(states, self.train_cfg.length_buckets)
+            outs = []
+            for number, piece in enumerate(passes):
+                # DDP all-reduces the gradients on the step's last backward pass only.
+                last = index == len(shard_batches) - 1 and number == len(passes) - 1
+                sync = contextlib.nullcontext() if last or not self.ctx.enabled else self.network.no_sync()
+                with sync:
+                    with self._autocast():
+                        outs.append(self.objective.loss(self.network, piece))
+                    (outs[-1].per_sequence.sum() * scale).backward()
+            positions = sum(piece.tokens.numel() for piece in passes)
+            sums += _Stats.of_micro_batch(outs, positions, self.objective.live(batch, states), batch.lengths.sum())
         max_norm = self.train_cfg.grad_clip if self.train_cfg.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         lr = self.optimizer.param_groups[0]["lr"]
