@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from flexmdm.bench import length as length_bench
 from flexmdm.cli import main
 
@@ -49,5 +51,7 @@ def test_length_record_and_plots(tmp_path, monkeypatch):
     # the three models were trained in the work dir, next to the output, the tokenizer exported
     for kind in ("flexmdm", "mdm", "autoregressive"):
         assert (tmp_path / "length" / kind / "model" / "tokenizer.json").is_file()
+        saved = yaml.safe_load((tmp_path / "length" / kind / "config.yaml").read_text())
+        assert saved["train"]["length_buckets"] == (4 if kind == "flexmdm" else 1)
     assert record["plots"] == ["length.png", "length-ppl.png"]
     assert all((tmp_path / name).stat().st_size > 0 for name in record["plots"])
