@@ -5,12 +5,13 @@ by default paragraphs of the standard library's docstrings): FlexMDM and MDM wit
 backbone and optimiser for about the same CPU time, side by side
 (:mod:`flexmdm.bench.side_by_side`), then a causal reference LM of the same size with every core.
 A FlexMDM step is cheaper: its states hold only the tokens inserted so far (an MDM state, the
-whole canvas), and with ``train.length_buckets`` the network sees little padding (0.29 s against
-0.64 s per step on one thread, measured), so FlexMDM takes ``steps`` in proportion. Both diffusion models then generate unconditional samples with Algorithm 1's
-vanilla τ-leaping unmasking for every number of sampling steps; each row reports the
-total-variation and Wasserstein-1 distances between the generated and the held-out length
-distributions, the length mean and quartiles, the generative perplexity under the reference LM
-(samples of ≤ 10 tokens excluded) and the unigram entropy.
+whole canvas), and with ``train.length_buckets`` the network sees little padding (0.26 s against
+0.62 s per step on one thread, measured), so FlexMDM takes ``steps`` in proportion. Both
+diffusion models then generate unconditional samples with Algorithm 1's vanilla τ-leaping
+unmasking for every number of sampling steps; each row reports the total-variation and
+Wasserstein-1 distances between the generated and the held-out length distributions, the length
+mean and quartiles, the generative perplexity under the reference LM (samples of ≤ 10 tokens
+excluded) and the unigram entropy.
 
 MDM generates on a canvas of ``max_length`` positions; its sample is the canvas with every
 PAD removed (its length is the number of non-PAD tokens). FlexMDM samples start empty.

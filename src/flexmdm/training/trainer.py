@@ -18,8 +18,8 @@ batch: a per-token negative ELBO independent of how the batch is sharded.
 global batches per wall-clock second since the previous row), ``padding_fraction`` (share of the
 positions fed to the network that hold no token: FlexMDM batches are cropped to their longest
 x_t, or with ``train.length_buckets`` sorted by length and cut into sub-batches cropped each to
-its own longest; MDM ones are full canvases), and ``val_loss`` when computed: the loss of the EMA weights
-(raw weights without EMA) on a fixed held-out set.
+its own longest; MDM ones are full canvases), and ``val_loss`` when computed: the loss of the
+EMA weights (raw weights without EMA) on a fixed held-out set.
 
 **Resuming** is automatic: when ``output_dir/checkpoints/latest`` exists, the run continues from
 it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly.
