@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
-from flexmdm.schedules import CosineSchedule, LinearSchedule, PolynomialSchedule, Schedule
+from flexmdm.schedules import CosineSchedule, LinearSchedule, PolynomialSchedule, PowerDecaySchedule, Schedule
 from flexmdm.vocab import Vocab
 
 VOCAB = Vocab(size=6, mask_id=4, pad_id=5)
@@ -40,6 +40,7 @@ def test_quadrature_matches_linear_closed_form():
     [
         (LinearSchedule(), LinearSchedule(), 0.6),
         (PolynomialSchedule(2.0), CosineSchedule(), 0.7),
+        (PowerDecaySchedule(3.0), LinearSchedule(), 0.4),
     ],
 )
 def test_state_frequencies_match_closed_form(alpha, beta, t):

@@ -8,7 +8,7 @@ import torch
 from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
 from flexmdm.losses import MAX_TIME, flexmdm_loss, mdm_loss, poisson_deviance, sample_times
 from flexmdm.constraints import pad_sequences
-from flexmdm.schedules import LinearSchedule, PolynomialSchedule
+from flexmdm.schedules import LinearSchedule, PolynomialSchedule, PowerDecaySchedule
 from flexmdm.testing import ExactFlexOracle, ExactMDMOracle
 from tests.oracle_cases import P1, VOCAB
 
@@ -33,7 +33,7 @@ def sharpened(logits: torch.Tensor, power: float) -> torch.Tensor:
     return torch.log_softmax(logits * power, dim=-1)
 
 
-@pytest.mark.parametrize("alpha", [LinearSchedule(), PolynomialSchedule(2.0)], ids=str)
+@pytest.mark.parametrize("alpha", [LinearSchedule(), PolynomialSchedule(2.0), PowerDecaySchedule(2.0)], ids=str)
 def test_oracle_minimises_flexmdm_loss(alpha):
     beta = LinearSchedule()
     count = 60_000

@@ -12,7 +12,7 @@ from flexmdm.sampling import (
     sample_flexmdm,
     sample_mdm,
 )
-from flexmdm.schedules import CosineSchedule, LinearSchedule, PolynomialSchedule
+from flexmdm.schedules import CosineSchedule, LinearSchedule, PolynomialSchedule, PowerDecaySchedule
 from flexmdm.testing import ExactFlexOracle, ExactMDMOracle, empirical_distribution, total_variation
 from tests.oracle_cases import P1, VOCAB
 
@@ -36,8 +36,9 @@ def test_vanilla_tau_leaping_is_exact():
     assert int(out.dropped_insertions.sum()) == 0
 
 
-def test_vanilla_with_other_schedules():
-    tv, _ = flex_tv(TauLeaping(), alpha=PolynomialSchedule(2.0), beta=CosineSchedule(), seed=1)
+@pytest.mark.parametrize("alpha", [PolynomialSchedule(2.0), PowerDecaySchedule(3.0)], ids=str)
+def test_vanilla_with_other_schedules(alpha):
+    tv, _ = flex_tv(TauLeaping(), alpha=alpha, beta=CosineSchedule(), seed=1)
     assert tv <= TV_BOUND, tv
 
 

@@ -8,10 +8,12 @@ from flexmdm.schedules import (
     GeometricSchedule,
     LinearSchedule,
     PolynomialSchedule,
+    PowerDecaySchedule,
     schedule_from_config,
 )
 
-SCHEDULES = [LinearSchedule(), PolynomialSchedule(2.0), PolynomialSchedule(0.5), CosineSchedule(), GeometricSchedule()]
+SCHEDULES = [LinearSchedule(), PolynomialSchedule(2.0), PolynomialSchedule(0.5), PowerDecaySchedule(2.0),
+             PowerDecaySchedule(3.0), CosineSchedule(), GeometricSchedule()]
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: str(s))
@@ -62,5 +64,7 @@ def test_config_round_trip_and_errors():
         schedule_from_config({"name": "polynomial", "pow": 2})
     with pytest.raises(ValueError, match="power > 0"):
         PolynomialSchedule(-1.0)
+    with pytest.raises(ValueError, match="PowerDecaySchedule needs a finite power > 0"):
+        PowerDecaySchedule(0.0)
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
         GeometricSchedule(5.0, 1.0)

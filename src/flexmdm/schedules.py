@@ -29,6 +29,7 @@ __all__ = [
     "Schedule",
     "LinearSchedule",
     "PolynomialSchedule",
+    "PowerDecaySchedule",
     "CosineSchedule",
     "GeometricSchedule",
     "schedule_from_config",
@@ -111,6 +112,36 @@ class PolynomialSchedule(Schedule):
 
 
 @dataclass(frozen=True)
+class PowerDecaySchedule(Schedule):
+    """1 - a(t) = (1 - t)^p with p > 0: for p > 1 most of the change comes early.
+
+    Its rate κ(t) = p / (1 - t) is p times the linear one, finite at t = 0. As an insertion
+    schedule with p > 1 a sequence reaches most of its length while most of it is still masked,
+    so the unmasking head sees states close to an MDM's at known length.
+    """
+
+    power: float = 2.0
+    name = "power_decay"
+
+    def __post_init__(self) -> None:
+        if not (self.power > 0 and math.isfinite(self.power)):
+            raise ValueError(f"PowerDecaySchedule needs a finite power > 0, got {self.power}")
+
+    def value(self, t: Tensor) -> Tensor:
+        return 1.0 - (1.0 - t).clamp(min=0.0) ** self.power
+
+    def derivative(self, t: Tensor) -> Tensor:
+        return self.power * (1.0 - t).clamp(min=0.0) ** (self.power - 1.0)
+
+    def rate(self, t: Tensor) -> Tensor:
+        # κ = p / (1 - t): exact where 1 - a(t) underflows to 0.
+        return self.power / (1.0 - t)
+
+    def inverse(self, a: Tensor) -> Tensor:
+        return 1.0 - (1.0 - a.clamp(0.0, 1.0)) ** (1.0 / self.power)
+
+
+@dataclass(frozen=True)
 class CosineSchedule(Schedule):
     """a(t) = 1 - cos(πt/2): slow at first, fast near the end."""
 
@@ -172,7 +203,7 @@ class GeometricSchedule(Schedule):
 
 _SCHEDULES: dict[str, type[Schedule]] = {
     cls.name: cls
-    for cls in (LinearSchedule, PolynomialSchedule, CosineSchedule, GeometricSchedule)
+    for cls in (LinearSchedule, PolynomialSchedule, PowerDecaySchedule, CosineSchedule, GeometricSchedule)
 }
 
 

@@ -4,7 +4,7 @@ A configuration has five top-level keys::
 
     model:      fields of flexmdm.models.ModelConfig; vocab_size, mask_id and pad_id default to
                 the task's vocabulary (and must match it when given)
-    schedules:  {insertion: {name: linear|polynomial|cosine|geometric, ...params}, unmasking: ...}
+    schedules:  {insertion: {name: linear|polynomial|power_decay|cosine|geometric, ...params}, unmasking: ...}
     data:       {task: <registered task name>, ...that task's parameters}
     train:      optimisation, logging and checkpointing (see TrainConfig)
     output_dir: where metrics, checkpoints and the exported model go (relative to the cwd)
