@@ -57,7 +57,7 @@ class MazeBenchSettings:
     @classmethod
     def quick(cls) -> MazeBenchSettings:
         settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=50, sampling_steps=256,
-                       steps={"flexmdm": 4500, "mdm": 2700})
+                       steps={"flexmdm": 3700, "mdm": 2200})
         settings.train.update(ema_decay=0.995, save_every=500)
         return settings
 
