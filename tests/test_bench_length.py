@@ -53,5 +53,7 @@ def test_length_record_and_plots(tmp_path, monkeypatch):
         assert (tmp_path / "length" / kind / "model" / "tokenizer.json").is_file()
         saved = yaml.safe_load((tmp_path / "length" / kind / "config.yaml").read_text())
         assert saved["train"]["length_buckets"] == (4 if kind == "flexmdm" else 1)
+        flexmdm_insertion = length_bench.LengthBenchSettings().flexmdm_insertion_schedule
+        assert saved["schedules"]["insertion"] == (flexmdm_insertion if kind == "flexmdm" else {"name": "linear"})
     assert record["plots"] == ["length.png", "length-ppl.png"]
     assert all((tmp_path / name).stat().st_size > 0 for name in record["plots"])
