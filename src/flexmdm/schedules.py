@@ -90,6 +90,11 @@ class LinearSchedule(Schedule):
         return a.clamp(0.0, 1.0)
 
 
+def _check_power(schedule: PolynomialSchedule | PowerDecaySchedule) -> None:
+    if not (schedule.power > 0 and math.isfinite(schedule.power)):
+        raise ValueError(f"{type(schedule).__name__} needs a finite power > 0, got {schedule.power}")
+
+
 @dataclass(frozen=True)
 class PolynomialSchedule(Schedule):
     """a(t) = t^p with p > 0 (p = 2 is the paper's t²)."""
@@ -98,8 +103,7 @@ class PolynomialSchedule(Schedule):
     name = "polynomial"
 
     def __post_init__(self) -> None:
-        if not (self.power > 0 and math.isfinite(self.power)):
-            raise ValueError(f"PolynomialSchedule needs a finite power > 0, got {self.power}")
+        _check_power(self)
 
     def value(self, t: Tensor) -> Tensor:
         return t.clamp(min=0.0) ** self.power
@@ -124,8 +128,7 @@ class PowerDecaySchedule(Schedule):
     name = "power_decay"
 
     def __post_init__(self) -> None:
-        if not (self.power > 0 and math.isfinite(self.power)):
-            raise ValueError(f"PowerDecaySchedule needs a finite power > 0, got {self.power}")
+        _check_power(self)
 
     def value(self, t: Tensor) -> Tensor:
         return 1.0 - (1.0 - t).clamp(min=0.0) ** self.power
