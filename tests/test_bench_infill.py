@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
+import yaml
 
 from flexmdm.bench import infill as infill_bench
 from flexmdm.bench.commands import BENCHMARKS
@@ -24,7 +25,8 @@ def _tiny_settings(source: str):
         settings.data.update(source=source, vocab_size=300, max_function_tokens=80, max_middle_tokens=24,
                              held_out_fraction=0.3)
         settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
-        settings.train.update(steps=2, batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
+        settings.steps = {"flexmdm": 3, "mdm": 2}
+        settings.train.update(batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
         return settings
 
     return classmethod(tiny)
@@ -58,8 +60,13 @@ def test_infill_record_and_plot(tmp_path, monkeypatch):
         for key in ("exact_match", "parse_rate", "length_abs_error"):
             assert abs(sum(r[key] * r["n"] for r in parts) / row["n"] - row[key]) < 1e-9
     assert (tmp_path / "infill.png").stat().st_size > 0 and record["plots"] == ["infill.png"]
+    assert {r["model"]: r["train_steps"] for r in rows} == {"flexmdm": 3, "mdm": 2}
     for kind in ("flexmdm", "mdm"):
         assert (tmp_path / "infill" / kind / "model" / "tokenizer.json").is_file()
+        saved = yaml.safe_load((tmp_path / "infill" / kind / "config.yaml").read_text())
+        assert saved["train"]["length_buckets"] == (4 if kind == "flexmdm" else 1)
+        flexmdm_insertion = infill_bench.InfillBenchSettings().flexmdm_insertion_schedule
+        assert saved["schedules"]["insertion"] == (flexmdm_insertion if kind == "flexmdm" else {"name": "linear"})
 
 
 def test_fill_middles_respects_each_setting(tmp_path, monkeypatch):
