@@ -5,11 +5,12 @@ by default paragraphs of the standard library's docstrings): FlexMDM and MDM wit
 backbone and optimiser for about the same CPU time, side by side
 (:mod:`flexmdm.bench.side_by_side`), then a causal reference LM of the same size with every core.
 A FlexMDM step is cheaper: its states hold only the tokens inserted so far (an MDM state, the
-whole canvas), and with ``train.length_buckets`` the network sees little padding (0.31 s against
-0.62 s per step on one thread, measured), so FlexMDM takes ``steps`` in proportion. Its insertion
-schedule is ``power_decay`` with p = 4 (:class:`flexmdm.schedules.PowerDecaySchedule`): a state
+whole canvas), and with ``train.length_buckets`` the network sees little padding (0.36 s against
+0.65 s per step on one thread in the recorded run), so FlexMDM takes ``steps`` in proportion. Its
+insertion schedule is ``power_decay`` with p = 4 (:class:`flexmdm.schedules.PowerDecaySchedule`): a state
 reaches 59 % of its length by t = 0.2, so the unmasking head mostly sees MDM-like states at nearly
-known length (with the linear α FlexMDM's perplexity was 1.9× the MDM's, with p = 4 1.3×). Both
+known length (trained half as long, FlexMDM's perplexity was 1.9× the MDM's with the linear α
+and 1.3× with p = 4; trained as long as here, 1.1× with p = 4). Both
 diffusion models then generate unconditional samples with Algorithm 1's vanilla τ-leaping
 unmasking for every number of sampling steps; each row reports the total-variation and
 Wasserstein-1 distances between the generated and the held-out length distributions, the length
@@ -72,7 +73,7 @@ class LengthBenchSettings:
     num_samples: int = 480
     sample_batch_size: int = 160
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
-    steps: dict[str, int] = field(default_factory=lambda: {"flexmdm": 4100, "mdm": 2250})
+    steps: dict[str, int] = field(default_factory=lambda: {"flexmdm": 8200, "mdm": 4500})
     flexmdm_length_buckets: int = 4
     flexmdm_insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})
     train: dict[str, Any] = field(default_factory=lambda: {
