@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.bench.side_by_side import train_side_by_side
+from flexmdm.bench.train_config import benchmark_train_config
 from flexmdm.constraints import Prompt
 from flexmdm.models import load_pretrained
 from flexmdm.sampling import Adaptive, mdm_canvas, sample_flexmdm, sample_mdm
@@ -94,16 +95,12 @@ class InfillBenchSettings:
 
 def _train_config(settings: InfillBenchSettings, kind: str, work: Path, seed: int) -> dict[str, Any]:
     data = {"task": "infill", **settings.data, "layout": kind, "cache_dir": str(work / "corpus-cache")}
-    max_length = data["max_function_tokens"] + data["max_middle_tokens"]
-    flexmdm = kind == "flexmdm"
-    return {
-        "model": {"kind": kind, **settings.model, "max_length": max_length},
-        **({"schedules": {"insertion": settings.flexmdm_insertion_schedule}} if flexmdm else {}),
-        "data": data,
-        "train": {**settings.train, "steps": settings.steps[kind], "seed": seed,
-                  **({"length_buckets": settings.flexmdm_length_buckets} if flexmdm else {})},
-        "output_dir": str(work / kind),
-    }
+    return benchmark_train_config(
+        kind, model=settings.model, max_length=data["max_function_tokens"] + data["max_middle_tokens"],
+        data=data, train=settings.train, steps=settings.steps[kind], seed=seed, output_dir=work / kind,
+        flexmdm_insertion_schedule=settings.flexmdm_insertion_schedule,
+        flexmdm_length_buckets=settings.flexmdm_length_buckets,
+    )
 
 
 def _middles(tokens: torch.Tensor, lengths: torch.Tensor, frozen: torch.Tensor, pad_id: int) -> list[list[int]]:

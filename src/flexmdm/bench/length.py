@@ -7,12 +7,12 @@ backbone and optimiser for about the same CPU time, side by side
 A FlexMDM step is cheaper: its states hold only the tokens inserted so far (an MDM state, the
 whole canvas), and with ``train.length_buckets`` the network sees little padding (0.36 s against
 0.65 s per step on one thread in the recorded run), so FlexMDM takes ``steps`` in proportion. Its
-insertion schedule is ``power_decay`` with p = 4 (:class:`flexmdm.schedules.PowerDecaySchedule`): a state
-reaches 59 % of its length by t = 0.2, so the unmasking head mostly sees MDM-like states at nearly
-known length (trained half as long, FlexMDM's perplexity was 1.9× the MDM's with the linear α
-and 1.3× with p = 4; trained as long as here, 1.1× with p = 4). Both
-diffusion models then generate unconditional samples with Algorithm 1's vanilla τ-leaping
-unmasking for every number of sampling steps; each row reports the total-variation and
+insertion schedule is ``power_decay`` with p = 4 (:class:`flexmdm.schedules.PowerDecaySchedule`):
+a state reaches 59 % of its length by t = 0.2, so the unmasking head mostly sees MDM-like states
+at nearly known length (trained half as long, FlexMDM's perplexity was 1.9× the MDM's with the
+linear α and 1.3× with p = 4; trained as long as here, 1.1× with p = 4). Both diffusion models then
+generate unconditional samples with Algorithm 1's vanilla τ-leaping unmasking for every number of
+sampling steps; each row reports the total-variation and
 Wasserstein-1 distances between the generated and the held-out length distributions, the length
 mean and quartiles, the generative perplexity under the reference LM (samples of ≤ 10 tokens
 excluded) and the unigram entropy.
@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.bench.side_by_side import train_side_by_side
+from flexmdm.bench.train_config import benchmark_train_config
 from flexmdm.models import load_pretrained
 from flexmdm.sampling import TauLeaping, sample_flexmdm, sample_mdm
 from flexmdm.schedules import schedule_from_config
@@ -95,15 +96,13 @@ class LengthBenchSettings:
 
 def _train_config(settings: LengthBenchSettings, kind: str, work: Path, seed: int) -> dict[str, Any]:
     steps = settings.reference_steps if kind == "autoregressive" else settings.steps[kind]
-    flexmdm = kind == "flexmdm"
-    return {
-        "model": {"kind": kind, **settings.model, "max_length": settings.data["max_length"]},
-        **({"schedules": {"insertion": settings.flexmdm_insertion_schedule}} if flexmdm else {}),
-        "data": {"task": "text", **settings.data, "cache_dir": str(work / "corpus-cache")},
-        "train": {**settings.train, "steps": steps, "seed": seed,
-                  **({"length_buckets": settings.flexmdm_length_buckets} if flexmdm else {})},
-        "output_dir": str(work / kind),
-    }
+    return benchmark_train_config(
+        kind, model=settings.model, max_length=settings.data["max_length"],
+        data={"task": "text", **settings.data, "cache_dir": str(work / "corpus-cache")}, train=settings.train,
+        steps=steps, seed=seed, output_dir=work / kind,
+        flexmdm_insertion_schedule=settings.flexmdm_insertion_schedule,
+        flexmdm_length_buckets=settings.flexmdm_length_buckets,
+    )
 
 
 @torch.no_grad()

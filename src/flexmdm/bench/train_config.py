@@ -1,0 +1,28 @@
+"""The training configuration of one benchmark model, FlexMDM's own settings applied to it alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["benchmark_train_config"]
+
+
+def benchmark_train_config(kind: str, *, model: dict[str, Any], max_length: int, data: dict[str, Any],
+                           train: dict[str, Any], steps: int, seed: int, output_dir: Path,
+                           flexmdm_insertion_schedule: dict[str, Any],
+                           flexmdm_length_buckets: int) -> dict[str, Any]:
+    """A ``config_from_dict`` mapping for a ``kind`` model of a benchmark.
+
+    Every model shares ``model``, ``data`` and ``train``; only FlexMDM gets the insertion schedule
+    and ``train.length_buckets`` (the other kinds keep their defaults).
+    """
+    flexmdm = kind == "flexmdm"
+    return {
+        "model": {"kind": kind, **model, "max_length": max_length},
+        **({"schedules": {"insertion": flexmdm_insertion_schedule}} if flexmdm else {}),
+        "data": data,
+        "train": {**train, "steps": steps, "seed": seed,
+                  **({"length_buckets": flexmdm_length_buckets} if flexmdm else {})},
+        "output_dir": str(output_dir),
+    }
