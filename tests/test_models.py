@@ -17,10 +17,10 @@ def config(kind="flexmdm", **kw):
     return ModelConfig(kind=kind, vocab_size=V, mask_id=MASK, pad_id=PAD, d_model=32, n_layers=2, n_heads=4, **kw)
 
 
-def perturbed(kind="flexmdm", seed=0):
+def perturbed(kind="flexmdm", seed=0, **kw):
     """A model whose zero-initialised adaLN parameters are randomised (so time matters)."""
     torch.manual_seed(seed)
-    model = build_model(config(kind))
+    model = build_model(config(kind, **kw))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "modulation" in name or "frozen_embedding" in name:
@@ -49,9 +49,10 @@ def test_flexmdm_shapes_and_heads():
     assert bool((gaps[torch.arange(7) <= lengths[:, None]] > 0).all())
 
 
-@pytest.mark.parametrize("kind", ["flexmdm", "mdm"])
-def test_padding_invariance(kind):
-    model = perturbed(kind)
+@pytest.mark.parametrize("kind, options", [("flexmdm", {}), ("mdm", {}),
+                                           ("flexmdm", {"length_conditioning": True})])
+def test_padding_invariance(kind, options):
+    model = perturbed(kind, **options)
     x, lengths = batch([2, 5, 0])
     t = torch.tensor([0.3, 0.7, 0.1])
     frozen = torch.zeros_like(x, dtype=torch.bool)
@@ -89,6 +90,22 @@ def test_time_and_frozen_flags_matter_and_zero_init_ignores_time():
     assert not torch.allclose(a, c, atol=1e-4)
 
 
+def test_length_conditioning_reaches_only_rows_of_that_length():
+    model = perturbed(length_conditioning=True, max_length=8)
+    x, lengths = batch([3, 5, 5, 0])
+    t, frozen = torch.full((4,), 0.3), torch.zeros_like(x, dtype=torch.bool)
+    logits, gaps = model(x, t, lengths, frozen)
+    with torch.no_grad():
+        model.trunk.length_embedding.weight[5 + 1].normal_(std=1.0)  # the trunk sees n + 1 (END slot)
+    new_logits, new_gaps = model(x, t, lengths, frozen)
+    for row, n in enumerate(lengths.tolist()):
+        same = torch.allclose(gaps[row], new_gaps[row]) and torch.allclose(logits[row, :n], new_logits[row, :n])
+        assert same == (n != 5)
+    too_long, too_long_lengths = batch([9])
+    with pytest.raises(ValueError, match="longer than"):
+        model(too_long, torch.full((1,), 0.3), too_long_lengths)
+
+
 def test_mdm_predicts_pad_never_mask():
     model = perturbed("mdm")
     x, lengths = batch([5])
@@ -113,9 +130,10 @@ def test_autoregressive_is_causal_and_consistent():
     assert float(-likelihood.sum() / total_tokens) == pytest.approx(float(loss), rel=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["flexmdm", "mdm", "autoregressive"])
-def test_save_load_round_trip(kind, tmp_path):
-    model = perturbed(kind)
+@pytest.mark.parametrize("kind, options", [("flexmdm", {}), ("mdm", {}), ("autoregressive", {}),
+                                           ("flexmdm", {"length_conditioning": True})])
+def test_save_load_round_trip(kind, options, tmp_path):
+    model = perturbed(kind, **options)
     metadata = {"schedules": {"insertion": {"name": "linear"}}}
     tokenizer = tmp_path / "tok"
     tokenizer.mkdir()
@@ -159,6 +177,8 @@ def test_config_errors(tmp_path):
         ModelConfig(kind="mdm", vocab_size=V, mask_id=MASK, pad_id=PAD, d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="differ"):
         ModelConfig(kind="mdm", vocab_size=V, mask_id=PAD, pad_id=PAD)
+    with pytest.raises(ValueError, match="length_conditioning is for the 'dit' FlexMDM only"):
+        config("mdm", length_conditioning=True)
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"nothing": 1}))

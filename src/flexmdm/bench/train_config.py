@@ -11,15 +11,17 @@ __all__ = ["benchmark_train_config"]
 def benchmark_train_config(kind: str, *, model: dict[str, Any], max_length: int, data: dict[str, Any],
                            train: dict[str, Any], steps: int, seed: int, output_dir: Path,
                            flexmdm_insertion_schedule: dict[str, Any],
-                           flexmdm_length_buckets: int) -> dict[str, Any]:
+                           flexmdm_length_buckets: int,
+                           flexmdm_model: dict[str, Any] | None = None) -> dict[str, Any]:
     """A ``config_from_dict`` mapping for a ``kind`` model of a benchmark.
 
-    Every model shares ``model``, ``data`` and ``train``; only FlexMDM gets the insertion schedule
-    and ``train.length_buckets`` (the other kinds keep their defaults).
+    Every model shares ``model``, ``data`` and ``train``; only FlexMDM gets the insertion schedule,
+    ``train.length_buckets`` and the model options ``flexmdm_model`` (the other kinds keep their
+    defaults).
     """
     flexmdm = kind == "flexmdm"
     return {
-        "model": {"kind": kind, **model, "max_length": max_length},
+        "model": {"kind": kind, **model, "max_length": max_length, **((flexmdm_model or {}) if flexmdm else {})},
         **({"schedules": {"insertion": flexmdm_insertion_schedule}} if flexmdm else {}),
         "data": data,
         "train": {**train, "steps": steps, "seed": seed,

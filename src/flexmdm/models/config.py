@@ -35,6 +35,10 @@ class ModelConfig:
             :class:`flexmdm.models.retrofit.LLaDAFlexMDM`'s time conditioning and gap head).
         n_kv_heads: key/value heads of the "llada" architecture (None: ``n_heads``, no GQA).
         time_groups: "llada" FlexMDM only: consecutive blocks sharing one adaLN parameter set.
+        length_conditioning: "dit" FlexMDM only: a learned embedding of the state length n is
+            added to the time conditioning of every block. Rotary positions give the trunk only
+            relative offsets, so without it the gap head must infer n through attention; how much
+            is left to insert depends on n.
     """
 
     kind: str
@@ -52,6 +56,7 @@ class ModelConfig:
     architecture: str = "dit"
     n_kv_heads: int | None = None
     time_groups: int = 2
+    length_conditioning: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -73,6 +78,8 @@ class ModelConfig:
             raise ValueError(f"n_kv_heads={self.n_kv_heads} must be >= 1 and divide n_heads={self.n_heads}")
         if self.time_groups < 1:
             raise ValueError(f"time_groups must be >= 1, got {self.time_groups}")
+        if self.length_conditioning and (self.kind != "flexmdm" or self.architecture != "dit"):
+            raise ValueError("length_conditioning is for the 'dit' FlexMDM only")
         Vocab(self.vocab_size, self.mask_id, self.pad_id)  # validates the ids
 
     @property

@@ -1,8 +1,8 @@
 """The bidirectional diffusion transformer (DiT) and its FlexMDM and MDM heads.
 
 The trunk embeds tokens, adds a learned vector on frozen tokens (prompts, subgoals), applies
-adaLN-Zero blocks conditioned on the time and rotary positions, and ignores padding through the
-attention mask. Its cost scales with the width ``n`` it is given: callers crop batches to the
+adaLN-Zero blocks conditioned on the time (and, with ``length_conditioning``, the state length)
+and rotary positions, and ignores padding through the attention mask. Its cost scales with the width ``n`` it is given: callers crop batches to the
 longest live sequence.
 
 **Gap head.** FlexMDM needs n + 1 outputs for a state of length n. The model appends one learned
@@ -53,6 +53,8 @@ class DiffusionTransformer(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size + 1, d)
         self.frozen_embedding = nn.Parameter(torch.zeros(d))
         self.time_embedding = TimeEmbedding(d, config.time_scale)
+        # FlexMDM's trunk sees the END slot too: lengths up to max_length + 1.
+        self.length_embedding = nn.Embedding(config.max_length + 2, d) if config.length_conditioning else None
         self.rotary = RotaryEmbedding(d // config.n_heads, config.rope_theta)
         self.blocks = nn.ModuleList(
             Block(d, config.n_heads, config.mlp_ratio, config.dropout, conditioned=True) for _ in range(config.n_layers)
@@ -66,6 +68,11 @@ class DiffusionTransformer(nn.Module):
         if frozen is not None:
             h = h + frozen[..., None].to(h.dtype) * self.frozen_embedding
         cond = self.time_embedding(t)
+        if self.length_embedding is not None:
+            if int(lengths.max()) >= self.length_embedding.num_embeddings:
+                raise ValueError(f"a state of {int(lengths.max()) - 1} tokens is longer than this "
+                                 f"length-conditioned model's max_length")
+            cond = cond + self.length_embedding(lengths)
         rotary = self.rotary.tables(n)
         mask = attention_mask(lengths, n)
         for block in self.blocks:
