@@ -2,8 +2,8 @@
 
 The trunk embeds tokens, adds a learned vector on frozen tokens (prompts, subgoals), applies
 adaLN-Zero blocks conditioned on the time (and, with ``length_conditioning``, the state length)
-and rotary positions, and ignores padding through the attention mask. Its cost scales with the width ``n`` it is given: callers crop batches to the
-longest live sequence.
+and rotary positions, and ignores padding through the attention mask. Its cost scales with the
+width ``n`` it is given: callers crop batches to the longest live sequence.
 
 **Gap head.** FlexMDM needs n + 1 outputs for a state of length n. The model appends one learned
 END token at slot ``lengths[b]`` of every row; the hidden state at slot i predicts the expected
@@ -69,7 +69,7 @@ class DiffusionTransformer(nn.Module):
             h = h + frozen[..., None].to(h.dtype) * self.frozen_embedding
         cond = self.time_embedding(t)
         if self.length_embedding is not None:
-            if int(lengths.max()) >= self.length_embedding.num_embeddings:
+            if lengths.numel() and int(lengths.max()) >= self.length_embedding.num_embeddings:
                 raise ValueError(f"a state of {int(lengths.max()) - 1} tokens is longer than this "
                                  f"length-conditioned model's max_length")
             cond = cond + self.length_embedding(lengths)
