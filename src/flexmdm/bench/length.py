@@ -6,7 +6,7 @@ backbone and optimiser for about the same CPU time, side by side
 (:mod:`flexmdm.bench.side_by_side`), then a causal reference LM of the same size with every core.
 A FlexMDM step is cheaper: its states hold only the tokens inserted so far (an MDM state, the
 whole canvas), and with ``train.length_buckets`` the network sees little padding (0.36 s against
-0.65 s per step on one thread in the recorded run), so FlexMDM takes ``steps`` in proportion. Its
+0.65 s per step on one thread, measured side by side), so FlexMDM takes ``steps`` in proportion. Its
 insertion schedule is ``power_decay`` with p = 4 (:class:`flexmdm.schedules.PowerDecaySchedule`):
 a state reaches 59 % of its length by t = 0.2, so the unmasking head mostly sees MDM-like states
 at nearly known length (trained half as long, FlexMDM's perplexity was 1.9× the MDM's with the

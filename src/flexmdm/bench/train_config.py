@@ -19,12 +19,14 @@ def benchmark_train_config(kind: str, *, model: dict[str, Any], max_length: int,
     ``train.length_buckets`` and the model options ``flexmdm_model`` (the other kinds keep their
     defaults).
     """
-    flexmdm = kind == "flexmdm"
-    return {
-        "model": {"kind": kind, **model, "max_length": max_length, **((flexmdm_model or {}) if flexmdm else {})},
-        **({"schedules": {"insertion": flexmdm_insertion_schedule}} if flexmdm else {}),
+    config = {
+        "model": {"kind": kind, **model, "max_length": max_length},
         "data": data,
-        "train": {**train, "steps": steps, "seed": seed,
-                  **({"length_buckets": flexmdm_length_buckets} if flexmdm else {})},
+        "train": {**train, "steps": steps, "seed": seed},
         "output_dir": str(output_dir),
     }
+    if kind == "flexmdm":
+        config["model"].update(flexmdm_model or {})
+        config["schedules"] = {"insertion": flexmdm_insertion_schedule}
+        config["train"]["length_buckets"] = flexmdm_length_buckets
+    return config
