@@ -70,7 +70,7 @@ class InfillBenchSettings:
         "source": "stdlib", "max_function_tokens": 64, "max_middle_tokens": 24, "max_span_lines": 3,
         "vocab_size": 2048, "single_line_fraction": 0.5, "mdm_true_length_fraction": 0.5,
     })
-    model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
+    model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4, "dropout": 0.1})
     steps: dict[str, int] = field(default_factory=lambda: {"flexmdm": 9000, "mdm": 4000})
     flexmdm_length_buckets: int = 4
     flexmdm_insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})
