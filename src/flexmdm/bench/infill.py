@@ -7,7 +7,7 @@ Two models with the same backbone and optimiser are trained side by side
 of masks; trained on both the fixed-budget layout, the middle right-padded with PAD to
 ``max_middle_tokens``, and the true-length layout). A FlexMDM state holds the prefix, the suffix
 and only the middle tokens inserted so far, and with ``train.length_buckets`` little padding, so
-its step is cheaper (0.33 s against 0.85 s on one thread in the recorded run) and it takes ``steps``
+its step is cheaper (0.31 s against 0.81 s on one thread in the recorded run) and it takes ``steps``
 in proportion. As in the length benchmark it inserts on the ``power_decay`` schedule with p = 4
 (:class:`flexmdm.schedules.PowerDecaySchedule`): the middle reaches most of its length early, and
 the unmasking head mostly sees states of nearly known length.
