@@ -75,3 +75,66 @@ def test_empirical_distribution_and_total_variation():
     empirical = empirical_distribution(tokens, torch.tensor([2, 1, 2, 0]))
     assert empirical == {(0, 1): 0.5, (0,): 0.25, (): 0.25}
     assert total_variation(empirical, {(0, 1): 0.5, (1,): 0.5}) == pytest.approx(0.5)
+
+
+def brute_force(distribution, frozen, state, flags, t):
+    """Posterior by enumerating every (x*, S): token marginals, gap-count distributions."""
+    import itertools
+
+    n = len(state)
+    weights, tokens, gaps = [], [], []
+    for sequence, p in distribution.items():
+        sequence_flags = frozen[sequence] if frozen else (False,) * len(sequence)
+        for kept in itertools.combinations(range(len(sequence)), n):
+            if any(sequence_flags[i] for i in set(range(len(sequence))) - set(kept)):
+                continue
+            if any(sequence_flags[i] != flags[j] or state[j] not in (M, sequence[i]) for j, i in enumerate(kept)):
+                continue
+            bounds = (-1, *kept, len(sequence))
+            weights.append(p * (1 - t) ** (len(sequence) - n))
+            tokens.append([sequence[i] for i in kept])
+            gaps.append([bounds[j + 1] - bounds[j] - 1 for j in range(n + 1)])
+    total = sum(weights)
+    marginals = [[sum(w for w, tok in zip(weights, tokens) if tok[j] == v) / total for v in range(2)] for j in range(n)]
+    counts = [[sum(w for w, g in zip(weights, gaps) if g[j] == k) / total for k in range(5)] for j in range(n + 1)]
+    return marginals, counts
+
+
+@pytest.mark.parametrize("state, flags, t", [
+    ((), (), 0.3),
+    ((M, M), (False, False), 0.6),
+    ((1, M, 0), (False, False, False), 0.2),
+    ((M, 1), (False, False), 0.9),
+    ((1, M), (True, False), 0.5),
+    ((1, 0), (True, True), 0.4),
+])
+def test_alignment_counting_matches_brute_force_enumeration(state, flags, t):
+    frozen = None
+    distribution = P1
+    if any(flags):
+        distribution = {s: p for s, p in P1.items() if s[:1] == (1,)}
+        frozen = {s: (True,) + (False,) * (len(s) - 1) for s in distribution}
+        if flags == (True, True):  # prefix (1,) and suffix (0,) frozen
+            distribution = {s: p for s, p in distribution.items() if len(s) >= 2 and s[-1] == 0}
+            frozen = {s: (True,) + (False,) * (len(s) - 2) + (True,) for s in distribution}
+    oracle = ExactFlexOracle(distribution, VOCAB, LinearSchedule(), frozen=frozen, gap_counts=True)
+    x = torch.tensor([list(state) or [PAD]])[:, : max(len(state), 0)]
+    logits, gaps, count_log_probs = oracle(
+        x, torch.tensor([t]), torch.tensor([len(state)]), torch.tensor([list(flags)], dtype=torch.bool)[:, : len(state)]
+    )
+    marginals, counts = brute_force(distribution, frozen, state, flags, t)
+    for j, v in enumerate(state):
+        if v == M:
+            assert logits[0, j, :2].exp().tolist() == pytest.approx(marginals[j], abs=1e-5)
+    probs = count_log_probs[0].exp()
+    assert probs.shape[-1] == oracle.max_count + 1
+    for j in range(len(state) + 1):
+        assert probs[j, :5].tolist() == pytest.approx(counts[j][:5], abs=1e-5)
+        assert float(gaps[0, j]) == pytest.approx(sum(k * c for k, c in enumerate(counts[j])), abs=1e-5)
+
+
+def test_an_inconsistent_state_gets_zero_gaps_with_certainty():
+    oracle = ExactFlexOracle({(0, 1): 1.0}, VOCAB, LinearSchedule(), gap_counts=True)
+    _, gaps, count_log_probs = call(oracle, [(1, 0)], 0.5)
+    assert float(gaps.abs().max()) == 0.0
+    assert count_log_probs[0, :, 0].exp().tolist() == pytest.approx([1.0, 1.0, 1.0])

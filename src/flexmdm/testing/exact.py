@@ -1,8 +1,8 @@
-"""Exact denoisers for small enumerable distributions, to check samplers and losses against.
+"""Exact denoisers of enumerable distributions, to check samplers and losses against.
 
 For a FlexMDM state x (length n, some slots MASK) at time t < 1 the exact posterior over the
-clean sequence x* and the index set S (which positions of x* survive in x) is (GUIDE §1,
-paper appendix E.2.1)
+clean sequence x* and the index set S (which positions of x* survive in x) is (Kim et al.,
+*Any-Order Flexible Length Masked Diffusion*, arXiv:2509.01025, appendix E.2.1)
 
     p(x*, S | x_t = x) ∝ p(x*) · (1 − α_t)^(len(x*) − n)   for every S with x ⊑ x*|_S,
 
@@ -11,15 +11,18 @@ and each absent one contributes 1 − α_t. It does not depend on β. Frozen tok
 subgoals) are always present and clean: S must contain every frozen position of x*, and map
 them onto the frozen slots of x. At t = 1 the factor is 0⁰ = 1 for equal lengths and 0 else.
 
-From that joint posterior the oracle returns the unmasking posterior f at every masked slot and
-the expected gap counts g over the n + 1 gaps, exactly what a perfectly trained network would.
-States with no consistent x* (they can only arise from τ-leaping overshoot) get a uniform
-posterior and zero gaps.
+The index sets S are the increasing alignments of the n slots of x into x*; they are counted by
+dynamic programming (forward and backward sums over alignments, O(n · len(x*)²) per state and
+candidate), so supports of long sequences — reasoning traces, maze paths — stay exact and cheap.
+From the joint posterior the oracle returns the unmasking posterior f at every masked slot, the
+expected gap counts g over the n + 1 gaps (what a perfectly trained network would) and, on
+request, the whole distribution of every gap's remaining count (what a count head would).
+States with no consistent x* (they can only arise from an inexact sampler) get a uniform
+posterior, zero gaps and a count of 0 with certainty.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -59,19 +62,68 @@ def _check_distribution(
 
 @dataclass
 class _Explanations:
-    """Every (x*, S) consistent with one state; M rows.
+    """Alignment sums of one state against its Y candidate clean sequences.
 
     Attributes:
-        probability: ``[M]`` p(x*).
-        absent: ``[M]`` len(x*) − n.
-        onehot: ``[M, n, V]`` the clean token x*[S[j]] of every slot j.
-        gaps: ``[M, n + 1]`` tokens of x* missing before each slot (and at the end).
+        probability: ``[Y]`` p(x*).
+        absent: ``[Y]`` len(x*) − n.
+        tokens: ``[Y, n, V]`` number of alignments that put each clean token under each slot.
+        counts: ``[Y, n + 1, C + 1]`` number of alignments that leave k = 0..C tokens of x*
+            missing in each gap (C: the longest sequence of the support).
     """
 
     probability: np.ndarray
     absent: np.ndarray
-    onehot: np.ndarray
-    gaps: np.ndarray
+    tokens: np.ndarray
+    counts: np.ndarray
+
+
+def _alignment_sums(
+    state: tuple[int, ...], flags: tuple[bool, ...], sequence: tuple[int, ...],
+    sequence_flags: tuple[bool, ...], mask_id: int, vocab_size: int, cap: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(tokens [n, V], counts [n + 1, cap + 1])`` alignment sums of one state in one sequence.
+
+    An alignment maps slot j of the state to position π(j) of ``sequence``, increasing, with equal
+    frozen flags, equal tokens off the masks, and no frozen position of ``sequence`` left out.
+    Returns None when there is none.
+    """
+    n, m = len(state), len(sequence)
+    if m < n:
+        return None
+    y, y_frozen = np.array(sequence, dtype=np.int64), np.array(sequence_flags, dtype=bool)
+    z, z_frozen = np.array(state, dtype=np.int64), np.array(flags, dtype=bool)
+    # compat[j, i]: slot j may sit on position i.
+    compat = (z_frozen[:, None] == y_frozen[None, :]) & ((z[:, None] == mask_id) | (z[:, None] == y[None, :]))
+    # step[a + 1, b]: consecutive slots may sit on a < b (a = -1 before the start, b = m past the
+    # end) when no frozen position lies strictly between them.
+    frozen_before = np.concatenate([[0], np.cumsum(y_frozen)])  # frozen positions < i
+    a = np.arange(-1, m)[:, None]
+    b = np.arange(0, m + 1)[None, :]
+    step = ((a < b) & (frozen_before[b] - frozen_before[a + 1] == 0)).astype(np.float64)  # [m + 1, m + 1]
+    # forward[j, a + 1]: alignments of slots < j with slot j − 1 on a (row 0: the start, a = -1).
+    # backward[j, b]: alignments of slots >= j with slot j on b (row n: the end, b = m).
+    forward = np.zeros((n + 1, m + 1))
+    forward[0, 0] = 1.0
+    for j in range(n):
+        forward[j + 1, 1:] = (forward[j] @ step[:, :m]) * compat[j]
+    backward = np.zeros((n + 1, m + 1))
+    backward[n, m] = 1.0
+    for j in range(n - 1, -1, -1):
+        backward[j, :m] = compat[j] * (step[1:, :] @ backward[j + 1])
+    total = forward[n] @ step[:, m]
+    if total == 0:
+        return None
+    on = forward[1:, 1:] * backward[:n, :m]  # [n, m]: alignments with slot j on position i
+    tokens = np.zeros((n, vocab_size))
+    np.add.at(tokens.T, y, on.T)
+    # gap j lies between slot j − 1 on a and slot j on b and misses b − a − 1 tokens.
+    pair = forward[:, :, None] * step[None] * backward[:, None, :]  # [n + 1, m + 1, m + 1]
+    missing = (b - (a + 1)).clip(min=0)  # [m + 1, m + 1]
+    counts = np.zeros((n + 1, cap + 1))
+    for j in range(n + 1):
+        counts[j, : m + 1] = np.bincount(missing.ravel(), weights=pair[j].ravel(), minlength=m + 1)
+    return tokens, counts
 
 
 def _unique_states(
@@ -92,17 +144,21 @@ def _unique_states(
 
 
 class ExactFlexOracle:
-    """The exact FlexMDM denoiser of a small distribution (see the module docstring).
+    """The exact FlexMDM denoiser of an enumerable distribution (see the module docstring).
 
     Args:
         distribution: ``{sequence: probability}``; need not be normalised.
         vocab: special-token ids; sequences hold neither MASK nor PAD.
         insertion_schedule: α, the only schedule the posterior depends on.
-        frozen: optional ``{sequence: flags}`` marking tokens that a prompt fixes.
+        frozen: optional ``{sequence: flags}`` marking tokens that a prompt fixes. A state is
+            explained only by sequences whose frozen tokens it holds, in order.
+        gap_counts: also return the distribution of every gap's remaining count.
 
     Called like a network: ``(x [B, n], t [B], lengths [B], frozen [B, n]) ->
-    (token_logits [B, n, V], expected_gaps [B, n + 1])``. Logits are log-probabilities at masked
-    slots and uniform over non-MASK ids elsewhere.
+    (token_logits [B, n, V], expected_gaps [B, n + 1])``, and with ``gap_counts`` a third output
+    ``count_log_probs [B, n + 1, C + 1]``: log P(k tokens still to insert in gap i), k = 0..C,
+    with C = :attr:`max_count`. Logits are log-probabilities at masked slots and uniform over
+    non-MASK ids elsewhere.
     """
 
     def __init__(
@@ -111,10 +167,18 @@ class ExactFlexOracle:
         vocab: Vocab,
         insertion_schedule: Schedule,
         frozen: Mapping[tuple[int, ...], Sequence[bool]] | None = None,
+        gap_counts: bool = False,
     ) -> None:
         self.vocab = vocab
         self.insertion_schedule = insertion_schedule
-        self._support = _check_distribution(distribution, vocab, frozen)
+        self.gap_counts = gap_counts
+        support = _check_distribution(distribution, vocab, frozen)
+        self.max_count = max(len(s) for s, _, _ in support)
+        self._by_prompt: dict[tuple[int, ...], list[tuple[tuple[int, ...], float, tuple[bool, ...]]]] = {}
+        for sequence, p, flags in support:
+            if p > 0:
+                key = tuple(v for v, f in zip(sequence, flags) if f)
+                self._by_prompt.setdefault(key, []).append((sequence, p, flags))
         self._explanations: dict[tuple, _Explanations | None] = {}
 
     def _explain(self, state: tuple[int, ...], flags: tuple[bool, ...]) -> _Explanations | None:
@@ -124,57 +188,55 @@ class ExactFlexOracle:
         return self._explanations[key]
 
     def _enumerate(self, state: tuple[int, ...], flags: tuple[bool, ...]) -> _Explanations | None:
-        n, mask = len(state), self.vocab.mask_id
-        probability, absent, onehot, gaps = [], [], [], []
-        for sequence, p, sequence_flags in self._support:
-            if len(sequence) < n or p == 0:
-                continue
-            must_keep = {i for i, f in enumerate(sequence_flags) if f}
-            for kept in itertools.combinations(range(len(sequence)), n):
-                if not must_keep.issubset(kept):
-                    continue
-                if any(
-                    sequence_flags[i] != flags[j] or (state[j] != mask and state[j] != sequence[i])
-                    for j, i in enumerate(kept)
-                ):
-                    continue
-                bounds = (-1, *kept, len(sequence))
+        prompt = tuple(v for v, f in zip(state, flags) if f)
+        probability, absent, tokens, counts = [], [], [], []
+        for sequence, p, sequence_flags in self._by_prompt.get(prompt, []):
+            sums = _alignment_sums(state, flags, sequence, sequence_flags, self.vocab.mask_id,
+                                   self.vocab.size, self.max_count)
+            if sums is not None:
                 probability.append(p)
-                absent.append(len(sequence) - n)
-                hot = np.zeros((n, self.vocab.size))
-                hot[np.arange(n), [sequence[i] for i in kept]] = 1.0
-                onehot.append(hot)
-                gaps.append([bounds[j + 1] - bounds[j] - 1 for j in range(n + 1)])
+                absent.append(len(sequence) - len(state))
+                tokens.append(sums[0])
+                counts.append(sums[1])
         if not probability:
             return None
-        return _Explanations(
-            np.array(probability), np.array(absent, dtype=float), np.stack(onehot), np.array(gaps, dtype=float)
-        )
+        return _Explanations(np.array(probability), np.array(absent, dtype=float), np.stack(tokens), np.stack(counts))
 
     @torch.no_grad()
-    def __call__(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor) -> tuple[Tensor, Tensor]:
-        n = x.shape[1]
-        states, inverse = _unique_states(x, lengths, frozen, t)
+    def __call__(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor) -> tuple[Tensor, ...]:
+        n, cap = x.shape[1], self.max_count
+        states, inverse = _unique_states(x.cpu(), lengths.cpu(), frozen.cpu(), t.cpu())
         logits = torch.zeros(len(states), n, self.vocab.size, dtype=torch.float64)
         logits[..., self.vocab.mask_id] = float("-inf")
         gaps = torch.zeros(len(states), n + 1, dtype=torch.float64)
-        survival = (1.0 - self.insertion_schedule.value(torch.tensor([s[2] for s in states], dtype=torch.float64)))
-        for u, ((state, flags, _), q) in enumerate(zip(states, survival.clamp(min=0.0).tolist())):
+        count_probs = torch.zeros(len(states), n + 1, cap + 1, dtype=torch.float64)
+        count_probs[..., 0] = 1.0
+        times = torch.tensor([s[2] for s in states], dtype=torch.float64)
+        survival = (1.0 - self.insertion_schedule.value(times)).clamp(min=0.0)
+        for u, ((state, flags, _), q) in enumerate(zip(states, survival.tolist())):
             explanations = self._explain(state, flags)
             if explanations is None:
                 continue
-            weights = explanations.probability * np.power(q, explanations.absent)  # [M]
-            total = weights.sum()
+            weights = explanations.probability * np.power(q, explanations.absent)  # [Y]
+            total = weights @ explanations.counts[:, 0].sum(axis=1)  # every alignment once
             if total == 0:
                 continue
-            weights = weights / total
+            length = len(state)
             masked = [j for j, v in enumerate(state) if v == self.vocab.mask_id]
             if masked:
-                posterior = np.einsum("m,mjv->jv", weights, explanations.onehot[:, masked])
+                posterior = np.einsum("y,yjv->jv", weights, explanations.tokens[:, masked]) / total
                 with np.errstate(divide="ignore"):
                     logits[u, masked] = torch.from_numpy(np.log(posterior))
-            gaps[u, : len(state) + 1] = torch.from_numpy(weights @ explanations.gaps)
-        return logits[inverse].float(), gaps[inverse].float()
+            distribution = np.einsum("y,yjk->jk", weights, explanations.counts) / total  # [n + 1, C + 1]
+            count_probs[u, : length + 1] = torch.from_numpy(distribution)
+            gaps[u, : length + 1] = torch.from_numpy(distribution @ np.arange(cap + 1, dtype=float))
+        device = x.device
+        logits, gaps = logits[inverse].float().to(device), gaps[inverse].float().to(device)
+        if not self.gap_counts:
+            return logits, gaps
+        with torch.no_grad():
+            count_log_probs = torch.log(count_probs[inverse]).float().to(device)
+        return logits, gaps, count_log_probs
 
 
 class ExactMDMOracle:
