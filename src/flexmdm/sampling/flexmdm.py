@@ -1,19 +1,22 @@
-"""The FlexMDM sampler (paper Algorithm 1, restated in GUIDE §2).
+"""The FlexMDM sampler (paper Algorithm 1, with count-aware insertion options).
 
-On a grid 0 = t_0 < … < t_N = 1, one network call per step at t_k, then
-1. reveal masks chosen by an :class:`~flexmdm.sampling.unmasking.UnmaskingRule`, each token
+Each step makes one network call at the row's time t, then
+1. reveals masks chosen by an :class:`~flexmdm.sampling.unmasking.UnmaskingRule`, each token
    drawn from the posterior (temperature 0 = argmax);
-2. insert ℓ_i ~ Poisson(τ·κ_α(t_k)·g_i) masks into every allowed gap i.
+2. inserts masks into every allowed gap, drawn as :class:`~flexmdm.sampling.insertion.Insertion`
+   says (default: ℓ_i ~ Poisson(τ·κ_α(t)·g_i), Algorithm 1).
 Rates are evaluated at the left end of each interval, never at t = 1; the last interval still
-inserts (for linear α its Poisson mean is the whole remaining expected gap). Masks left at t = 1
-are filled from the t = 1 posterior, one position per network call ("sequential", exact by
-Theorem E.1) or all at once ("parallel", one call).
+inserts (for linear α its Poisson mean is the whole remaining expected gap). Steps follow the
+uniform grid t_k = k/N or, with ``max_events``, are bounded by their expected number of events
+(:mod:`~flexmdm.sampling.clock`). Masks left at t = 1 are filled from the t = 1 posterior, one
+position per network call ("sequential", exact by Theorem E.1) or all at once ("parallel").
 
 **Maximum length.** When a step's insertions would take a sequence past ``max_length``, a
 uniformly random subset of them is dropped so that it lands exactly at ``max_length``; the
 number dropped per sequence is reported in ``SampleOutput.dropped_insertions``.
 
-Every step processes only up to the longest sequence of the batch.
+Only rows still before t = 1 are sent to the network (and charged a call), cropped to the
+longest of them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import torch
 from torch import Tensor
 
 from flexmdm.constraints import Prompt, allowed_gaps
+from flexmdm.sampling.clock import next_times
+from flexmdm.sampling.insertion import Insertion, interval_probability
 from flexmdm.sampling.ragged import insert_masks, thin_counts
 from flexmdm.sampling.trace import Trace
 from flexmdm.sampling.unmasking import TauLeaping, UnmaskingRule
@@ -33,8 +38,10 @@ from flexmdm.vocab import Vocab
 
 __all__ = ["SampleOutput", "sample_flexmdm", "FlexDenoiser", "ExitCriterion", "reveal"]
 
-FlexDenoiser = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
-"""``(x [B, n], t [B], lengths [B], frozen [B, n]) -> (token_logits [B, n, V], gaps [B, n+1])``."""
+FlexDenoiser = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, ...]]
+"""``(x [B, n], t [B], lengths [B], frozen [B, n]) -> (token_logits [B, n, V], gaps [B, n+1])``,
+optionally followed by ``count_log_probs [B, n+1, C+1]`` (log P(k tokens still to insert in each
+gap), from a count head or an exact oracle)."""
 
 ExitCriterion = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 """``(probs [B, n, V], tokens [B, n], expected_gaps [B, n+1] or None for MDM) -> [B] bool``:
@@ -108,13 +115,32 @@ def reveal(
     return torch.where(selected, values, tokens), values
 
 
-def _check_outputs(token_logits: Tensor, gaps: Tensor, x: Tensor, vocab: Vocab) -> None:
+def _unpack(outputs: tuple[Tensor, ...], x: Tensor, vocab: Vocab) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(token_logits, gaps, count_log_probs or None)`` of one call, shapes checked."""
+    if len(outputs) not in (2, 3):
+        raise ValueError(f"a FlexMDM denoiser returns 2 or 3 tensors, got {len(outputs)}")
+    token_logits, gaps = outputs[0], outputs[1]
+    counts = outputs[2] if len(outputs) == 3 else None
     batch, n = x.shape
     if token_logits.shape != (batch, n, vocab.size) or gaps.shape != (batch, n + 1):
         raise ValueError(
             f"denoiser returned logits {list(token_logits.shape)} and gaps {list(gaps.shape)} for a "
             f"[{batch}, {n}] state; expected [{batch}, {n}, {vocab.size}] and [{batch}, {n + 1}]"
         )
+    if counts is not None and (counts.dim() != 3 or counts.shape[:2] != (batch, n + 1)):
+        raise ValueError(f"denoiser returned count log-probabilities {list(counts.shape)}; expected "
+                         f"[{batch}, {n + 1}, C + 1]")
+    return token_logits, gaps, counts
+
+
+def _write_rows(full: Tensor, rows: Tensor, part: Tensor, fill: int | bool) -> Tensor:
+    """``full`` with ``part`` written into ``rows`` (widened with ``fill`` when ``part`` is wider)."""
+    width = max(full.shape[1], part.shape[1])
+    if width > full.shape[1]:
+        full = torch.cat([full, full.new_full((full.shape[0], width - full.shape[1]), fill)], dim=1)
+    full = full.clone()
+    full[rows] = torch.cat([part, part.new_full((part.shape[0], width - part.shape[1]), fill)], dim=1)
+    return full
 
 
 @torch.no_grad()
@@ -129,6 +155,8 @@ def sample_flexmdm(
     prompt: Prompt | None = None,
     batch_size: int | None = None,
     rule: UnmaskingRule | None = None,
+    insertion: Insertion | None = None,
+    max_events: float | None = None,
     temperature: float = 1.0,
     final_fill: str = "sequential",
     generator: torch.Generator | None = None,
@@ -142,11 +170,15 @@ def sample_flexmdm(
         vocab: special-token ids.
         insertion_schedule: α (read it from the checkpoint: it must match training).
         unmasking_schedule: β.
-        steps: N, the number of grid intervals (network calls before the final fill).
+        steps: N, the most network calls on the grid (before the final fill); exactly N on the
+            uniform grid.
         max_length: an int or ``[B]`` per-sequence maximum (prompt included).
         prompt: frozen start tokens and insertion permissions; default: empty strings.
         batch_size: number of samples when no prompt is given.
         rule: unmasking rule; default :class:`TauLeaping`.
+        insertion: how insertions are drawn; default :class:`Insertion` (Algorithm 1's Poisson).
+        max_events: None for the uniform grid, else λ > 0: steps bounded by their expected number
+            of events (:mod:`~flexmdm.sampling.clock`).
         temperature: > 0 scales the logits; 0 takes the argmax.
         final_fill: "sequential" (exact, one call per remaining mask), "parallel" (one call) or
             "rule" (rate-free rules only: keep applying ``rule`` at t = 1 until no mask is left).
@@ -159,6 +191,8 @@ def sample_flexmdm(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if max_events is not None and not max_events > 0:
+        raise ValueError(f"max_events must be > 0, got {max_events}")
     if final_fill not in ("sequential", "parallel", "rule"):
         raise ValueError(f"final_fill must be 'sequential', 'parallel' or 'rule', got {final_fill!r}")
     if final_fill == "rule" and (rule is None or rule.uses_rates):
@@ -170,51 +204,99 @@ def sample_flexmdm(
     elif batch_size is not None and batch_size != prompt.batch_size:
         raise ValueError(f"batch_size={batch_size} but the prompt has {prompt.batch_size} rows")
     rule = TauLeaping() if rule is None else rule
+    insertion = Insertion() if insertion is None else insertion
     batch = prompt.batch_size
-    limit = torch.as_tensor(max_length, dtype=torch.long).expand(batch).clone()
+    device = prompt.tokens.device
+    limit = torch.as_tensor(max_length, dtype=torch.long, device=device).expand(batch).clone()
     if bool((limit < prompt.lengths).any()):
         raise ValueError("max_length is shorter than a prompt")
 
     tokens, lengths, frozen = prompt.tokens.clone(), prompt.lengths.clone(), prompt.frozen
     width = int(lengths.max()) if batch else 0
     tokens, frozen = tokens[:, :width], frozen[:, :width]
-    nfe = torch.zeros(batch, dtype=torch.long)
-    dropped = torch.zeros(batch, dtype=torch.long)
-    stopped = torch.zeros(batch, dtype=torch.bool)
+    nfe = torch.zeros(batch, dtype=torch.long, device=device)
+    dropped = torch.zeros(batch, dtype=torch.long, device=device)
+    stopped = torch.zeros(batch, dtype=torch.bool, device=device)
+    t = torch.zeros(batch, dtype=torch.float64, device=device)
+    calls = torch.zeros(batch, dtype=torch.long, device=device)
     trace = Trace(tokens.clone(), lengths.clone(), vocab.mask_id, vocab.pad_id) if record_trace else None
-    grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
 
-    for k in range(steps):
-        t, tau = float(grid[k]), float(grid[k + 1] - grid[k])
-        t_vec = torch.full((batch,), t)
-        token_logits, gaps = denoiser(tokens, t_vec, lengths, frozen)
-        _check_outputs(token_logits, gaps, tokens, vocab)
-        nfe += (~stopped).long()
+    def call(x: Tensor, times: Tensor, n: Tensor, fz: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        out = _unpack(denoiser(x, times.float(), n, fz), x, vocab)
+        if insertion.needs_counts and out[2] is None:
+            raise ValueError("Insertion(certainty=...) needs a denoiser that returns gap-count "
+                             "distributions (a count head or an exact oracle)")
+        return out
+
+    step = 0
+    while True:
+        live = (t < 1.0) & ~stopped
+        if not bool(live.any()):
+            break
+        rows = live.nonzero().squeeze(1)
+        n = lengths[rows]
+        w = int(n.max())
+        x, fz, tr = tokens[rows, :w], frozen[rows, :w], t[rows]
+        token_logits, gaps, count_log_probs = call(x, tr, n, fz)
+        nfe[rows] += 1
 
         probs, sampling_probs = _posterior(token_logits, vocab, True, temperature)
-        masked = tokens == vocab.mask_id
-        intensity = tau * unmasking_schedule.rate(t_vec)
+        masked = x == vocab.mask_id
+        allowed = allowed_gaps(fz, n, prompt.allowed_regions[rows])
+        certain = insertion.certain_counts(count_log_probs)
+        uncertain_gaps = gaps.double().clamp(min=0.0) * allowed
+        if certain is not None:
+            uncertain_gaps = torch.where(certain[0], 0.0, uncertain_gaps)
+        expected = None
+        if max_events is not None:
+            masks = masked.sum(dim=1).double() if rule.uses_rates else torch.zeros_like(tr)
+
+            def expected(t_next: Tensor) -> Tensor:
+                return (uncertain_gaps.sum(dim=1) * interval_probability(insertion_schedule, tr, t_next)
+                        + masks * interval_probability(unmasking_schedule, tr, t_next))
+
+        t_next = next_times(tr, calls[rows], steps, max_events, expected)
+        intensity = ((t_next - tr) * unmasking_schedule.rate(tr)).float()
         selected = rule.select(probs, masked, intensity, generator)
         if early_exit is not None:
-            exiting = early_exit(probs, tokens, gaps) & ~stopped
+            exiting = early_exit(probs, x, gaps)
             selected = selected | (exiting[:, None] & masked)
-            stopped = stopped | exiting
-        tokens, values = reveal(tokens, selected, sampling_probs, temperature, generator)
+            stopped[rows] |= exiting
+        x, values = reveal(x, selected, sampling_probs, temperature, generator)
         if trace is not None:
-            trace.record_unmask(k, t, selected, values)
+            trace.record_unmask(step, t, _scatter_rows(selected, rows, batch), _scatter_rows(values, rows, batch))
 
-        allowed = allowed_gaps(frozen, lengths, prompt.allowed_regions) & ~stopped[:, None]
-        rates = tau * insertion_schedule.rate(t_vec)[:, None] * gaps.float().clamp(min=0.0)
-        counts = torch.poisson(torch.where(allowed, rates, 0.0), generator=generator).long()
-        capped = thin_counts(counts, limit - lengths, generator)
-        dropped += (counts - capped).sum(dim=1)
+        revealed = selected.any(dim=1)
+        if insertion.refresh and bool(revealed.any()):
+            _, gaps, count_log_probs = call(x, tr, n, fz)
+            nfe[rows] += revealed.long()
+        go_on = ~stopped[rows]
+        counts = insertion.draw(gaps, count_log_probs, insertion_schedule, tr, t_next,
+                                allowed & go_on[:, None], generator)
+        capped = thin_counts(counts, limit[rows] - n, generator)
+        dropped[rows] += (counts - capped).sum(dim=1)
         if trace is not None:
-            trace.record_insert(k, t, capped)
-        tokens, lengths, frozen = insert_masks(tokens, lengths, frozen, capped, vocab.mask_id, vocab.pad_id)
+            trace.record_insert(step, t, _scatter_rows(capped, rows, batch))
+        x, n, fz = insert_masks(x, n, fz, capped, vocab.mask_id, vocab.pad_id)
+        tokens = _write_rows(tokens, rows, x, vocab.pad_id)
+        frozen = _write_rows(frozen, rows, fz, False)
+        lengths[rows] = n
+        t[rows] = t_next
+        calls[rows] += 1
+        step += 1
 
+    width = int(lengths.max()) if batch else 0
+    tokens, frozen = tokens[:, :width], frozen[:, :width]
     tokens, nfe = _fill_remaining(denoiser, tokens, lengths, frozen, vocab, rule, temperature,
-                                  final_fill, generator, nfe, trace, steps, early_exit)
+                                  final_fill, generator, nfe, trace, step, early_exit)
     return SampleOutput(tokens, lengths, frozen, nfe, dropped, trace)
+
+
+def _scatter_rows(part: Tensor, rows: Tensor, batch: int) -> Tensor:
+    """``[batch, n]`` with ``part [R, n]`` in ``rows`` and zeros (False) elsewhere (for traces)."""
+    full = part.new_zeros((batch, part.shape[1]))
+    full[rows] = part
+    return full
 
 
 def _fill_remaining(
@@ -233,13 +315,13 @@ def _fill_remaining(
     early_exit: ExitCriterion | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Fill every mask left at t = 1 from the t = 1 posterior."""
-    t_one = torch.ones(tokens.shape[0])
+    t_one = torch.ones(tokens.shape[0], device=tokens.device)
     while True:
         masked = tokens == vocab.mask_id
         pending = masked.any(dim=1)
         if not bool(pending.any()):
             return tokens, nfe
-        token_logits, gaps = denoiser(tokens, t_one, lengths, frozen)
+        token_logits, gaps, _ = _unpack(denoiser(tokens, t_one, lengths, frozen), tokens, vocab)
         nfe += pending.long()
         probs, sampling_probs = _posterior(token_logits, vocab, True, temperature)
         if final_fill == "parallel":

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 __all__ = ["Trace", "TraceEvent", "apply_step"]
@@ -42,24 +43,30 @@ class Trace:
     start_lengths: Tensor
     mask_id: int
     pad_id: int
-    _chunks: list[tuple[str, int, float, Tensor, Tensor, Tensor]] = field(default_factory=list)
+    _chunks: list[tuple[str, int, Tensor, Tensor, Tensor, Tensor]] = field(default_factory=list)
 
-    def record_unmask(self, step: int, time: float, selected: Tensor, values: Tensor) -> None:
-        """Reveals of one step: ``selected [B, n]`` bool, ``values [B, n]`` tokens."""
+    def record_unmask(self, step: int, time: float | Tensor, selected: Tensor, values: Tensor) -> None:
+        """Reveals of one step: ``selected [B, n]`` bool, ``values [B, n]`` tokens; ``time`` per row or shared."""
         rows, cols = selected.nonzero(as_tuple=True)
-        self._chunks.append(("unmask", step, time, rows, cols, values[rows, cols]))
+        self._chunks.append(("unmask", step, self._times(time, rows), rows, cols, values[rows, cols]))
 
-    def record_insert(self, step: int, time: float, counts: Tensor) -> None:
-        """Insertions of one step: ``counts [B, n + 1]``."""
+    def record_insert(self, step: int, time: float | Tensor, counts: Tensor) -> None:
+        """Insertions of one step: ``counts [B, n + 1]``; ``time`` per row or shared."""
         rows, cols = counts.nonzero(as_tuple=True)
-        self._chunks.append(("insert", step, time, rows, cols, counts[rows, cols]))
+        self._chunks.append(("insert", step, self._times(time, rows), rows, cols, counts[rows, cols]))
+
+    @staticmethod
+    def _times(time: float | Tensor, rows: Tensor) -> Tensor:
+        if isinstance(time, Tensor):
+            return time[rows].double()
+        return torch.full(rows.shape, float(time), dtype=torch.float64)
 
     def events(self) -> list[TraceEvent]:
         """All events in the order they happened."""
         return [
             TraceEvent(kind, step, time, int(r), int(c), int(v))
-            for kind, step, time, rows, cols, values in self._chunks
-            for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist())
+            for kind, step, times, rows, cols, values in self._chunks
+            for time, r, c, v in zip(times.tolist(), rows.tolist(), cols.tolist(), values.tolist())
         ]
 
     def to_records(self) -> list[dict[str, Any]]:
