@@ -5,11 +5,12 @@ Each step makes one network call at the row's time t, then
    drawn from the posterior (temperature 0 = argmax);
 2. inserts masks into every allowed gap, drawn as :class:`~flexmdm.sampling.insertion.Insertion`
    says (default: ℓ_i ~ Poisson(τ·κ_α(t)·g_i), Algorithm 1).
-Rates are evaluated at the left end of each interval, never at t = 1; the last interval still
-inserts (for linear α its Poisson mean is the whole remaining expected gap). Steps follow the
-uniform grid t_k = k/N or, with ``max_events``, are bounded by their expected number of events
-(:mod:`~flexmdm.sampling.clock`). Masks left at t = 1 are filled from the t = 1 posterior, one
-position per network call ("sequential", exact by Theorem E.1) or all at once ("parallel").
+Steps follow the grid t_k = k/N. Rates are evaluated at the left end of each interval, never
+at t = 1; the last interval still inserts (for linear α its Poisson mean is the whole remaining
+expected gap). With ``Insertion(arrivals="exact")`` there is no grid: arrivals happen one at a time
+at their own times and reveals between them (see :func:`_next_event`); N is then the most calls
+a row may make. Masks left at t = 1 are filled from the t = 1 posterior, one position per
+network call ("sequential", exact by Theorem E.1) or all at once ("parallel").
 
 **Maximum length.** When a step's insertions would take a sequence past ``max_length``, a
 uniformly random subset of them is dropped so that it lands exactly at ``max_length``; the
@@ -28,8 +29,7 @@ import torch
 from torch import Tensor
 
 from flexmdm.constraints import Prompt, allowed_gaps
-from flexmdm.sampling.clock import next_times
-from flexmdm.sampling.insertion import Insertion, interval_probability
+from flexmdm.sampling.insertion import Insertion
 from flexmdm.sampling.ragged import insert_masks, thin_counts
 from flexmdm.sampling.trace import Trace
 from flexmdm.sampling.unmasking import TauLeaping, UnmaskingRule
@@ -156,7 +156,6 @@ def sample_flexmdm(
     batch_size: int | None = None,
     rule: UnmaskingRule | None = None,
     insertion: Insertion | None = None,
-    max_events: float | None = None,
     temperature: float = 1.0,
     final_fill: str = "sequential",
     generator: torch.Generator | None = None,
@@ -170,15 +169,13 @@ def sample_flexmdm(
         vocab: special-token ids.
         insertion_schedule: α (read it from the checkpoint: it must match training).
         unmasking_schedule: β.
-        steps: N, the most network calls on the grid (before the final fill); exactly N on the
-            uniform grid.
+        steps: N, the grid's intervals (network calls before the final fill); with exact arrivals
+            the most calls a row may make before it inserts what is left at once.
         max_length: an int or ``[B]`` per-sequence maximum (prompt included).
         prompt: frozen start tokens and insertion permissions; default: empty strings.
         batch_size: number of samples when no prompt is given.
         rule: unmasking rule; default :class:`TauLeaping`.
         insertion: how insertions are drawn; default :class:`Insertion` (Algorithm 1's Poisson).
-        max_events: None for the uniform grid, else λ > 0: steps bounded by their expected number
-            of events (:mod:`~flexmdm.sampling.clock`).
         temperature: > 0 scales the logits; 0 takes the argmax.
         final_fill: "sequential" (exact, one call per remaining mask), "parallel" (one call) or
             "rule" (rate-free rules only: keep applying ``rule`` at t = 1 until no mask is left).
@@ -191,8 +188,8 @@ def sample_flexmdm(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if max_events is not None and not max_events > 0:
-        raise ValueError(f"max_events must be > 0, got {max_events}")
+    if insertion is not None and insertion.arrivals == "exact" and (rule is None or rule.uses_rates):
+        raise ValueError("exact insertion reveals between arrivals: give a rate-free rule (MED, EB, a threshold)")
     if final_fill not in ("sequential", "parallel", "rule"):
         raise ValueError(f"final_fill must be 'sequential', 'parallel' or 'rule', got {final_fill!r}")
     if final_fill == "rule" and (rule is None or rule.uses_rates):
@@ -219,6 +216,10 @@ def sample_flexmdm(
     stopped = torch.zeros(batch, dtype=torch.bool, device=device)
     t = torch.zeros(batch, dtype=torch.float64, device=device)
     calls = torch.zeros(batch, dtype=torch.long, device=device)
+    grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64, device=device)
+    exact = insertion.arrivals == "exact"
+    pending = torch.zeros(batch, dtype=torch.bool, device=device)  # exact: a proposed arrival waits at t
+    bound = torch.zeros(batch, dtype=torch.float64, device=device)  # exact: the rate bound it was drawn with
     trace = Trace(tokens.clone(), lengths.clone(), vocab.mask_id, vocab.pad_id) if record_trace else None
 
     def call(x: Tensor, times: Tensor, n: Tensor, fz: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -243,19 +244,14 @@ def sample_flexmdm(
         probs, sampling_probs = _posterior(token_logits, vocab, True, temperature)
         masked = x == vocab.mask_id
         allowed = allowed_gaps(fz, n, prompt.allowed_regions[rows])
-        certain = insertion.certain_counts(count_log_probs)
-        uncertain_gaps = gaps.double().clamp(min=0.0) * allowed
-        if certain is not None:
-            uncertain_gaps = torch.where(certain[0], 0.0, uncertain_gaps)
-        expected = None
-        if max_events is not None:
-            masks = masked.sum(dim=1).double() if rule.uses_rates else torch.zeros_like(tr)
-
-            def expected(t_next: Tensor) -> Tensor:
-                return (uncertain_gaps.sum(dim=1) * interval_probability(insertion_schedule, tr, t_next)
-                        + masks * interval_probability(unmasking_schedule, tr, t_next))
-
-        t_next = next_times(tr, calls[rows], steps, max_events, expected)
+        if exact:
+            last = calls[rows] + 1 >= steps
+            event = _next_event(insertion, insertion_schedule, gaps, count_log_probs, allowed, tr,
+                                pending[rows], bound[rows], last, generator)
+            masked = masked & ~event.accepted[:, None]
+            t_next = tr
+        else:
+            t_next = grid[calls[rows] + 1]
         intensity = ((t_next - tr) * unmasking_schedule.rate(tr)).float()
         selected = rule.select(probs, masked, intensity, generator)
         if early_exit is not None:
@@ -267,12 +263,16 @@ def sample_flexmdm(
             trace.record_unmask(step, t, _scatter_rows(selected, rows, batch), _scatter_rows(values, rows, batch))
 
         revealed = selected.any(dim=1)
-        if insertion.refresh and bool(revealed.any()):
-            _, gaps, count_log_probs = call(x, tr, n, fz)
-            nfe[rows] += revealed.long()
         go_on = ~stopped[rows]
-        counts = insertion.draw(gaps, count_log_probs, insertion_schedule, tr, t_next,
-                                allowed & go_on[:, None], generator)
+        if exact:
+            counts = torch.where(go_on[:, None], event.counts, 0)
+            t_next, pending[rows], bound[rows] = event.advance(revealed | (counts > 0).any(dim=1), tr)
+        else:
+            if insertion.refresh and bool(revealed.any()):
+                _, gaps, count_log_probs = call(x, tr, n, fz)
+                nfe[rows] += revealed.long()
+            counts = insertion.draw(gaps, count_log_probs, insertion_schedule, tr, t_next,
+                                    allowed & go_on[:, None], generator)
         capped = thin_counts(counts, limit[rows] - n, generator)
         dropped[rows] += (counts - capped).sum(dim=1)
         if trace is not None:
@@ -290,6 +290,79 @@ def sample_flexmdm(
     tokens, nfe = _fill_remaining(denoiser, tokens, lengths, frozen, vocab, rule, temperature,
                                   final_fill, generator, nfe, trace, step, early_exit)
     return SampleOutput(tokens, lengths, frozen, nfe, dropped, trace)
+
+
+@dataclass
+class _Event:
+    """What an exact-insertion call does besides reveals (rows of one call).
+
+    Attributes:
+        accepted: ``[R]`` bool, a proposed arrival is accepted now (no reveal in this call).
+        counts: ``[R, G]`` masks to insert: certain counts, plus the accepted arrival.
+        proposal: ``[R]`` float64 time of the next proposed arrival (1: none is left).
+        rate_bound: ``[R]`` the total uncertain expected count it was proposed with.
+        last: ``[R]`` bool, rows on the last call of their budget (they end at t = 1).
+    """
+
+    accepted: Tensor
+    counts: Tensor
+    proposal: Tensor
+    rate_bound: Tensor
+    last: Tensor
+
+    def advance(self, changed: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(t_next, pending, bound)``: rows whose state changed call again at t; the others
+        move to their next proposed arrival (or to t = 1)."""
+        t_next = torch.where(changed & ~self.last, t, self.proposal)
+        pending = ~changed & (t_next < 1.0)
+        return t_next, pending, torch.where(pending, self.rate_bound, 0.0)
+
+
+def _next_event(
+    insertion: Insertion,
+    schedule: Schedule,
+    gaps: Tensor,
+    count_log_probs: Tensor | None,
+    allowed: Tensor,
+    t: Tensor,
+    pending: Tensor,
+    bound: Tensor,
+    last: Tensor,
+    generator: torch.Generator | None,
+) -> _Event:
+    """One call of exact insertion: arrivals one at a time, simulated by thinning.
+
+    While the state does not change, the expected remaining count G(x, s) of the uncertain gaps
+    can only fall as s grows (the posterior shifts to shorter x1), so κ_α(s)·G(x, t) bounds the
+    arrival rate after t. A proposed arrival is drawn from that bound — P(none by s) =
+    ((1 − α(s)) / (1 − α(t)))^G — and accepted at its time with probability G(x, s) / G(x, t);
+    an accepted arrival inserts one mask into gap i with probability g_i / G. This simulates the
+    paper's insertion process exactly for an exact denoiser. Gaps with a certain count receive it
+    at once. A row on its ``last`` call of the budget instead inserts every remaining count now
+    (binomial arrivals with p = 1) and ends at t = 1.
+    """
+    g = torch.where(allowed, gaps.double().clamp(min=0.0), 0.0)
+    certain = insertion.certain_counts(count_log_probs)
+    counts = torch.zeros_like(allowed, dtype=torch.long)
+    if certain is not None:
+        sure = certain[0] & allowed
+        counts = torch.where(sure, certain[1], 0)
+        g = torch.where(sure, 0.0, g)
+    total = g.sum(dim=1)
+    u = torch.rand(t.shape, generator=generator, dtype=torch.float64, device=t.device)
+    accepted = pending & ~last & (u * bound < total)
+    if bool(accepted.any()):
+        gap = torch.multinomial(torch.where(accepted[:, None], g, 1.0).float(), 1, generator=generator)
+        counts = counts + torch.zeros_like(counts).scatter_(1, gap, 1) * accepted[:, None]
+    if bool(last.any()):
+        ones = torch.ones_like(t)
+        final = Insertion("binomial").draw(gaps, count_log_probs, schedule, t, ones, allowed, generator)
+        counts = torch.where(last[:, None], final, counts)
+    v = torch.rand(t.shape, generator=generator, dtype=torch.float64, device=t.device)
+    survival = (1.0 - schedule.value(t)) * v.pow(1.0 / total.clamp(min=1e-12))
+    proposal = torch.where(total > 0, schedule.inverse((1.0 - survival).clamp(0.0, 1.0)), 1.0)
+    proposal = torch.where(last | (proposal <= t), torch.ones_like(t), proposal)
+    return _Event(accepted, counts, proposal, total, last)
 
 
 def _scatter_rows(part: Tensor, rows: Tensor, batch: int) -> Tensor:

@@ -15,6 +15,9 @@ step turns that into counts:
 * ``arrivals="binomial"`` — ℓ ~ Binomial(K, p(t, t')) with K drawn from the count distribution
   (or g rounded stochastically when only the mean is known). Exact for one gap whose count
   posterior is exact; in the last interval it inserts exactly K.
+* ``arrivals="exact"`` — arrivals one at a time at their own times, drawn by thinning from the
+  gaps' expected counts (see :func:`~flexmdm.sampling.flexmdm.sample_flexmdm`): exact for an exact
+  denoiser at any budget that suffices; reveals happen between arrivals, with a rate-free rule.
 * ``certainty=c`` — every gap whose most likely count has probability >= c receives that count at
   once, whatever the clock. Inserting a count that holds in every explanation of the state
   leaves the posterior over x1 unchanged, so with c = 1 this is exact at any step size; it is
@@ -36,7 +39,7 @@ from flexmdm.schedules import Schedule
 
 __all__ = ["Insertion", "ARRIVALS", "interval_probability"]
 
-ARRIVALS = ("poisson", "binomial")
+ARRIVALS = ("poisson", "binomial", "exact")
 
 
 def interval_probability(schedule: Schedule, t: Tensor, t_next: Tensor) -> Tensor:
@@ -51,7 +54,7 @@ class Insertion:
     """Insertion options of :func:`~flexmdm.sampling.flexmdm.sample_flexmdm` (see the module docstring).
 
     Attributes:
-        arrivals: "poisson" (the paper's Algorithm 1) or "binomial".
+        arrivals: "poisson" (the paper's Algorithm 1), "binomial" or "exact".
         certainty: None, or c in (0, 1]: insert at once every count at least this probable.
         refresh: re-estimate the gaps after each step's reveals (one more network call).
     """
@@ -65,6 +68,8 @@ class Insertion:
             raise ValueError(f"arrivals must be one of {ARRIVALS}, got {self.arrivals!r}")
         if self.certainty is not None and not 0.0 < self.certainty <= 1.0:
             raise ValueError(f"certainty must be in (0, 1], got {self.certainty}")
+        if self.refresh and self.arrivals == "exact":
+            raise ValueError("exact arrivals always see the state after the reveals; refresh is for grid arrivals")
 
     @property
     def needs_counts(self) -> bool:
@@ -103,6 +108,8 @@ class Insertion:
             ``[B, G]`` long counts, zero where not allowed.
         """
         g = gaps.double().clamp(min=0.0)
+        if self.arrivals == "exact":
+            raise ValueError("exact arrivals are drawn by the sampler one at a time, not per step")
         if self.arrivals == "poisson":
             tau = (t_next - t).float()[:, None]
             rates = tau * schedule.rate(t.float())[:, None] * gaps.float().clamp(min=0.0)

@@ -36,22 +36,31 @@ from flexmdm.vocab import Vocab
 __all__ = ["ExactFlexOracle", "ExactMDMOracle", "empirical_distribution", "total_variation"]
 
 Distribution = Mapping[tuple[int, ...], float]
+Support = Sequence[tuple[Sequence[int], float, Sequence[bool]]]
+"""``[(sequence, probability, frozen flags), …]``: a distribution in which one sequence may appear
+with several frozen patterns (e.g. one maze path under different subgoals)."""
 
 
 def _check_distribution(
-    distribution: Distribution, vocab: Vocab, frozen: Mapping[tuple[int, ...], Sequence[bool]] | None
+    distribution: Distribution | Support, vocab: Vocab, frozen: Mapping[tuple[int, ...], Sequence[bool]] | None
 ) -> list[tuple[tuple[int, ...], float, tuple[bool, ...]]]:
     if not distribution:
         raise ValueError("the distribution is empty")
+    if isinstance(distribution, Mapping):
+        triples = [(s, p, frozen[tuple(s)] if frozen is not None else None) for s, p in distribution.items()]
+    elif frozen is not None:
+        raise ValueError("give frozen flags inside the support triples, not as `frozen`")
+    else:
+        triples = list(distribution)
     support = []
-    for sequence, probability in distribution.items():
+    for sequence, probability, flags in triples:
         sequence = tuple(int(v) for v in sequence)
         if probability < 0:
             raise ValueError(f"negative probability {probability} for {sequence}")
         bad = [v for v in sequence if not 0 <= v < vocab.size or v in (vocab.mask_id, vocab.pad_id)]
         if bad:
             raise ValueError(f"{sequence} holds ids {bad} that are special or outside the vocabulary")
-        flags = tuple(bool(f) for f in frozen[sequence]) if frozen is not None else (False,) * len(sequence)
+        flags = tuple(bool(f) for f in flags) if flags is not None else (False,) * len(sequence)
         if len(flags) != len(sequence):
             raise ValueError(f"frozen flags {flags} do not match the length of {sequence}")
         support.append((sequence, float(probability), flags))
@@ -147,11 +156,13 @@ class ExactFlexOracle:
     """The exact FlexMDM denoiser of an enumerable distribution (see the module docstring).
 
     Args:
-        distribution: ``{sequence: probability}``; need not be normalised.
+        distribution: ``{sequence: probability}`` or a :data:`Support` list; need not be
+            normalised.
         vocab: special-token ids; sequences hold neither MASK nor PAD.
         insertion_schedule: α, the only schedule the posterior depends on.
-        frozen: optional ``{sequence: flags}`` marking tokens that a prompt fixes. A state is
-            explained only by sequences whose frozen tokens it holds, in order.
+        frozen: optional ``{sequence: flags}`` marking tokens that a prompt fixes (with a
+            mapping ``distribution``). A state is explained only by sequences whose frozen tokens
+            it holds, in order.
         gap_counts: also return the distribution of every gap's remaining count.
 
     Called like a network: ``(x [B, n], t [B], lengths [B], frozen [B, n]) ->
@@ -163,7 +174,7 @@ class ExactFlexOracle:
 
     def __init__(
         self,
-        distribution: Distribution,
+        distribution: Distribution | Support,
         vocab: Vocab,
         insertion_schedule: Schedule,
         frozen: Mapping[tuple[int, ...], Sequence[bool]] | None = None,
