@@ -51,3 +51,22 @@ def test_reveal_example_prefers_the_success_with_most_generated_cells():
     assert maze_bench.reveal_example(task, [jump, first_three], [ends, first_three]) == 1
     assert maze_bench.reveal_example(task, [None, jump], [ends, ends]) == 1
     assert maze_bench.reveal_example(task, [None, []], [ends, ends]) is None
+
+
+def test_sampler_record_and_plot(tmp_path):
+    out = tmp_path / "sampler.json"
+    assert main(["bench", "sampler", "--quick", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert {"command", "seed", "wall_seconds", "machine", "settings", "samplers", "tuned", "criteria",
+            "results"} <= set(record)
+    assert record["command"] == f"flexmdm bench sampler --quick --out {out}"
+    oracles = {r["oracle"] for r in record["results"]}
+    assert oracles == {"toy", "brackets", "anbn", "reasoning", "maze"}
+    for row in record["results"]:
+        assert {"sampler", "steps", "mean_nfe", "invalid_rate", "accuracy", "tv", "trace_exact"} <= set(row)
+        assert 0 <= row["invalid_rate"] <= 1 and row["mean_nfe"] >= 1
+        assert (row["tv"] is not None) == (row["oracle"] in ("toy", "brackets", "anbn"))
+        assert (row["trace_exact"] is not None) == (row["oracle"] == "reasoning")
+    best = record["criteria"]["reasoning_trace_exact_at_nfe_32"]
+    assert best["trace_exact"] == 1.0 and best["sampler"].startswith(("exact + certain", "binomial + certain"))
+    assert out.with_suffix(".png").stat().st_size > 0

@@ -78,6 +78,15 @@ def test_sample_policies_and_prompt(trained, tmp_path, policy, param, block):
     assert all(row["tokens"][:2] == [0, 0] and row["text"].startswith("a a") for row in rows)
 
 
+@pytest.mark.parametrize("extra", [["--insertion", "binomial", "--refresh"],
+                                   ["--insertion", "exact", "--policy", "confidence"]], ids=["binomial", "exact"])
+def test_sample_with_count_aware_insertion(trained, tmp_path, extra):
+    out = tmp_path / "s.jsonl"
+    assert main(["sample", str(trained), "--num", "6", "--steps", "8", "--max-length", "10", "--out", str(out),
+                 *extra]) == 0
+    check_rows(read_jsonl(out), 10)
+
+
 def test_train_then_sample_mdm(tmp_path):
     config = write_config(tmp_path, {"model": {"kind": "mdm"}, "train": {"steps": 2, "eval_batches": 0}})
     assert main(["train", str(config)]) == 0
@@ -114,6 +123,9 @@ def test_config_and_sampling_errors_are_one_line(trained, tmp_path, capsys):
         (["sample", str(trained), "--prompt", "a c"], "--prompt"),
         (["sample", str(trained), "--max-length", "999"], "max_length"),
         (["sample", str(trained), "--param", "0.3"], "--param"),
+        (["sample", str(trained), "--insertion", "exact"], "rate-free --policy"),
+        (["sample", str(trained), "--certainty", "0.9"], "count head"),
+        (["sample", str(trained), "--insertion", "exact", "--policy", "med", "--refresh"], "refresh"),
     ]
     for argv, fragment in cases:
         assert main(argv) == 2, argv

@@ -56,6 +56,27 @@ def test_oracle_minimises_flexmdm_loss(alpha):
         assert float(diff.mean()) > 3 * stderr, (name, float(diff.mean()), stderr)
 
 
+def test_count_cross_entropy_is_minimised_by_the_exact_count_distribution():
+    alpha, beta = LinearSchedule(), LinearSchedule()
+    count = 20_000
+    x1, lengths = draw_data(count, seed=7)
+    t = sample_times(count, max_time=0.95, generator=torch.Generator().manual_seed(8))
+    batch = FlexInterpolant(alpha, beta, VOCAB).sample(x1, lengths, t, generator=torch.Generator().manual_seed(9))
+    logits, gaps, counts = ExactFlexOracle(P1, VOCAB, alpha, gap_counts=True)(
+        batch.tokens, batch.t, batch.lengths, batch.frozen)
+    without = flexmdm_loss(logits, gaps, batch, alpha, beta)
+    best = flexmdm_loss(logits, gaps, batch, alpha, beta, counts)
+    # the added term is κ_α(t) · Σ_gaps −log q(true count), normalised like the rest
+    cross_entropy = -counts.gather(-1, batch.gaps.clamp(max=counts.shape[-1] - 1).long()[..., None]).squeeze(-1)
+    added = (alpha.rate(batch.t) * torch.where(batch.gap_allowed, cross_entropy, 0.0).sum(1)).sum() / best.num_tokens
+    assert float(best.gap_loss - without.gap_loss) == pytest.approx(float(added), rel=1e-4)
+    poisson_like = torch.distributions.Poisson(gaps.clamp(min=1e-6)[..., None]).log_prob(
+        torch.arange(counts.shape[-1]).float())  # right mean, wrong shape
+    for other in (torch.log_softmax(poisson_like, dim=-1), torch.log_softmax(counts.clamp(min=-30) * 0.5, dim=-1)):
+        diff = flexmdm_loss(logits, gaps, batch, alpha, beta, other).per_sequence - best.per_sequence
+        assert float(diff.mean()) > 3 * float(diff.std()) / math.sqrt(count)
+
+
 def test_oracle_minimises_mdm_loss():
     beta = LinearSchedule()
     count = 20_000

@@ -131,7 +131,8 @@ def test_autoregressive_is_causal_and_consistent():
 
 
 @pytest.mark.parametrize("kind, options", [("flexmdm", {}), ("mdm", {}), ("autoregressive", {}),
-                                           ("flexmdm", {"length_conditioning": True})])
+                                           ("flexmdm", {"length_conditioning": True}),
+                                           ("flexmdm", {"count_cap": 5})])
 def test_save_load_round_trip(kind, options, tmp_path):
     model = perturbed(kind, **options)
     metadata = {"schedules": {"insertion": {"name": "linear"}}}
@@ -185,6 +186,21 @@ def test_config_errors(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match="'model'"):
         load_pretrained(tmp_path)
+
+
+def test_count_head_gives_a_distribution_per_gap_and_certain_zero_past_the_end():
+    model = perturbed(count_cap=5)
+    x, lengths = batch([0, 3, 6])
+    logits, gaps, count_log_probs = model(x, torch.rand(3), lengths, torch.zeros_like(x, dtype=torch.bool))
+    assert count_log_probs.shape == (3, 7, 6)
+    assert torch.allclose(count_log_probs.exp().sum(-1), torch.ones(3, 7))
+    past = torch.arange(7) > lengths[:, None]
+    assert bool((count_log_probs[past][:, 0] == 0).all()) and bool(torch.isinf(count_log_probs[past][:, 1:]).all())
+    assert bool(torch.isfinite(count_log_probs[~past]).all())
+    with pytest.raises(ValueError, match="count head"):
+        config("mdm", count_cap=3)
+    with pytest.raises(ValueError, match="count_cap"):
+        config(count_cap=-1)
 
 
 def test_untrained_model_drives_the_sampler():

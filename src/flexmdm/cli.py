@@ -92,8 +92,17 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
                         help="longest sample (FlexMDM) or canvas (MDM); default: the task's")
     parser.add_argument("--prompt", default=None,
                         help="frozen prefix: text with a tokenizer, else space-separated token ids")
-    parser.add_argument("--final-fill", choices=("sequential", "parallel"), default="sequential",
-                        help="masks left at t = 1: one per call (exact) or all at once")
+    parser.add_argument("--final-fill", choices=("sequential", "parallel", "rule"), default=None,
+                        help="masks left at t = 1: one per call (exact), all at once, or by the policy "
+                        "(rate-free policies); default: rule for rate-free policies, else sequential")
+    parser.add_argument("--insertion", choices=("poisson", "binomial", "exact"), default="poisson",
+                        help="FlexMDM arrivals: poisson (Algorithm 1), binomial (exact interval probability) "
+                        "or exact (one at a time; needs a rate-free policy; --steps is then a call budget)")
+    parser.add_argument("--certainty", type=float, default=None, metavar="C",
+                        help="FlexMDM: insert at once every gap count at least this probable (a model with a "
+                        "count head)")
+    parser.add_argument("--refresh", action="store_true",
+                        help="FlexMDM grid arrivals: re-estimate the gaps after each step's reveals (one more call)")
     parser.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSONL output (default: stdout)")
@@ -128,6 +137,26 @@ def _unmasking_rule(policy: str, param: float | None) -> Any:
         return Adaptive(policy, window_factor=param)
     except ValueError as error:
         raise UserError(f"--param: {error}") from None
+
+
+def _insertion(args: argparse.Namespace, rule: Any, kind: str, config: dict[str, Any]) -> Any:
+    """The :class:`~flexmdm.sampling.Insertion` of ``--insertion``, ``--certainty`` and ``--refresh``."""
+    from flexmdm.sampling import Insertion
+
+    chosen = args.insertion != "poisson" or args.certainty is not None or args.refresh
+    if kind != "flexmdm":
+        if chosen:
+            raise UserError("--insertion, --certainty and --refresh are for FlexMDM models")
+        return None
+    if args.insertion == "exact" and rule.uses_rates:
+        raise UserError(f"--insertion exact reveals between arrivals: choose a rate-free --policy "
+                        f"(med, eb, confidence), not {args.policy}")
+    if args.certainty is not None and not config["model"].get("count_cap"):
+        raise UserError("--certainty needs a model with a count head (model.count_cap > 0)")
+    try:
+        return Insertion(args.insertion, certainty=args.certainty, refresh=args.refresh)
+    except ValueError as error:
+        raise UserError(f"--insertion: {error}") from None
 
 
 def _prompt_ids(prompt: str, tokenizer: Any, vocab: Any) -> list[int]:
@@ -196,6 +225,8 @@ def run_sample(args: argparse.Namespace) -> int:
         from flexmdm.sampling import SemiAutoregressive
 
         rule = SemiAutoregressive(rule, block_size=args.block)
+    final_fill = args.final_fill or ("sequential" if rule.uses_rates else "rule")
+    insertion_options = _insertion(args, rule, kind, config)
     generator = torch.Generator().manual_seed(args.seed)
 
     rows, traces = [], []
@@ -206,14 +237,15 @@ def run_sample(args: argparse.Namespace) -> int:
                 model, vocab=vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
                 steps=args.steps, max_length=max_length,
                 prompt=None if prompt is None else Prompt.prefix([prompt] * count, vocab.pad_id),
-                batch_size=None if prompt is not None else count, rule=rule, temperature=args.temperature,
-                final_fill=args.final_fill, generator=generator, record_trace=args.trace is not None,
+                batch_size=None if prompt is not None else count, rule=rule, insertion=insertion_options,
+                temperature=args.temperature, final_fill=final_fill, generator=generator,
+                record_trace=args.trace is not None,
             )
         else:
             canvas, frozen = mdm_canvas([prompt or []] * count, max_length, vocab)
             out = sample_mdm(
                 model, vocab=vocab, unmasking_schedule=unmasking, steps=args.steps, canvas=canvas,
-                frozen=frozen, rule=rule, temperature=args.temperature, final_fill=args.final_fill,
+                frozen=frozen, rule=rule, temperature=args.temperature, final_fill=final_fill,
                 generator=generator,
             )
         for sequence, nfe in zip(out.sequences(), out.nfe.tolist()):

@@ -6,7 +6,10 @@ FlexMDM (paper eq. 7), for one sample at time t:
 
 with the Poisson Bregman divergence φ(k, y) = y − k·log y (adding k·log k − k gives the
 non-negative Poisson deviance; same minimiser, so the reported ``gap_loss`` is the deviance and
-reaches 0 at the truth). MDM (eq. 4): κ_β(t) · Σ_{masked i} −log f[i, x1_i], PAD included.
+reaches 0 at the truth). With a count head, the insertion part adds
+κ_α(t) · Σ_{allowed gaps i} −log q_i(min(gap_i, C)), the cross-entropy of the predicted count
+distribution; its minimiser is the true posterior of each gap's count, so Prop. 1 still holds.
+MDM (eq. 4): κ_β(t) · Σ_{masked i} −log f[i, x1_i], PAD included.
 
 **Normalisation.** Each loss is the batch sum divided by the number of tokens the model must
 generate in the batch (non-frozen data tokens for FlexMDM, non-frozen canvas positions for MDM),
@@ -41,7 +44,8 @@ class LossOutput:
     Attributes:
         loss: the objective to minimise.
         token_loss: the unmasking (cross-entropy) part.
-        gap_loss: the insertion part as Poisson deviance (0 for MDM).
+        gap_loss: the insertion part as Poisson deviance, plus the count cross-entropy with a count
+            head (0 for MDM).
         num_tokens: the normaliser.
         per_sequence: ``[B]`` each sequence's weighted sum, before normalisation.
     """
@@ -72,6 +76,7 @@ def flexmdm_loss(
     batch: FlexBatch,
     insertion_schedule: Schedule,
     unmasking_schedule: Schedule,
+    count_log_probs: Tensor | None = None,
 ) -> LossOutput:
     """FlexMDM objective (eq. 7).
 
@@ -81,10 +86,16 @@ def flexmdm_loss(
         batch: the states the predictions were made on.
         insertion_schedule: α.
         unmasking_schedule: β.
+        count_log_probs: ``[B, n + 1, C + 1]`` a count head's log-probabilities, or None; its
+            cross-entropy is added to the insertion part (``gap_loss``).
     """
     t = batch.t
     token_nll = _token_nll(token_logits, batch.targets, batch.masked)
     deviance = poisson_deviance(batch.gaps, expected_gaps.float())
+    if count_log_probs is not None:
+        cap = count_log_probs.shape[-1] - 1
+        counts = batch.gaps.clamp(max=cap).long()[..., None]
+        deviance = deviance - count_log_probs.float().gather(-1, counts).squeeze(-1)
     gap_term = torch.where(batch.gap_allowed, deviance, 0.0).sum(dim=1)
     num_tokens = (batch.data_lengths - batch.frozen.sum(dim=1)).sum().clamp(min=1)
     token_part = unmasking_schedule.rate(t) * token_nll

@@ -39,6 +39,11 @@ class ModelConfig:
             added to the time conditioning of every block. Rotary positions give the trunk only
             relative offsets, so without it the gap head must infer n through attention; how much
             is left to insert depends on n.
+        count_cap: "dit" FlexMDM only: 0 for none, else C >= 1 adds a count head that predicts
+            each gap's remaining count as a categorical over 0 … C (C meaning "C or more"),
+            trained by cross-entropy on the interpolant's exact gap counts beside the Poisson
+            head. Samplers use it to insert counts consistent with the posterior
+            (:class:`~flexmdm.sampling.Insertion`).
     """
 
     kind: str
@@ -57,6 +62,7 @@ class ModelConfig:
     n_kv_heads: int | None = None
     time_groups: int = 2
     length_conditioning: bool = False
+    count_cap: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -80,6 +86,10 @@ class ModelConfig:
             raise ValueError(f"time_groups must be >= 1, got {self.time_groups}")
         if self.length_conditioning and (self.kind != "flexmdm" or self.architecture != "dit"):
             raise ValueError("length_conditioning is for the 'dit' FlexMDM only")
+        if self.count_cap < 0:
+            raise ValueError(f"count_cap must be >= 0, got {self.count_cap}")
+        if self.count_cap and (self.kind != "flexmdm" or self.architecture != "dit"):
+            raise ValueError("count_cap (a count head) is for the 'dit' FlexMDM only")
         Vocab(self.vocab_size, self.mask_id, self.pad_id)  # validates the ids
 
     @property

@@ -9,6 +9,9 @@ width ``n`` it is given: callers crop batches to the longest live sequence.
 END token at slot ``lengths[b]`` of every row; the hidden state at slot i predicts the expected
 number of tokens to insert before slot i (slot ``lengths[b]``, the END token, predicts the
 tail), through a softplus. Slots past a row's END are returned as 0.
+
+**Count head** (``count_cap`` C > 0). The same slots also give log-probabilities of each gap's
+remaining count over 0 … C; slots past a row's END are certain to receive 0.
 """
 
 from __future__ import annotations
@@ -96,12 +99,14 @@ class FlexMDMModel(nn.Module):
         self.trunk = DiffusionTransformer(config)
         self.token_head = nn.Linear(config.d_model, config.vocab_size)
         self.gap_head = nn.Linear(config.d_model, 1)
+        self.count_head = nn.Linear(config.d_model, config.count_cap + 1) if config.count_cap else None
         init_weights(self)
 
     def forward(
         self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """``(x [B, n], t [B], lengths [B], frozen [B, n]) -> (token_logits [B, n, V], gaps [B, n+1])``."""
+    ) -> tuple[Tensor, ...]:
+        """``(x [B, n], t [B], lengths [B], frozen [B, n]) -> (token_logits [B, n, V], gaps [B, n+1])``,
+        then ``count_log_probs [B, n+1, C+1]`` with a count head."""
         batch, n = x.shape
         slots = torch.arange(n + 1, device=x.device)[None, :]
         extended = torch.cat([x, x.new_full((batch, 1), self.config.pad_id)], dim=1)
@@ -111,7 +116,14 @@ class FlexMDMModel(nn.Module):
         hidden = self.trunk(extended, t, lengths + 1, frozen)
         logits = _forbid(self.token_head(hidden[:, :n]).float(), [self.config.mask_id, self.config.pad_id])
         gaps = F.softplus(self.gap_head(hidden).squeeze(-1).float())
-        return logits, torch.where(slots <= lengths[:, None], gaps, 0.0)
+        exists = slots <= lengths[:, None]
+        gaps = torch.where(exists, gaps, 0.0)
+        if self.count_head is None:
+            return logits, gaps
+        count_log_probs = torch.log_softmax(self.count_head(hidden).float(), dim=-1)
+        nothing = torch.full_like(count_log_probs[0, 0], float("-inf"))
+        nothing[0] = 0.0
+        return logits, gaps, torch.where(exists[..., None], count_log_probs, nothing)
 
 
 class MDMModel(nn.Module):

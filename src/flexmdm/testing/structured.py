@@ -8,7 +8,7 @@ with gap-count distributions), the prompts to generate from and the judges of a 
 * ``brackets`` — balanced bracket strings of length 0–6: sparse support where one wrong count
   makes a string invalid.
 * ``anbn`` — aⁿbⁿ for n = 0…4: the two halves must agree in count.
-* ``reasoning`` — the reasoning task's held-out problems: the question is the prompt, the
+* ``reasoning`` — the reasoning benchmark's held-out problems (2–5 steps, values 0–9): the question is the prompt, the
   posterior is the problem's one trace (uncertain only in how the present tokens align with it);
   judged by the answer and by the whole trace.
 * ``maze`` — subgoal problems on the maze benchmark's maze: the posterior over the pair's
@@ -129,7 +129,7 @@ def _unconditional(name: str, distribution: dict[tuple[int, ...], float], sample
 def _reasoning_case(samples: int, schedule: Schedule) -> OracleCase:
     from flexmdm.tasks.reasoning.task import ReasoningTask
 
-    task = ReasoningTask()
+    task = ReasoningTask(max_value=9)  # the reasoning benchmark's problems
     template = task.template
     test = task.splits["test"]
     count = min(samples, len(test))

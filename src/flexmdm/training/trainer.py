@@ -202,8 +202,8 @@ class _FlexObjective:
         return states.split_by_length(buckets) if buckets > 1 else [states]
 
     def loss(self, model: nn.Module, states: FlexBatch) -> LossOutput:
-        token_logits, expected_gaps = model(states.tokens, states.t, states.lengths, states.frozen)
-        return flexmdm_loss(token_logits, expected_gaps, states, self.insertion, self.unmasking)
+        token_logits, expected_gaps, *count = model(states.tokens, states.t, states.lengths, states.frozen)
+        return flexmdm_loss(token_logits, expected_gaps, states, self.insertion, self.unmasking, *count)
 
 
 class _MDMObjective:
