@@ -142,11 +142,12 @@ def plot_sampler_benchmark(rows: list[dict[str, Any]], out_png: str | Path) -> P
     """One panel per oracle: its headline metric against mean network calls, a line per sampler."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     panels = [("toy", "tv", "total variation"), ("brackets", "invalid_rate", "invalid rate"),
               ("anbn", "invalid_rate", "invalid rate"), ("reasoning", "trace_exact", "fully correct traces"),
               ("maze", "accuracy", "valid paths")]
-    figure = Figure(figsize=(17, 3.6))
+    figure = Figure(figsize=(17, 4.2))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(panels))
     for ax, (oracle, key, label) in zip(axes, panels):
@@ -156,12 +157,17 @@ def plot_sampler_benchmark(rows: list[dict[str, Any]], out_png: str | Path) -> P
             if points:
                 ax.plot(*zip(*points), marker="o", ms=3, lw=1.2, label=name)
         ax.set_xscale("log")
-        ax.set_xlabel("mean network calls")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("mean network calls (log scale)")
         ax.set_ylabel(label)
         ax.set_title(oracle)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
+                  bbox_to_anchor=(0.5, -0.06))
     figure.suptitle("FlexMDM samplers driven by exact oracles (no network)")
+    figure.subplots_adjust(wspace=0.3)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_png, dpi=130, bbox_inches="tight")
