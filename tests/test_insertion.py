@@ -8,6 +8,8 @@ to the final fill. ``test_the_statistics_catch_known_wrong_samplers`` checks tha
 fails them.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -147,14 +149,24 @@ def test_poisson_grid_breaks_brackets_at_the_same_budget():
 
 def test_certain_counts_write_whole_reasoning_traces_in_a_few_calls():
     case = oracle_case("reasoning", 40)
+    asked = []
+
+    def spy(x, t, lengths, frozen):
+        asked.append(t.clone())
+        return case.oracle(x, t, lengths, frozen)
+
     out = sample_flexmdm(
-        case.oracle, vocab=case.vocab, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=32,
+        spy, vocab=case.vocab, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=32,
         max_length=case.max_length, prompt=case.prompt, rule=EntropyBounded(0.2),
         insertion=Insertion("exact", certainty=1.0), final_fill="rule", generator=torch.Generator().manual_seed(0),
     )
     scores = case.score(out.tokens, out.lengths)
     assert scores["trace_exact"] == 1.0 and scores["accuracy"] == 1.0
     assert float(out.nfe.float().mean()) <= 4
+    # the first call inserts every trace's length at t = 0; the length-complete, all-MASK states
+    # are then shown at their most typical time, 1 − 1/e for linear schedules
+    assert bool((asked[0] == 0).all()) and torch.allclose(asked[1], torch.full_like(asked[1], 1 - math.exp(-1)),
+                                                         atol=1e-3)
 
 
 def test_insertion_options_are_checked():

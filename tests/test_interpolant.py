@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
+from flexmdm.interpolant import FlexInterpolant, MDMInterpolant, typical_time
 from flexmdm.schedules import CosineSchedule, LinearSchedule, PolynomialSchedule, PowerDecaySchedule, Schedule
 from flexmdm.vocab import Vocab
 
@@ -33,6 +33,25 @@ def test_quadrature_matches_linear_closed_form():
     assert absent == pytest.approx(1 - t)
     assert masked == pytest.approx(-(1 - t) * math.log(1 - t), abs=1e-7)
     assert clean == pytest.approx(t + (1 - t) * math.log(1 - t), abs=1e-7)
+
+
+@pytest.mark.parametrize("alpha, beta", [(LinearSchedule(), LinearSchedule()),
+                                         (PolynomialSchedule(2.0), CosineSchedule()),
+                                         (PowerDecaySchedule(3.0), LinearSchedule())])
+def test_typical_time_maximises_the_state_probability(alpha, beta):
+    masks, clean = torch.tensor([6, 3, 0]), torch.tensor([0, 3, 6])
+    found = typical_time(masks, clean, alpha, beta)
+    times = [i / 100 for i in range(1, 100)]
+    states = {t: state_probabilities(alpha, beta, t) for t in times}
+    for row in range(3):
+        def log_likelihood(t):
+            _, masked, revealed = states[t]
+            return int(masks[row]) * math.log(max(masked, 1e-300)) + int(clean[row]) * math.log(max(revealed, 1e-300))
+        best = max(times, key=log_likelihood)
+        assert float(found[row]) == pytest.approx(best, abs=0.011), (row, float(found[row]), best)
+    assert float(found[0]) < float(found[1]) < float(found[2])  # more revealed, later
+    if isinstance(alpha, LinearSchedule):
+        assert float(found[0]) == pytest.approx(1 - 1 / math.e, abs=1e-3)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,9 @@ from flexmdm.constraints import allowed_gaps, gap_regions
 from flexmdm.schedules import Schedule
 from flexmdm.vocab import Vocab
 
-__all__ = ["FlexBatch", "FlexInterpolant", "MDMBatch", "MDMInterpolant"]
+__all__ = ["FlexBatch", "FlexInterpolant", "MDMBatch", "MDMInterpolant", "typical_time"]
+
+_TIME_GRID = 1024
 
 
 @dataclass
@@ -185,6 +187,29 @@ class FlexInterpolant:
             gap_allowed=allowed_gaps(state_frozen, state_lengths, allowed_regions),
             data_lengths=lengths,
         )
+
+
+def typical_time(masks: Tensor, clean: Tensor, insertion_schedule: Schedule, unmasking_schedule: Schedule) -> Tensor:
+    """``[B]`` the time at which a state holding all of x1 — ``masks`` MASK and ``clean`` clean
+    non-frozen tokens, nothing left to insert — is most likely under the interpolant.
+
+    Each token of x1 is MASK at t with probability m(t) = P(T1 <= t < T2) = ∫_0^t α'(u)
+    (1 − β(t)) / (1 − β(u)) du and clean with c(t) = α(t) − m(t); the answer maximises
+    ``masks`` · log m(t) + ``clean`` · log c(t) over a grid of times in (0, 1). For linear α = β,
+    m(t) = −(1 − t) log(1 − t): an all-MASK state is most likely at t = 1 − 1/e.
+
+    Args:
+        masks: ``[B]`` MASK count.
+        clean: ``[B]`` clean (non-frozen) count.
+    """
+    u = (torch.arange(_TIME_GRID, dtype=torch.float64) + 0.5) / _TIME_GRID
+    density = insertion_schedule.derivative(u) / (1.0 - unmasking_schedule.value(u))
+    # cumulative midpoint rule: ∫_0^t α'(u) / (1 − β(u)) du at every grid time
+    integral = torch.cumsum(density, 0) / _TIME_GRID - 0.5 * density / _TIME_GRID
+    masked = ((1.0 - unmasking_schedule.value(u)) * integral).clamp(min=1e-300)
+    revealed = (insertion_schedule.value(u) - masked).clamp(min=1e-300)
+    score = masks.double()[:, None] * masked.log() + clean.double()[:, None] * revealed.log()
+    return u[score.argmax(dim=1)].to(masks.device)
 
 
 @dataclass

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from flexmdm.constraints import Prompt, allowed_gaps
+from flexmdm.interpolant import typical_time
 from flexmdm.sampling.insertion import Insertion
 from flexmdm.sampling.ragged import insert_masks, thin_counts
 from flexmdm.sampling.trace import Trace
@@ -220,6 +221,7 @@ def sample_flexmdm(
     exact = insertion.arrivals == "exact"
     pending = torch.zeros(batch, dtype=torch.bool, device=device)  # exact: a proposed arrival waits at t
     bound = torch.zeros(batch, dtype=torch.float64, device=device)  # exact: the rate bound it was drawn with
+    complete = torch.zeros(batch, dtype=torch.bool, device=device)  # certain to receive no more insertions
     trace = Trace(tokens.clone(), lengths.clone(), vocab.mask_id, vocab.pad_id) if record_trace else None
 
     def call(x: Tensor, times: Tensor, n: Tensor, fz: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -238,7 +240,8 @@ def sample_flexmdm(
         n = lengths[rows]
         w = int(n.max())
         x, fz, tr = tokens[rows, :w], frozen[rows, :w], t[rows]
-        token_logits, gaps, count_log_probs = call(x, tr, n, fz)
+        asked = _network_times(x, fz, n, tr, complete[rows], vocab, insertion_schedule, unmasking_schedule)
+        token_logits, gaps, count_log_probs = call(x, asked, n, fz)
         nfe[rows] += 1
 
         probs, sampling_probs = _posterior(token_logits, vocab, True, temperature)
@@ -269,10 +272,13 @@ def sample_flexmdm(
             t_next, pending[rows], bound[rows] = event.advance(revealed | (counts > 0).any(dim=1), tr)
         else:
             if insertion.refresh and bool(revealed.any()):
-                _, gaps, count_log_probs = call(x, tr, n, fz)
+                _, gaps, count_log_probs = call(x, asked, n, fz)
                 nfe[rows] += revealed.long()
             counts = insertion.draw(gaps, count_log_probs, insertion_schedule, tr, t_next,
                                     allowed & go_on[:, None], generator)
+        certain = insertion.certain_counts(count_log_probs)
+        if certain is not None:  # every count is known and inserted now: the length is complete
+            complete[rows] |= (certain[0] | ~allowed).all(dim=1)
         capped = thin_counts(counts, limit[rows] - n, generator)
         dropped[rows] += (counts - capped).sum(dim=1)
         if trace is not None:
@@ -363,6 +369,25 @@ def _next_event(
     proposal = torch.where(total > 0, schedule.inverse((1.0 - survival).clamp(0.0, 1.0)), 1.0)
     proposal = torch.where(last | (proposal <= t), torch.ones_like(t), proposal)
     return _Event(accepted, counts, proposal, total, last)
+
+
+def _network_times(x: Tensor, frozen: Tensor, lengths: Tensor, t: Tensor, complete: Tensor, vocab: Vocab,
+                   insertion_schedule: Schedule, unmasking_schedule: Schedule) -> Tensor:
+    """``[R]`` the time each row is shown to the denoiser: its clock, or for a length-complete
+    row (nothing left to insert, with certainty) the time at which its state is most typical.
+
+    Once no insertion can follow, the exact posterior no longer depends on t (only clean
+    sequences of the current length explain the state), so any time is exact; a network,
+    trained on the interpolant, is asked where it has seen such states
+    (:func:`~flexmdm.interpolant.typical_time`) — not, say, at t = 0 with a whole trace of masks
+    inserted at once.
+    """
+    if not bool(complete.any()):
+        return t
+    inside = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+    masks = (x == vocab.mask_id).sum(dim=1)
+    clean = (inside & ~frozen).sum(dim=1) - masks
+    return torch.where(complete, typical_time(masks, clean, insertion_schedule, unmasking_schedule), t)
 
 
 def _scatter_rows(part: Tensor, rows: Tensor, batch: int) -> Tensor:
