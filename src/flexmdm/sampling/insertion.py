@@ -21,7 +21,11 @@ step turns that into counts:
 * ``certainty=c`` — every gap whose most likely count has probability >= c receives that count at
   once, whatever the clock. Inserting a count that holds in every explanation of the state
   leaves the posterior over x1 unchanged, so with c = 1 this is exact at any step size; it is
-  the insertion analogue of MED (entropy-bounded unmasking). Needs count distributions.
+  the insertion analogue of MED (entropy-bounded unmasking). Needs count distributions. A row
+  whose every count is certain is length-complete: its exact posterior no longer depends on t,
+  and the sampler shows it to the denoiser at the time where such a state is most typical
+  (:func:`~flexmdm.interpolant.typical_time`) rather than at its clock — a network has never seen
+  a whole trace of masks at t = 0.
 * ``refresh=True`` — the sampler re-estimates the gaps after the step's reveals with a second
   call, so that insertions agree with the tokens just revealed (each call counts as an NFE).
 
