@@ -5,7 +5,11 @@ measured in CPU time; they differ only in layout (:mod:`flexmdm.tasks.maze`). A 
 paths at their own length while every MDM sequence spans the whole canvas, so a FlexMDM step costs
 about half an MDM step (0.49–0.57 measured) and FlexMDM takes ``steps`` in proportion. They train
 side by side (:mod:`flexmdm.bench.side_by_side`), each with half the machine's cores, and are
-evaluated on held-out start–goal pairs for every K with the same sampler. Beside the JSON go a PNG
+evaluated on held-out start–goal pairs for every K, both revealing the most probable mask first
+at temperature 0. The MDM walks its grid of ``sampling_steps``; FlexMDM inserts as
+``flexmdm_insertion`` says: ``"exact"`` (arrivals one at a time, one reveal per call, at most
+``sampling_steps`` calls; chosen on exact oracles by ``flexmdm bench sampler``, not on this task)
+or ``"poisson"`` (the paper's Algorithm 1 on the same grid as the MDM). Beside the JSON go a PNG
 of sample paths and ``<name>-reveal.png``: a FlexMDM path at the largest K coloured by the step at
 which each cell was revealed.
 """
@@ -26,7 +30,7 @@ import torch
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.models import load_pretrained
-from flexmdm.sampling import Adaptive, SampleOutput, sample_flexmdm, sample_mdm
+from flexmdm.sampling import Adaptive, ConfidenceThreshold, Insertion, SampleOutput, sample_flexmdm, sample_mdm
 from flexmdm.schedules import schedule_from_config
 from flexmdm.tasks.maze import Cell, MazeTask, evaluate_paths, path_success
 from flexmdm.viz import plot_maze_reveal, reveal_steps, trace_header
@@ -47,6 +51,8 @@ class MazeBenchSettings:
     eval_per_k: int = 100
     sampling_steps: int = 1024
     temperature: float = 0.0
+    # The recorded full run (benchmarks/results/maze.json) predates exact insertion.
+    flexmdm_insertion: str = "poisson"
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
     steps: dict[str, int] = field(default_factory=lambda: {"flexmdm": 20000, "mdm": 11000})
     train: dict[str, Any] = field(default_factory=lambda: {
@@ -57,7 +63,7 @@ class MazeBenchSettings:
     @classmethod
     def quick(cls) -> MazeBenchSettings:
         settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=50, sampling_steps=256,
-                       steps={"flexmdm": 3700, "mdm": 2200})
+                       steps={"flexmdm": 3700, "mdm": 2200}, flexmdm_insertion="exact")
         settings.train.update(ema_decay=0.995, save_every=500)
         return settings
 
@@ -74,20 +80,23 @@ def _train_config(settings: MazeBenchSettings, layout: str, output_dir: Path, se
 
 
 def _generate(kind: str, model_dir: Path, task: MazeTask, subgoals: list[list[Cell]], steps: int,
-              temperature: float, seed: int) -> tuple[list[list[Cell] | None], SampleOutput]:
+              temperature: float, seed: int, flexmdm_insertion: str) -> tuple[list[list[Cell] | None], SampleOutput]:
     """Paths generated for each subgoal list (None where the output is not a list of cells), and the
-    sampler's output (with its trace for FlexMDM). Both models use the same rule (the most probable
-    masks first) at the same ``temperature`` (0: each revealed cell is its posterior's argmax)."""
+    sampler's output (with its trace for FlexMDM). Both models reveal the most probable masks first
+    at the same ``temperature`` (0: each revealed cell is its posterior's argmax); FlexMDM inserts as
+    ``flexmdm_insertion`` says (see the module docstring)."""
     model, saved = load_pretrained(model_dir)
     unmasking = schedule_from_config(saved["schedules"]["unmasking"])
     generator = torch.Generator().manual_seed(seed)
     rule = Adaptive("top_probability")
     if kind == "flexmdm":
         insertion = schedule_from_config(saved["schedules"]["insertion"])
+        exact = flexmdm_insertion == "exact"
         out = sample_flexmdm(model, vocab=task.vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
                              steps=steps, max_length=task.max_length, prompt=task.flexmdm_prompt(subgoals),
-                             rule=rule, temperature=temperature, final_fill="parallel", generator=generator,
-                             record_trace=True)
+                             rule=ConfidenceThreshold(1.0) if exact else rule, insertion=Insertion(flexmdm_insertion),
+                             temperature=temperature, final_fill="rule" if exact else "parallel",
+                             generator=generator, record_trace=True)
         return [task.decode(seq) for seq in out.sequences()], out
     canvas, frozen = task.mdm_canvas(subgoals)
     out = sample_mdm(model, vocab=task.vocab, unmasking_schedule=unmasking, steps=steps, canvas=canvas,
@@ -160,11 +169,12 @@ def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, w
             kind_task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed,
                                  k_max=max(settings.ks), layout=kind)
             paths, samples = _generate(kind, trained[kind].model_dir, kind_task, subgoals, settings.sampling_steps,
-                                       settings.temperature, seed)
+                                       settings.temperature, seed, settings.flexmdm_insertion)
             metrics = evaluate_paths(task.maze, paths, subgoals)
             if kind == "flexmdm" and k == max(settings.ks):
                 reveal_plot = _plot_reveal(task, paths, subgoals, samples, reveal_png)
-            results.append({"model": kind, "K": k, **metrics, "train_seconds": trained[kind].train_seconds,
+            results.append({"model": kind, "K": k, **metrics, "mean_nfe": float(samples.nfe.double().mean()),
+                            "train_seconds": trained[kind].train_seconds,
                             "train_threads": threads, "train_steps": trained[kind].steps})
             panels += [(kind, k, paths[i], subgoals[i]) for i in range(min(2, len(paths)))]
 
@@ -189,10 +199,10 @@ def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, w
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """The success table as text."""
-    lines = [f"{'model':<8} {'K':>3} {'success':>8} {'len/shortest':>13} {'n':>4}"]
+    lines = [f"{'model':<8} {'K':>3} {'success':>8} {'len/shortest':>13} {'calls':>7} {'n':>4}"]
     for row in results:
         lines.append(f"{row['model']:<8} {row['K']:>3} {row['success_rate']:>8.3f} "
-                     f"{row['mean_length_ratio']:>13.2f} {row['n']:>4}")
+                     f"{row['mean_length_ratio']:>13.2f} {row['mean_nfe']:>7.1f} {row['n']:>4}")
     return "\n".join(lines)
 
 
