@@ -204,8 +204,7 @@ def _maze_case(samples: int, schedule: Schedule, ks: Sequence[int] = (2, 4)) -> 
 CASES: dict[str, Callable[[int, Schedule], OracleCase]] = {
     "toy": lambda n, s: _unconditional("toy", toy_distribution(), n, s, lambda seq: len(seq) <= 4),
     "brackets": lambda n, s: _unconditional("brackets", brackets_distribution(), n, s, _balanced),
-    "anbn": lambda n, s: _unconditional(
-        "anbn", anbn_distribution(), n, s, lambda seq: seq in anbn_distribution()),
+    "anbn": lambda n, s: _unconditional("anbn", anbn_distribution(), n, s, anbn_distribution().__contains__),
     "reasoning": _reasoning_case,
     "maze": _maze_case,
 }
