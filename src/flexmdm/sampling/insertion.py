@@ -29,7 +29,9 @@ step turns that into counts:
 * ``refresh=True`` — the sampler re-estimates the gaps after the step's reveals with a second
   call, so that insertions agree with the tokens just revealed (each call counts as an NFE).
 
-Every option converges to the paper's process as the steps shrink.
+Without ``certainty``, or with c = 1, every option samples the data distribution in the limit of
+many steps for an exact denoiser (``exact`` at any sufficient budget); c < 1 trades exactness for
+fewer calls with a network whose counts are never exactly certain.
 """
 
 from __future__ import annotations
