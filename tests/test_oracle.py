@@ -138,3 +138,23 @@ def test_an_inconsistent_state_gets_zero_gaps_with_certainty():
     _, gaps, count_log_probs = call(oracle, [(1, 0)], 0.5)
     assert float(gaps.abs().max()) == 0.0
     assert count_log_probs[0, :, 0].exp().tolist() == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_structured_cases_judge_their_samples():
+    from flexmdm.tasks.reasoning import ReasoningTask
+    from flexmdm.testing.structured import oracle_case
+
+    brackets = oracle_case("brackets", 3)
+    assert len(brackets.target) == 9 and sum(brackets.target.values()) == pytest.approx(1.0)
+    tokens = torch.tensor([[0, 1, 0, 1], [0, 0, 1, PAD], [1, 0, PAD, PAD]])  # "()()", "(()", ")("
+    scores = brackets.score(tokens, torch.tensor([4, 3, 2]))
+    assert scores["invalid_rate"] == pytest.approx(2 / 3) and scores["trace_exact"] is None
+
+    reasoning = oracle_case("reasoning", 1)
+    template = ReasoningTask(max_value=9).template
+    problem = ReasoningTask(max_value=9).splits["test"]
+    right = template.flexmdm_example(problem.questions[0], problem.reasonings[0], problem.answers[0])[0]
+    assert reasoning.judge(0, tuple(right)) == (True, True, True)
+    text = template.text(right)
+    wrong_result = template.encode(text.replace("= ", "= 1 ", 1))  # a digit too many in the first result
+    assert reasoning.judge(0, tuple(wrong_result))[::2] == (False, False)
