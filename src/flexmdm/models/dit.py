@@ -121,7 +121,7 @@ class FlexMDMModel(nn.Module):
         if self.count_head is None:
             return logits, gaps
         count_log_probs = torch.log_softmax(self.count_head(hidden).float(), dim=-1)
-        nothing = torch.full_like(count_log_probs[0, 0], float("-inf"))
+        nothing = count_log_probs.new_full((count_log_probs.shape[-1],), float("-inf"))
         nothing[0] = 0.0
         return logits, gaps, torch.where(exists[..., None], count_log_probs, nothing)
 

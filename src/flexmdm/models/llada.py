@@ -5,7 +5,8 @@ pre-norm blocks of RMSNorm → multi-head attention with rotary positions (optio
 ``n_kv_heads < n_heads``) and RMSNorm → SwiGLU MLP, a final RMSNorm and an untied LM head; no
 biases anywhere. It is a masked diffusion model (MDM) that ignores the time.
 
-**Checkpoint layout** (GUIDE §5). ``config.json`` holds the LLaDA fields (``d_model``,
+**Checkpoint layout** (the released LLaDA-8B checkpoints; Nie et al., *Large Language Diffusion
+Models*, arXiv:2502.09992). ``config.json`` holds the LLaDA fields (``d_model``,
 ``n_layers``, ``n_heads``, ``n_kv_heads``, ``mlp_hidden_size``, ``vocab_size``,
 ``embedding_size``, ``rope_theta``, ``max_sequence_length``, ``mask_token_id``,
 ``eos_token_id``, ...) and the weights are safetensors, either one ``model.safetensors`` or shards
@@ -451,7 +452,8 @@ def write_tiny_llada_checkpoint(directory: str | Path, *, seed: int = 0, d_model
                                 max_shard_bytes: int | None = None) -> Path:
     """A small random LLaDA checkpoint in the real key layout and config format (for tests).
 
-    Written independently of :class:`LLaDAModel` (tensor names and shapes come from GUIDE §5),
+    Written independently of :class:`LLaDAModel` (tensor names and shapes come from the
+    released checkpoints' layout, module docstring),
     so loading it checks the layout rather than a round trip of our own naming. MASK is the last
     id, EOS the one before; norms get random weights too so that a mix-up of tensors shows.
     """

@@ -263,7 +263,8 @@ def sample_flexmdm(
             stopped[rows] |= exiting
         x, values = reveal(x, selected, sampling_probs, temperature, generator)
         if trace is not None:
-            trace.record_unmask(step, t, _scatter_rows(selected, rows, batch), _scatter_rows(values, rows, batch))
+            trace.record_unmask(step, t, _write_rows(selected.new_zeros(batch, w), rows, selected, False),
+                                _write_rows(values.new_zeros(batch, w), rows, values, 0))
 
         revealed = selected.any(dim=1)
         go_on = ~stopped[rows]
@@ -282,7 +283,7 @@ def sample_flexmdm(
         capped = thin_counts(counts, limit[rows] - n, generator)
         dropped[rows] += (counts - capped).sum(dim=1)
         if trace is not None:
-            trace.record_insert(step, t, _scatter_rows(capped, rows, batch))
+            trace.record_insert(step, t, _write_rows(capped.new_zeros(batch, w + 1), rows, capped, 0))
         x, n, fz = insert_masks(x, n, fz, capped, vocab.mask_id, vocab.pad_id)
         tokens = _write_rows(tokens, rows, x, vocab.pad_id)
         frozen = _write_rows(frozen, rows, fz, False)
@@ -388,13 +389,6 @@ def _network_times(x: Tensor, frozen: Tensor, lengths: Tensor, t: Tensor, comple
     masks = (x == vocab.mask_id).sum(dim=1)
     clean = (inside & ~frozen).sum(dim=1) - masks
     return torch.where(complete, typical_time(masks, clean, insertion_schedule, unmasking_schedule), t)
-
-
-def _scatter_rows(part: Tensor, rows: Tensor, batch: int) -> Tensor:
-    """``[batch, n]`` with ``part [R, n]`` in ``rows`` and zeros (False) elsewhere (for traces)."""
-    full = part.new_zeros((batch, part.shape[1]))
-    full[rows] = part
-    return full
 
 
 def _fill_remaining(

@@ -1,4 +1,5 @@
-"""Reasoning as infilling on arithmetic word problems (the second paper, GUIDE §3).
+"""Reasoning as infilling on arithmetic word problems (Horvitz et al., *No Compute Left Behind:
+Rethinking Reasoning and Sampling with Masked Diffusion Models*, arXiv:2510.19990).
 
 * :mod:`~flexmdm.tasks.reasoning.problems` — multi-step word problems in GSM8K's format.
 * :mod:`~flexmdm.tasks.reasoning.gsm8k` — GSM8K JSONL loading, answer extraction and scoring.
