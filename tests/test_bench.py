@@ -2,9 +2,13 @@
 
 import json
 
+import pytest
+
 from flexmdm.bench import maze as maze_bench
 from flexmdm.bench.speed import run_speed_benchmark
 from flexmdm.cli import main
+
+pytestmark = pytest.mark.e2e
 
 SPEED_KEYS = {"matmul_peak_gflops", "train_tokens_per_s", "mfu", "sampler_overhead_fraction",
               "flexmdm_vs_mdm_sample_cost", "command", "seed", "wall_seconds", "machine"}

@@ -344,6 +344,7 @@ def test_training_time_accumulates_over_resumed_sessions(tmp_path):
     assert train(config).train_seconds is None
 
 
+@pytest.mark.e2e
 def test_exact_resume_after_sigkill(tmp_path):
     settings = {"train": {"steps": 60, "save_every": 10, "eval_every": 20, "keep_last": 1}}
     reference = write_config(tmp_path, {**settings, "output_dir": str(tmp_path / "reference")}, "reference.yaml")
@@ -370,6 +371,7 @@ def test_exact_resume_after_sigkill(tmp_path):
     assert weights[0] == weights[1]
 
 
+@pytest.mark.e2e
 def test_ddp_matches_gradient_accumulation(tmp_path):
     common = {"train": {"steps": 4, "batch_size": 8, "micro_batch_size": 4, "save_every": 2, "eval_batches": 1}}
     single = write_config(tmp_path, {**common, "output_dir": str(tmp_path / "single")}, "single.yaml")
