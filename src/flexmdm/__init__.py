@@ -1,0 +1,24 @@
+"""flexmdm: flexible-length masked diffusion (FlexMDM) in PyTorch.
+
+``from flexmdm import Pipeline`` loads a trained model and generates with it (see
+:mod:`flexmdm.pipeline`); the layers beneath follow the paper: :mod:`~flexmdm.schedules`,
+:mod:`~flexmdm.interpolant`, :mod:`~flexmdm.losses`, :mod:`~flexmdm.models`,
+:mod:`~flexmdm.sampling`, :mod:`~flexmdm.tasks`, :mod:`~flexmdm.training`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Pipeline", "Generation", "SamplingOptions"]
+
+_LAZY = {"Pipeline": "flexmdm.pipeline", "Generation": "flexmdm.pipeline", "SamplingOptions": "flexmdm.families"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the pipeline (and torch) on first use, so that ``flexmdm --help`` stays fast."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'flexmdm' has no attribute {name!r}")
