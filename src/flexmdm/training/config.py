@@ -441,5 +441,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(error)})") from None
     return config_from_dict(apply_overrides(_check_mapping(raw, ""), overrides))
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line saying what is wrong where (PyYAML's own message spans several, with a caret)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return problem if mark is None else f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
