@@ -18,7 +18,6 @@ which the trainer saves as ``output_dir/config.yaml``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from flexmdm.atomic import write_text_atomic
 from flexmdm.losses import MAX_TIME
 from flexmdm.models import ModelConfig
 from flexmdm.schedules import Schedule, schedule_from_config
@@ -217,11 +217,8 @@ class Config:
         }
 
     def save(self, path: str | Path) -> None:
-        """Write the resolved configuration as YAML (atomically: temp file + rename)."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        os.replace(temporary, path)
+        """Write the resolved configuration as YAML, atomically."""
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _plain(value: Any) -> Any:

@@ -35,7 +35,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from flexmdm.atomic import write_text_atomic
 from flexmdm.interpolant import FlexBatch, FlexInterpolant, MDMBatch, MDMInterpolant
 from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss, sample_times
 from flexmdm.models import ModelConfig, build_model, save_pretrained
@@ -492,9 +492,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             continue
         if row.get("step", math.inf) <= step:
             kept.append(line + "\n")
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(kept))
-    os.replace(temporary, path)
+    write_text_atomic(path, "".join(kept))
 
 
 def _metrics_row(step: int, totals: Tensor, lr: float, grad_norm: float, tokens_per_s: float) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from flexmdm.tasks.reasoning.gsm8k import (
     normalize_number,
 )
 from flexmdm.tasks.reasoning.problems import OPERATIONS, Problem, generate_problem, generate_problems
-from flexmdm.tasks.reasoning.task import EncodedProblems, ReasoningTask, answer_strings
+from flexmdm.tasks.reasoning.task import EncodedProblems, ReasoningTask
 from flexmdm.tasks.reasoning.template import DELIMITERS, Decoded, ReasoningTemplate, template_parts
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "ReasoningTask",
     "ReasoningTemplate",
     "accuracy",
-    "answer_strings",
     "answers_match",
     "calculator_annotations",
     "extract_answer",
