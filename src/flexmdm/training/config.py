@@ -342,13 +342,18 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix[:-1] or 'config'}: {message}") from None
 
 
-def _build_data(raw: Any) -> tuple[DataConfig, Task]:
+def _build_data(raw: Any, kind: Any) -> tuple[DataConfig, Task]:
+    """The task of ``data``; a task with a ``layout`` (FlexMDM or MDM) takes the one of ``kind``."""
     raw = _check_mapping(raw, "data")
     name = _coerce(raw.pop("task", "toy"), str, "data.task")
     try:
         task_class = get_task_class(name)
     except KeyError as error:
         raise ConfigError(f"data.task: {error.args[0]}") from None
+    if "layout" in {f.name for f in dataclasses.fields(task_class) if f.init} and isinstance(kind, str):
+        if raw.setdefault("layout", kind) != kind:
+            raise ConfigError(f"data.layout={raw['layout']!r} contradicts model.kind={kind!r}: the layout follows "
+                              "the model; leave data.layout out")
     task = _build(task_class, raw, "data.")
     options = {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.init}
     return DataConfig(task=name, options=options), task
@@ -383,7 +388,7 @@ def config_from_dict(raw: Any) -> Config:
     if "output_dir" not in raw:
         raise ConfigError("missing required key 'output_dir'")
     output_dir = _coerce(raw["output_dir"], str, "output_dir")
-    data, task = _build_data(raw.get("data"))
+    data, task = _build_data(raw.get("data"), _check_mapping(raw.get("model"), "model").get("kind"))
     model = _build_model(raw.get("model"), task)
     schedules = _build(ScheduleConfig, raw.get("schedules"), "schedules.")
     train = _build(TrainConfig, raw.get("train"), "train.")
