@@ -11,9 +11,10 @@ conditioning, adaLN modulations) are computed once per sequence and gathered to 
 sequences are assigned to rows by first-fit decreasing, q, k and v are scattered into
 ``[R, H, budget, D]``, and SDPA runs with a block-diagonal mask, so that a sequence attends to
 itself only and the attention work is ``R · budget²`` instead of ``B · n²``. Row tails hold no
-token; they cost attention work only (not the token-wise layers). On CPU this is faster than
-FlexAttention with a document mask over the whole ``[1, T]`` sequence, which also needs
-compiling for every new length (``flexmdm bench speed`` measures both).
+token; they cost attention work only (not the token-wise layers). It runs wherever SDPA runs,
+with autograd. FlexAttention with a document mask over the whole ``[1, T]`` sequence would skip
+the off-diagonal blocks, but on CPU (torch 2.13) it has no backward, must be compiled, and its
+block mask rebuilt for every new length; ``flexmdm bench speed`` times both forward.
 
 The outputs are scattered back to the padded layout (:meth:`Packing.unpack`), so losses and
 samplers see the tensors of the padded path: they agree up to float rounding.
