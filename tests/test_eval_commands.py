@@ -100,8 +100,8 @@ def test_gsm8k_accuracy_and_calls_are_exact_with_a_known_model(models, tmp_path,
     printed, record = _run(["eval", "gsm8k", "--model", str(models["sevens"]), "--data", str(data), "--policy", "one",
                             "--out", str(out), "--rows"], capsys)
     slots = TEMPLATE.reasoning_width + TEMPLATE.answer_width  # one reveal per call
-    assert record["metrics"] == {"accuracy": 3 / 8, "mean_nfe": slots, "mean_reasoning_length": TEMPLATE.reasoning_width,
-                                 "well_formed": 1.0, "n": 8}
+    assert record["metrics"] == {"accuracy": 3 / 8, "mean_nfe": slots,
+                                 "mean_reasoning_length": TEMPLATE.reasoning_width, "well_formed": 1.0, "n": 8}
     assert "accuracy 0.375 (3/8)" in printed and f"mean NFE {slots:.2f}" in printed
     assert [r["correct"] for r in record["rows"]] == [p.answer == 7 for p in problems]
     assert [r["prediction"] for r in record["rows"]] == ["7"] * 8
@@ -158,7 +158,8 @@ HUMANEVAL = [
     {"task_id": "T/1", "prompt": "def sub(a, b):\n", "canonical_solution": "    return a - b\n",
      "test": "def check(f):\n    assert f(3, 1) == 2\n", "entry_point": "sub"},
     # another line than the reference that still passes the tests; its prefix does not fit (3 lines, room 2)
-    {"task_id": "T/2", "prompt": "def first(a, b):\n    if a:\n", "canonical_solution": "        return a\n    return b\n",
+    {"task_id": "T/2", "prompt": "def first(a, b):\n    if a:\n",
+     "canonical_solution": "        return a\n    return b\n",
      "test": "def check(f):\n    assert f(0, 5) == 5 and f(2, 3) == 2\n", "entry_point": "first"},
     # the loop body replaced by a dedented line: does not parse
     {"task_id": "T/3", "prompt": "def g(a, b):\n    for x in a:\n", "canonical_solution": "        b += x\n",
@@ -176,7 +177,8 @@ def test_humaneval_infill_metrics_are_exact_with_a_known_model(models, tmp_path,
     assert metrics["timeouts"] == 0
     assert [r["status"] for r in record["rows"]] == ["passed", "failed", "passed", "failed"]
     assert [r["generated"] for r in record["rows"]] == [LINE] * 4
-    assert [r["reference"] for r in record["rows"]] == [LINE, "    return a - b\n", "    return b\n", "        b += x\n"]
+    references = [LINE, "    return a - b\n", "    return b\n", "        b += x\n"]
+    assert [r["reference"] for r in record["rows"]] == references
     assert "pass@1 0.500" in printed and record["settings"]["middle_budget"] == 1
     assert record["evaluation"] == "humaneval-infill" and record["data"] == str(data.resolve())
 
@@ -194,7 +196,8 @@ def _gsm8k_file(tmp: Path, records) -> None:
 
 GOOD = Problem(7, (("buys", 5), ("gives", 3))).to_gsm8k()
 ERRORS = [
-    Case("missing data file", ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/none.jsonl", "--out", "{tmp}/r.json"],
+    Case("missing data file",
+         ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/none.jsonl", "--out", "{tmp}/r.json"],
          "none.jsonl", absent=["r.json"]),
     Case("malformed line", ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/bad.jsonl"], "bad.jsonl line 2",
          setup=lambda tmp, model: (tmp / "bad.jsonl").write_text(json.dumps(GOOD) + '\n{"question": "x", \n')),
@@ -205,8 +208,9 @@ ERRORS = [
     Case("no final answer", ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/data.jsonl"], "record 1",
          setup=lambda tmp, model: _gsm8k_file(tmp, [{"question": GOOD["question"], "answer": "72"}])),
     Case("neither data nor export", ["eval", "gsm8k", "--model", "{model}"], "--data"),
-    Case("policy without param", ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/data.jsonl", "--policy", "one",
-                                  "--param", "3"], "--param", setup=lambda tmp, model: _gsm8k_file(tmp, [GOOD])),
+    Case("policy without param",
+         ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/data.jsonl", "--policy", "one", "--param", "3"],
+         "--param", setup=lambda tmp, model: _gsm8k_file(tmp, [GOOD])),
     Case("out is a directory", ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/data.jsonl", "--out", "{tmp}"],
          "is a directory", setup=lambda tmp, model: _gsm8k_file(tmp, [GOOD])),
     Case("humaneval on a reasoning model", ["eval", "humaneval-infill", "--model", "{model}", "--num", "1"],

@@ -101,7 +101,8 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 def _settings(args: argparse.Namespace, rule: Any, steps: int, **extra: Any) -> dict[str, Any]:
     """The decoding settings as recorded (``rule``: the unmasking rule, its defaults filled in)."""
-    return {"policy": args.policy, "param": args.param, "rule": repr(rule), "steps": steps, "temperature": args.temperature,
+    return {"policy": args.policy, "param": args.param, "rule": repr(rule), "steps": steps,
+            "temperature": args.temperature,
             "insertion": args.insertion, "certainty": args.certainty, "refresh": args.refresh,
             "batch_size": args.batch_size, **extra}
 
