@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from flexmdm.sampling import SampleOutput, sample_flexmdm, sample_mdm
+from flexmdm.sampling import Insertion, SampleOutput, sample_flexmdm, sample_mdm
 from flexmdm.sampling.flexmdm import ExitCriterion
 from flexmdm.sampling.unmasking import UnmaskingRule, entropy
 from flexmdm.schedules import Schedule
@@ -112,6 +112,7 @@ def generate(
     steps: int,
     answers: Sequence[Sequence[int]] | None = None,
     early_exit: ExitCriterion | None = None,
+    insertion: Insertion | None = None,
     max_length: int | None = None,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
@@ -129,6 +130,7 @@ def generate(
             go on at t = 1 until no mask is left; MDM: the most calls of the main loop.
         answers: B answer id lists to freeze (posterior sampling of reasoning); None: generate.
         early_exit: e.g. :class:`AnswerEntropyExit` (meaningless with answers given).
+        insertion: FlexMDM arrivals (:class:`~flexmdm.sampling.Insertion`); default Algorithm 1.
         max_length: FlexMDM length cap (default: the MDM canvas width).
         temperature: 0 for argmax.
         generator: random stream.
@@ -139,8 +141,8 @@ def generate(
         return sample_flexmdm(model, vocab=template.vocab, insertion_schedule=schedules["insertion"],
                               unmasking_schedule=schedules["unmasking"], steps=steps,
                               max_length=max_length or template.canvas_width, prompt=prompt, rule=rule,
-                              temperature=temperature, final_fill=final_fill, generator=generator,
-                              early_exit=early_exit)
+                              insertion=insertion, temperature=temperature, final_fill=final_fill,
+                              generator=generator, early_exit=early_exit)
     if kind == "mdm":
         canvas, frozen = template.mdm_canvas(questions, answers)
         return sample_mdm(model, vocab=template.vocab, unmasking_schedule=schedules["unmasking"], steps=steps,
