@@ -4,65 +4,38 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.cli import UserError, _model_dir, _unmasking_rule
-from flexmdm.models import load_pretrained
+from flexmdm.pipeline import Pipeline
 from flexmdm.sampling import ConfidenceThreshold, UnmaskingRule
-from flexmdm.schedules import Schedule, schedule_from_config
 
-__all__ = ["EvalModel", "check_output", "decoding_rule", "load_task_model", "record_header", "write_record"]
-
-
-@dataclass(frozen=True)
-class EvalModel:
-    """A model exported by ``flexmdm train`` and what its ``config.json`` says about it.
-
-    Attributes:
-        directory: the model folder (``config.json``, ``model.safetensors``, tokenizer).
-        model: the network, in eval mode.
-        kind: "flexmdm" or "mdm".
-        task: the training task's options (``{"task": name, ...}``).
-        schedules: ``{"unmasking": β}`` and, for FlexMDM, ``{"insertion": α}``.
-        config: the whole ``config.json``.
-    """
-
-    directory: Path
-    model: nn.Module
-    kind: str
-    task: dict[str, Any]
-    schedules: dict[str, Schedule]
-    config: dict[str, Any]
-
-    @property
-    def task_options(self) -> dict[str, Any]:
-        """The task's options without its name (keyword arguments of the task class)."""
-        return {key: value for key, value in self.task.items() if key != "task"}
+__all__ = ["check_output", "decoding_rule", "load_task_model", "record_header", "task_options", "write_record"]
 
 
-def load_task_model(path: Path, task: str, command: str) -> EvalModel:
+def load_task_model(path: Path, task: str, command: str) -> Pipeline:
     """The FlexMDM or MDM model at ``path`` (or ``path/model``), which must have been trained on ``task``.
 
     Raises:
         UserError: no exported model there, not a FlexMDM/MDM model, or another task.
     """
     directory = _model_dir(path)
-    model, config = load_pretrained(directory)
-    kind = config["model"].get("kind")
-    if kind not in ("flexmdm", "mdm") or "schedules" not in config:
-        raise UserError(f"{directory} is not a FlexMDM/MDM model exported by 'flexmdm train'")
-    trained_on = (config.get("task") or {}).get("task")
+    try:
+        pipe = Pipeline.from_pretrained(directory)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    trained_on = pipe.task.get("task")
     if trained_on != task:
         raise UserError(f"{directory} was trained on the {trained_on!r} task; '{command}' needs a model trained "
                         f"with data.task: {task}")
-    schedules = {name: schedule_from_config(spec) for name, spec in config["schedules"].items()
-                 if name in ("insertion", "unmasking")}
-    return EvalModel(directory, model, kind, dict(config["task"]), schedules, config)
+    return pipe
+
+
+def task_options(pipe: Pipeline) -> dict[str, Any]:
+    """The training task's options without its name (keyword arguments of the task class)."""
+    return {key: value for key, value in pipe.task.items() if key != "task"}
 
 
 def decoding_rule(policy: str, param: float | None) -> UnmaskingRule:
@@ -91,7 +64,7 @@ def check_output(path: Path | None) -> None:
         raise UserError(f"--out {path}: cannot write in {parent}")
 
 
-def record_header(argv: list[str] | None, seed: int, watch: Stopwatch, model: EvalModel,
+def record_header(argv: list[str] | None, seed: int, watch: Stopwatch, model: Pipeline,
                   data: Path | str) -> dict[str, Any]:
     """Provenance, as the benchmarks record it: command, seed, wall time, machine, model and data."""
     return {

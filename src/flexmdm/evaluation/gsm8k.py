@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from flexmdm.evaluation.common import EvalModel
+from flexmdm.evaluation.common import task_options
+from flexmdm.pipeline import Pipeline
 from flexmdm.sampling import Insertion, UnmaskingRule
 from flexmdm.sampling.flexmdm import ExitCriterion
 from flexmdm.tasks.reasoning import (
@@ -51,9 +52,9 @@ class GSM8KSet:
         return len(self.questions)
 
 
-def reasoning_task(model: EvalModel) -> ReasoningTask:
+def reasoning_task(model: Pipeline) -> ReasoningTask:
     """The model's reasoning task, rebuilt from its saved options (problems drawn only when used)."""
-    return ReasoningTask(**model.task_options)
+    return ReasoningTask(**task_options(model))
 
 
 def default_steps(kind: str, template: ReasoningTemplate) -> int:
@@ -95,7 +96,7 @@ def encode_records(records: Sequence[dict[str, str]], template: ReasoningTemplat
 
 @torch.no_grad()
 def evaluate_gsm8k(
-    model: EvalModel,
+    model: Pipeline,
     template: ReasoningTemplate,
     data: GSM8KSet,
     *,

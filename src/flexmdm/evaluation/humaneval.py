@@ -26,9 +26,9 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from flexmdm.constraints import Prompt
-from flexmdm.evaluation.common import EvalModel
-from flexmdm.sampling import Insertion, UnmaskingRule, mdm_canvas, sample_flexmdm, sample_mdm
+from flexmdm.families import Affixes
+from flexmdm.pipeline import Pipeline
+from flexmdm.sampling import Insertion, UnmaskingRule
 from flexmdm.tasks.infill.humaneval import HumanEvalInfill, pass_at_1, program_for, run_program
 from flexmdm.tasks.infill.metrics import infill_metrics
 from flexmdm.vocab import Vocab
@@ -77,29 +77,20 @@ def encode_task(task: HumanEvalInfill, tokenizer: Tokenizer, room: int) -> Encod
 
 
 @torch.no_grad()
-def fill_middles(model: EvalModel, vocab: Vocab, encoded: Sequence[EncodedInfill], *, budget: int, width: int,
+def fill_middles(model: Pipeline, vocab: Vocab, encoded: Sequence[EncodedInfill], *, budget: int, width: int,
                  rule: UnmaskingRule, steps: int, insertion: Insertion | None, temperature: float,
                  generator: torch.Generator) -> tuple[list[list[int]], list[int]]:
     """Generated middle ids (PAD dropped) and network calls of each task (see the module docstring)."""
-    prefixes, suffixes = [e.prefix for e in encoded], [e.suffix for e in encoded]
-    if model.kind == "flexmdm":
-        prompt = Prompt.infill(prefixes, suffixes, vocab.pad_id)
-        out = sample_flexmdm(model.model, vocab=vocab, insertion_schedule=model.schedules["insertion"],
-                             unmasking_schedule=model.schedules["unmasking"], steps=steps,
-                             max_length=prompt.lengths + budget, prompt=prompt, rule=rule, insertion=insertion,
-                             temperature=temperature, final_fill="sequential" if rule.uses_rates else "rule",
-                             generator=generator)
-    else:
-        canvas, frozen = mdm_canvas(prefixes, width, vocab, suffixes, [budget] * len(encoded))
-        out = sample_mdm(model.model, vocab=vocab, unmasking_schedule=model.schedules["unmasking"], steps=steps,
-                         canvas=canvas, frozen=frozen, rule=rule, temperature=temperature, generator=generator)
+    affixes = Affixes([e.prefix for e in encoded], [e.suffix for e in encoded], vocab, width, budget)
+    out = model.sample(affixes, max_length=width, generator=generator, steps=steps, rule=rule, insertion=insertion,
+                       temperature=temperature)
     inside = torch.arange(out.tokens.shape[1], device=out.tokens.device)[None, :] < out.lengths[:, None]
     keep = ~out.frozen & inside & (out.tokens != vocab.pad_id)
     return [row[mask].tolist() for row, mask in zip(out.tokens, keep)], out.nfe.tolist()
 
 
 def evaluate_humaneval_infill(
-    model: EvalModel,
+    model: Pipeline,
     tokenizer: Tokenizer,
     vocab: Vocab,
     tasks: Sequence[HumanEvalInfill],
