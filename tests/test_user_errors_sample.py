@@ -183,7 +183,7 @@ def test_ctrl_c_keeps_every_finished_batch(models, tmp_path):
     last = text.strip().splitlines()[-1]
     rows = read_jsonl(partial)
     assert rows and len(rows) % 8 == 0
-    assert f"interrupted: {len(rows)} of 100000000 samples kept in {partial} (partial;" in last
+    assert f"interrupted: {len(rows)} of 100000000 samples written to {partial} (partial;" in last
     assert out.read_text() == "an older, finished run\n"
     header, events = read_trace_jsonl(tmp_path / "trace.jsonl.partial")
     assert header["final"] == [row["tokens"] for row in rows]

@@ -212,8 +212,8 @@ def _token_ids(text: str, option: str, tokenizer: Any, vocab: Any) -> list[int]:
     if bad and tokenizer is not None:
         raise UserError(f"{option} {text!r}: {', '.join(map(repr, bad))} not in the model's vocabulary (or MASK/PAD)")
     if bad:
-        raise UserError(f"{option} {text!r}: token id {', '.join(bad)} is not a real token of the model (ids 0 to "
-                        f"{vocab.size - 1} but MASK {vocab.mask_id} and PAD {vocab.pad_id})")
+        raise UserError(f"{option} {text!r}: token id {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not a real "
+                        f"token of the model (ids 0 to {vocab.size - 1} but MASK {vocab.mask_id} and PAD {vocab.pad_id})")
     return ids
 
 
@@ -432,8 +432,12 @@ def run_sample(args: argparse.Namespace) -> int:
         _discard(out, trace)
         raise UserError(str(error)) from None
     progress.close()
-    if out is not None:
-        out.finish()
+    try:
+        if out is not None:
+            out.finish()
+    except OutputError as error:
+        _discard(trace)
+        raise UserError(str(error)) from None
     print(f"{written.count} samples, mean length {written.total_length / written.count:.2f}, mean NFE "
           f"{written.total_nfe / written.count:.1f}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
     return 0 if trace is None else _finish_trace(job, written, trace)
@@ -472,7 +476,7 @@ def _interrupted(job: _SampleJob, written: _Written, out: Any, trace: Any) -> in
               file=sys.stderr)
         return 130
     where = "stdout" if out is None else out.keep()
-    message = (f"flexmdm: interrupted: {written.count} of {args.num} samples kept in {where} (partial; "
+    message = (f"flexmdm: interrupted: {written.count} of {args.num} samples written to {where} (partial; "
                f"--seed {args.seed} --batch-size {args.batch_size} gives them again)")
     if trace is not None:
         _write_trace(job, written, trace)

@@ -73,12 +73,20 @@ class PartialFile:
         self._committed += len(data)
 
     def finish(self) -> Path:
-        """Flush to disk and give the file its final name; returns it."""
-        if not self.in_place:
-            os.fsync(self._file.fileno())
-        self._file.close()
-        if not self.in_place:
-            os.replace(self.partial, self.path)
+        """Flush to disk and give the file its final name; returns it.
+
+        Raises:
+            OutputError: flushing or renaming failed; the partial file is removed.
+        """
+        try:
+            if not self.in_place:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            if not self.in_place:
+                os.replace(self.partial, self.path)
+        except OSError as error:
+            self.discard()
+            raise OutputError(f"{self.option} {self.path}: {error.strerror}") from None
         return self.path
 
     def keep(self) -> Path:
