@@ -51,3 +51,15 @@ def test_a_device_is_written_in_place():
     with pytest.raises(OutputError, match="--out /dev/full: No space left on device"):
         file.write_lines(["row\n"])
     assert Path("/dev/full").exists()
+
+
+def test_a_link_is_written_through_and_stays_a_link(tmp_path):
+    target, link = tmp_path / "target.jsonl", tmp_path / "link.jsonl"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    file = PartialFile(link, "--out")
+    assert file.in_place
+    file.write_lines(["new\n"])
+    assert file.finish() == link
+    assert link.is_symlink() and target.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "target.jsonl"]

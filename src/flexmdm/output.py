@@ -25,8 +25,8 @@ class OutputError(ValueError):
 class PartialFile:
     """``path`` written as ``path.partial`` until :meth:`finish` renames it.
 
-    A ``path`` that exists and is not a regular file (``/dev/stdout``, a FIFO) cannot be renamed
-    onto: it is written in place.
+    A ``path`` that is a symbolic link (``/dev/stdout``) or exists and is not a regular file (a
+    device, a FIFO) is written in place: renaming onto it would replace the link or the device.
 
     Args:
         path: the final file; missing parent folders are created.
@@ -40,7 +40,7 @@ class PartialFile:
         self.path, self.option = Path(path), option
         if self.path.is_dir():
             raise OutputError(f"{option} {path} is a directory: give a file name")
-        in_place = self.path.exists() and not self.path.is_file()
+        in_place = self.path.is_symlink() or (self.path.exists() and not self.path.is_file())
         self.partial = self.path if in_place else self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +53,7 @@ class PartialFile:
 
     @property
     def in_place(self) -> bool:
-        """Whether ``path`` is written directly (a device or a FIFO)."""
+        """Whether ``path`` is written directly (a link, a device or a FIFO)."""
         return self.partial == self.path
 
     def write_lines(self, lines: Iterable[str]) -> None:
