@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -15,6 +16,8 @@ from flexmdm.tasks.infill import InfillTask
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.trainer import train
 from tests.infill_fixtures import write_modules
+
+pytestmark = pytest.mark.e2e
 
 ROW_KEYS = {"model", "setting", "exact_match", "parse_rate", "length_abs_error", "n"}
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from flexmdm.bench import length as length_bench
 from flexmdm.cli import main
+
+pytestmark = pytest.mark.e2e
 
 ROW_KEYS = {"model", "steps", "length_tv", "length_w1", "gen_ppl", "n", "length", "unigram_entropy"}
 

@@ -3,8 +3,12 @@
 import json
 import sys
 
+import pytest
+
 from flexmdm.bench import reasoning as reasoning_bench
 from flexmdm.cli import main
+
+pytestmark = pytest.mark.e2e
 
 
 def test_reasoning_record_and_plot(tmp_path, monkeypatch):

@@ -3,9 +3,12 @@
 import json
 
 import numpy as np
+import pytest
 
 from flexmdm.bench import retrofit as retrofit_bench
 from flexmdm.cli import main
+
+pytestmark = pytest.mark.e2e
 
 KEYS = {"scratch_final_val_loss", "scratch_steps", "retrofit_steps_to_scratch_final", "retrofit_length_tv",
         "command", "seed", "wall_seconds", "curves", "length_tv_noise_floor", "machine"}

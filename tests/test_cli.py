@@ -138,6 +138,7 @@ def test_parser_lists_subcommands():
     assert "train" in help_text and "sample" in help_text
 
 
+@pytest.mark.e2e
 def test_console_script_and_module_entry_points():
     script = Path(sys.executable).parent / "flexmdm"
     assert subprocess.run([str(script), "--help"], capture_output=True).returncode == 0

@@ -112,6 +112,7 @@ def toy_tv(insertion, rule, steps=200, seed=0):
     return total_variation(empirical_distribution(out.tokens, out.lengths), P1), out
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("insertion, rule", [
     (Insertion("binomial"), TauLeaping()),
     (Insertion("binomial", refresh=True), TauLeaping()),

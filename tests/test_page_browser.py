@@ -26,6 +26,8 @@ from flexmdm.viz import (
 )
 from tests.test_viz import LETTERS, VOCAB, letters_decode, sample_run
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 

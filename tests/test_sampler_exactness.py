@@ -16,6 +16,8 @@ from flexmdm.schedules import CosineSchedule, LinearSchedule, PolynomialSchedule
 from flexmdm.testing import ExactFlexOracle, ExactMDMOracle, empirical_distribution, total_variation
 from tests.oracle_cases import P1, VOCAB
 
+pytestmark = pytest.mark.statistical
+
 SAMPLES = 20_000
 TV_BOUND = 0.03
 

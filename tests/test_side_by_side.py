@@ -13,6 +13,8 @@ import pytest
 
 from tests.test_training import TINY, subprocess_env
 
+pytestmark = pytest.mark.e2e
+
 LAUNCH = "import json, sys; from flexmdm.bench.side_by_side import train_side_by_side; " \
          "train_side_by_side(json.loads(sys.argv[1]))"
 

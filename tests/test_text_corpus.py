@@ -94,6 +94,7 @@ def test_chunk_rejects_bad_max_length():
 
 # -- loaders --------------------------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_stdlib_docstrings_are_real_and_deterministic(tmp_path):
     package = tmp_path / "lib"
     (package / "pkg").mkdir(parents=True)

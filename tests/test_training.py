@@ -19,6 +19,7 @@ from flexmdm.interpolant import FlexInterpolant
 from flexmdm.schedules import LinearSchedule
 from flexmdm.tasks.toy import ToyLanguage
 from flexmdm.training import EMA, ConfigError, TrainConfig, keyed_generator, learning_rate_factor, load_config, train
+from flexmdm.training.config import config_from_dict
 from flexmdm.training import checkpoint as checkpoint_module
 from flexmdm.training.checkpoint import latest_checkpoint, load_trainer_state
 
@@ -344,6 +345,7 @@ def test_training_time_accumulates_over_resumed_sessions(tmp_path):
     assert train(config).train_seconds is None
 
 
+@pytest.mark.e2e
 def test_exact_resume_after_sigkill(tmp_path):
     settings = {"train": {"steps": 60, "save_every": 10, "eval_every": 20, "keep_last": 1}}
     reference = write_config(tmp_path, {**settings, "output_dir": str(tmp_path / "reference")}, "reference.yaml")
@@ -370,6 +372,7 @@ def test_exact_resume_after_sigkill(tmp_path):
     assert weights[0] == weights[1]
 
 
+@pytest.mark.e2e
 def test_ddp_matches_gradient_accumulation(tmp_path):
     common = {"train": {"steps": 4, "batch_size": 8, "micro_batch_size": 4, "save_every": 2, "eval_batches": 1}}
     single = write_config(tmp_path, {**common, "output_dir": str(tmp_path / "single")}, "single.yaml")
@@ -386,3 +389,13 @@ def test_ddp_matches_gradient_accumulation(tmp_path):
         b = [r[key] for r in observed if key in r]
         assert len(a) == len(b) > 0 and b == pytest.approx(a, rel=1e-5, abs=1e-7), key
     assert latest_checkpoint(tmp_path / "ddp").name == "step_000004"
+
+
+def test_task_layout_follows_the_model_family(tmp_path):
+    maze = {"task": "maze", "rooms": 2, "num_pairs": 20, "k_max": 2}
+    config = config_from_dict({**TINY, "model": {**TINY["model"], "kind": "mdm", "max_length": 40}, "data": maze,
+                               "output_dir": str(tmp_path)})
+    assert config.data.options["layout"] == "mdm" and config.data.build_task().layout == "mdm"
+    with pytest.raises(ConfigError, match="data.layout='mdm' contradicts model.kind='flexmdm'"):
+        config_from_dict({**TINY, "model": {**TINY["model"], "max_length": 40}, "data": {**maze, "layout": "mdm"},
+                          "output_dir": str(tmp_path)})

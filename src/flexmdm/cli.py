@@ -4,6 +4,7 @@
     flexmdm sample MODEL_DIR [--num N] [--steps S] [--policy P] [--param X] ...
     flexmdm view TRACE.jsonl [--out page.html] [--tokenizer DIR] [--sequence I] [--lengths-png PNG]
     flexmdm bench NAME [--quick] --out FILE.json
+    flexmdm eval gsm8k|humaneval-infill --model DIR [--data FILE] [--out FILE.json]
     flexmdm --version
 
 ``train`` resumes automatically from ``output_dir/checkpoints/latest`` when it exists; run it
@@ -541,8 +542,14 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     add(commands)
 
 
+def add_eval_command(commands: argparse._SubParsersAction) -> None:
+    from flexmdm.evaluation.commands import add_eval_command as add
+
+    add(commands)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_train_command, add_sample_command, add_view_command, add_bench_command,
+    add_train_command, add_sample_command, add_view_command, add_bench_command, add_eval_command,
 ]
 """Functions registering one subcommand each (in ``--help`` order)."""
 
@@ -581,5 +588,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return UserError, ConfigError, FileNotFoundError
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m flexmdm.cli: run the imported module, whose UserError other modules raise
+    from flexmdm.cli import main as imported_main
+
+    sys.exit(imported_main())

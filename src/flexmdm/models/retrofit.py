@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,6 @@ class RetrofitConfig:
     lora_token_head: bool = True
     time_groups: int = 2
     time_scale: float = 1000.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.attention_targets, self.mlp_targets = tuple(self.attention_targets), tuple(self.mlp_targets)

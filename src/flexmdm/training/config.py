@@ -18,7 +18,6 @@ which the trainer saves as ``output_dir/config.yaml``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from flexmdm.atomic import write_text_atomic
 from flexmdm.losses import MAX_TIME
 from flexmdm.models import ModelConfig
 from flexmdm.schedules import Schedule, schedule_from_config
@@ -148,6 +148,9 @@ class TrainConfig:
             run through the network as this many sub-batches, each padded only to its own
             longest state. The objective is unchanged (up to float rounding); the network sees
             less padding. 1: one pass per micro-batch.
+        packing: the network runs on the live positions of every sequence only, packed with
+            block-diagonal attention (:mod:`flexmdm.models.packing`): no work on padding, the same
+            objective up to float rounding. DiT and autoregressive networks only.
         device: "auto" (cuda when available), "cpu" or "cuda".
     """
 
@@ -172,6 +175,7 @@ class TrainConfig:
     max_time: float = _field(MAX_TIME, _require(lambda v: 0 < v <= 1, "in (0, 1]"))
     time_power: float = _field(1.0, _require(lambda v: v > 0, "> 0"))
     length_buckets: int = _field(1, _POSITIVE)
+    packing: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def batching(self, world_size: int) -> tuple[int, int]:
@@ -217,11 +221,8 @@ class Config:
         }
 
     def save(self, path: str | Path) -> None:
-        """Write the resolved configuration as YAML (atomically: temp file + rename)."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        os.replace(temporary, path)
+        """Write the resolved configuration as YAML, atomically."""
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _plain(value: Any) -> Any:
@@ -345,13 +346,18 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix[:-1] or 'config'}: {message}") from None
 
 
-def _build_data(raw: Any) -> tuple[DataConfig, Task]:
+def _build_data(raw: Any, kind: Any) -> tuple[DataConfig, Task]:
+    """The task of ``data``; a task with a ``layout`` (FlexMDM or MDM) takes the one of ``kind``."""
     raw = _check_mapping(raw, "data")
     name = _coerce(raw.pop("task", "toy"), str, "data.task")
     try:
         task_class = get_task_class(name)
     except KeyError as error:
         raise ConfigError(f"data.task: {error.args[0]}") from None
+    if "layout" in {f.name for f in dataclasses.fields(task_class) if f.init} and isinstance(kind, str):
+        if raw.setdefault("layout", kind) != kind:
+            raise ConfigError(f"data.layout={raw['layout']!r} contradicts model.kind={kind!r}: the layout follows "
+                              "the model; leave data.layout out")
     task = _build(task_class, raw, "data.")
     options = {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.init}
     return DataConfig(task=name, options=options), task
@@ -386,12 +392,14 @@ def config_from_dict(raw: Any) -> Config:
     if "output_dir" not in raw:
         raise ConfigError("missing required key 'output_dir'")
     output_dir = _coerce(raw["output_dir"], str, "output_dir")
-    data, task = _build_data(raw.get("data"))
+    data, task = _build_data(raw.get("data"), _check_mapping(raw.get("model"), "model").get("kind"))
     model = _build_model(raw.get("model"), task)
     schedules = _build(ScheduleConfig, raw.get("schedules"), "schedules.")
     train = _build(TrainConfig, raw.get("train"), "train.")
     if train.length_buckets > 1 and model.kind != "flexmdm":
         raise ConfigError(f"train.length_buckets applies to FlexMDM states only; model.kind is {model.kind!r}")
+    if train.packing and model.architecture != "dit":
+        raise ConfigError(f"train.packing needs model.architecture 'dit', got {model.architecture!r}")
     return Config(model=model, schedules=schedules, data=data, train=train, output_dir=output_dir)
 
 
@@ -441,5 +449,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(error)})") from None
     return config_from_dict(apply_overrides(_check_mapping(raw, ""), overrides))
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line saying what is wrong where (PyYAML's own message spans several, with a caret)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return problem if mark is None else f"line {mark.line + 1}, column {mark.column + 1}: {problem}"

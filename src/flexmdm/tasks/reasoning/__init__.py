@@ -17,9 +17,10 @@ from flexmdm.tasks.reasoning.gsm8k import (
     extract_answer,
     load_gsm8k,
     normalize_number,
+    write_gsm8k,
 )
-from flexmdm.tasks.reasoning.problems import OPERATIONS, Problem, generate_problem, generate_problems
-from flexmdm.tasks.reasoning.task import EncodedProblems, ReasoningTask, answer_strings
+from flexmdm.tasks.reasoning.problems import OPERATIONS, Problem, generate_problem, generate_problems, parse_question
+from flexmdm.tasks.reasoning.task import EncodedProblems, ReasoningTask
 from flexmdm.tasks.reasoning.template import DELIMITERS, Decoded, ReasoningTemplate, template_parts
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "ReasoningTask",
     "ReasoningTemplate",
     "accuracy",
-    "answer_strings",
     "answers_match",
     "calculator_annotations",
     "extract_answer",
@@ -39,5 +39,7 @@ __all__ = [
     "generate_problems",
     "load_gsm8k",
     "normalize_number",
+    "parse_question",
     "template_parts",
+    "write_gsm8k",
 ]

@@ -15,7 +15,7 @@ from flexmdm.tasks.reasoning.template import ReasoningTemplate, template_parts
 from flexmdm.training.data import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
 
-__all__ = ["EncodedProblems", "ReasoningTask", "answer_strings"]
+__all__ = ["EncodedProblems", "ReasoningTask"]
 
 
 @dataclass
@@ -153,9 +153,3 @@ class ReasoningTask(Task):
             raise ValueError(f"only {len(data)} test problems, {count} requested")
         return EncodedProblems(data.problems[:count], data.questions[:count], data.reasonings[:count],
                                data.answers[:count])
-
-
-def answer_strings(data: EncodedProblems) -> list[str]:
-    """The reference answers as numbers in text."""
-    return [str(p.answer) for p in data.problems]
-

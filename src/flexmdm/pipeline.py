@@ -1,0 +1,194 @@
+"""A trained model and how it generates: :class:`Pipeline`.
+
+    >>> from flexmdm import Pipeline
+    >>> pipe = Pipeline.from_pretrained("runs/toy/model")
+    >>> pipe.generate("a a", num=4).texts
+
+:meth:`Pipeline.from_pretrained` is the one reader of a saved model's ``config.json`` for
+generation: its family (``model.kind``), schedules, vocabulary, maximum length and tokenizer.
+:meth:`Pipeline.generate` takes a prompt (text with a tokenizer, else token ids), an optional
+suffix to infill before, the sampling options of :class:`~flexmdm.families.SamplingOptions`, and
+returns decoded text and ids with their lengths and network calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flexmdm.families import Affixes, Conditioning, Family, SamplingOptions, family
+from flexmdm.models import load_pretrained
+from flexmdm.sampling import SampleOutput
+from flexmdm.schedules import Schedule, schedule_from_config
+from flexmdm.vocab import Vocab
+
+__all__ = ["Generation", "Pipeline"]
+
+PromptInput = str | Sequence[int] | None
+"""Text (decoded by the model's tokenizer), token ids, or nothing."""
+
+
+@dataclass
+class Generation:
+    """What :meth:`Pipeline.generate` returns.
+
+    Attributes:
+        ids: one token-id list per sample (the prompt and suffix included).
+        texts: the decoded samples (None without a tokenizer).
+        nfe: network calls spent on each sample.
+        output: the sampler's whole output (frozen flags, dropped insertions, trace).
+    """
+
+    ids: list[list[int]]
+    texts: list[str] | None
+    nfe: list[int]
+    output: SampleOutput
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.ids]
+
+
+@dataclass
+class Pipeline:
+    """A trained FlexMDM or MDM with what it needs to generate.
+
+    Attributes:
+        model: the denoiser, in eval mode.
+        family: how models of its kind generate.
+        schedules: ``{"unmasking": β}`` and, for FlexMDM, ``{"insertion": α}``, as trained.
+        vocab: special-token ids.
+        max_length: the longest sample (FlexMDM) or canvas (MDM) by default.
+        model_limit: the longest the network accepts.
+        tokenizer: a Hugging Face ``tokenizers.Tokenizer``, or None (ids in, ids out).
+        config: the whole saved ``config.json``.
+        directory: where it was loaded from.
+    """
+
+    model: nn.Module
+    family: Family
+    schedules: dict[str, Schedule]
+    vocab: Vocab
+    max_length: int
+    model_limit: int
+    tokenizer: Any | None
+    config: dict[str, Any]
+    directory: Path
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Pipeline:
+        """Load a model exported by ``flexmdm train`` (the folder holding ``config.json``)."""
+        directory = Path(directory)
+        model, config = load_pretrained(directory)
+        kind_family = family(config["model"]["kind"])
+        if not kind_family.generates or "schedules" not in config or "vocab" not in config:
+            raise ValueError(f"{directory} is not a FlexMDM or MDM model exported by 'flexmdm train'")
+        schedules = {name: schedule_from_config(value) for name, value in config["schedules"].items()}
+        model_limit = int(config["model"]["max_length"])
+        tokenizer = None
+        if (directory / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        return cls(model=model.to(device).eval(), family=kind_family, schedules=schedules,
+                   vocab=Vocab(**config["vocab"]), max_length=int(config.get("max_length", model_limit)),
+                   model_limit=model_limit, tokenizer=tokenizer, config=config, directory=directory)
+
+    @property
+    def kind(self) -> str:
+        return self.family.kind
+
+    @property
+    def task(self) -> dict[str, Any]:
+        """The training task: ``{"task": name, **options}`` (empty when the config has none)."""
+        return dict(self.config.get("task") or {})
+
+    def encode(self, prompt: PromptInput, *, name: str = "prompt") -> list[int]:
+        """Token ids of ``prompt``; the error names the words the vocabulary lacks."""
+        if prompt is None:
+            return []
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError(f"{name} {prompt!r} is text, but the model has no tokenizer: give token ids")
+            encoding = self.tokenizer.encode(prompt)  # unknown words map to a special id: name them as typed
+            pairs = [(i, prompt[start:end]) for i, (start, end) in zip(encoding.ids, encoding.offsets)]
+        else:
+            pairs = [(int(i), str(i)) for i in prompt]
+        special = (self.vocab.mask_id, self.vocab.pad_id)
+        bad = [word for i, word in pairs if not 0 <= i < self.vocab.size or i in special]
+        if bad:
+            raise ValueError(f"{name} {prompt!r}: {bad} not in the model's vocabulary (or special tokens)")
+        return [i for i, _ in pairs]
+
+    def decode(self, ids: Sequence[int]) -> str | None:
+        """Text of ``ids`` (None without a tokenizer)."""
+        return None if self.tokenizer is None else self.tokenizer.decode(list(ids))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: PromptInput = None,
+        *,
+        suffix: PromptInput = None,
+        num: int = 1,
+        max_length: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        options: SamplingOptions | None = None,
+        **option_values: Any,
+    ) -> Generation:
+        """``num`` samples continuing ``prompt`` (or infilling between it and ``suffix``).
+
+        Args:
+            prompt: text or token ids; None or empty: from nothing.
+            suffix: text or token ids to end every sample with; the model fills in between.
+            num: how many samples (one batch).
+            max_length: the longest sample (FlexMDM) or the canvas width (MDM); default the model's.
+            seed: a fresh random stream (ignored when ``generator`` is given).
+            generator: continue this random stream.
+            options: a :class:`~flexmdm.families.SamplingOptions`; ``option_values`` (``steps``,
+                ``rule``, ``temperature``, ``final_fill``, ``insertion``, ``early_exit``,
+                ``trace``) replace its fields.
+        """
+        if num < 1:
+            raise ValueError(f"num must be >= 1, got {num}")
+        options = dataclasses.replace(options or SamplingOptions(), **option_values)
+        max_length = self.max_length if max_length is None else max_length
+        if not 1 <= max_length <= self.model_limit:
+            raise ValueError(f"max_length must be in [1, {self.model_limit}] for this model, got {max_length}")
+        prefix = self.encode(prompt)
+        ending = None if suffix is None else self.encode(suffix, name="suffix")
+        if len(prefix) + len(ending or []) >= max_length:
+            raise ValueError(f"the prompt and suffix have {len(prefix) + len(ending or [])} tokens, not less than "
+                             f"max_length {max_length}")
+        affixes = Affixes([prefix] * num, None if ending is None else [ending] * num, self.vocab, max_length)
+        out = self.sample(affixes, max_length=max_length, seed=seed, generator=generator, options=options)
+        ids = out.sequences()
+        texts = None if self.tokenizer is None else [self.decode(row) for row in ids]
+        return Generation(ids=ids, texts=texts, nfe=out.nfe.tolist(), output=out)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        conditioning: Conditioning,
+        *,
+        max_length: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        options: SamplingOptions | None = None,
+        **option_values: Any,
+    ) -> SampleOutput:
+        """The sampler's output for a task's ``conditioning`` (arguments as in :meth:`generate`);
+        ``self.family.read(conditioning, out.sequences())`` reads it back."""
+        options = dataclasses.replace(options or SamplingOptions(), **option_values)
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        return self.family.generate(self.model, schedules=self.schedules, vocab=self.vocab,
+                                    max_length=self.max_length if max_length is None else max_length,
+                                    conditioning=conditioning, options=options, generator=generator)
