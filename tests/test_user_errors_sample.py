@@ -4,6 +4,7 @@ Wrong input: one :class:`~tests.user_errors.Case` per row, judged by
 :func:`~tests.user_errors.check_user_error` (exit code 2, one short line naming the argument,
 nothing left behind). Legitimate requests: ``--block`` without a prompt, Ctrl-C during sampling,
 infilling with ``--suffix``, ``--version``. One tiny FlexMDM and one tiny MDM are trained once.
+The tests that start subprocesses are marked ``e2e`` (run them with ``-m e2e``).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ CASES = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_wrong_input_is_one_line(case, models, tmp_path):
     check_user_error(case, tmp_path, models.flexmdm)
@@ -121,6 +123,7 @@ def test_wrong_input_is_one_line(case, models, tmp_path):
 # -- legitimate requests ---------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_block_without_a_prompt_samples(models, tmp_path):
     """FlexMDM starts from the empty string; --block must still sample (any policy)."""
     out = tmp_path / "blocks.jsonl"
@@ -150,6 +153,7 @@ def read_available(descriptor: int) -> bytes:
     return data
 
 
+@pytest.mark.e2e
 def test_ctrl_c_keeps_every_finished_batch(models, tmp_path):
     """In a terminal a progress bar runs; SIGINT after the first batch is on disk keeps every
     finished batch in OUT.partial (the first rows of an uninterrupted run with the same seed), their
@@ -220,6 +224,7 @@ def test_mdm_takes_rate_free_policies_but_not_the_rule_final_fill(models, tmp_pa
     assert "--final-fill rule is for FlexMDM models" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_version_is_the_pyproject_version():
     expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     done = run_flexmdm(["--version"])
