@@ -137,7 +137,7 @@ def get_task_class(name: str) -> type[Task]:
             if error.name != f"flexmdm.tasks.{name}" and error.name != "flexmdm.tasks":
                 raise
     if name not in _TASKS:
-        raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(registered_tasks()) or 'none'}")
+        raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(registered_tasks())}")
     return _TASKS[name]
 
 
