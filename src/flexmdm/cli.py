@@ -170,12 +170,13 @@ def _unmasking_rule(policy: str, param: float | None) -> Any:
     return Adaptive(policy, window_factor=param)
 
 
-def _insertion(args: argparse.Namespace, rule: Any, kind: str, config: dict[str, Any]) -> Any:
-    """The :class:`~flexmdm.sampling.Insertion` of ``--insertion``, ``--certainty`` and ``--refresh``."""
+def _insertion(args: argparse.Namespace, rule: Any, inserts: bool, config: dict[str, Any]) -> Any:
+    """The :class:`~flexmdm.sampling.Insertion` of ``--insertion``, ``--certainty`` and ``--refresh``
+    for a model that ``inserts`` (a FlexMDM; None for others)."""
     from flexmdm.sampling import Insertion
 
     chosen = args.insertion != "poisson" or args.certainty is not None or args.refresh
-    if kind != "flexmdm":
+    if not inserts:
         if chosen:
             raise UserError("--insertion, --certainty and --refresh are for FlexMDM models")
         return None
@@ -190,31 +191,25 @@ def _insertion(args: argparse.Namespace, rule: Any, kind: str, config: dict[str,
         raise UserError(f"--insertion: {error}") from None
 
 
-def _token_ids(text: str, option: str, tokenizer: Any, vocab: Any) -> list[int]:
-    """Token ids of ``--prompt`` or ``--suffix`` (text with a tokenizer, else integers).
+def _token_ids(text: str, option: str, pipe: Any) -> list[int]:
+    """Token ids of ``--prompt`` or ``--suffix``: text with a tokenizer, else space-separated ids.
 
     Raises:
-        UserError: naming the words typed (or the ids) that are unknown to the model or are
+        UserError: empty, or naming the words typed (or the ids) that the model lacks or that are
             MASK or PAD.
     """
-    if tokenizer is not None:
-        encoding = tokenizer.encode(text)
-        ids, pieces = encoding.ids, [text[start:end] for start, end in encoding.offsets]
-    else:
+    prompt: Any = text
+    if pipe.tokenizer is None:
         try:
-            ids = [int(word) for word in text.split()]
+            prompt = [int(word) for word in text.split()]
         except ValueError:
             raise UserError(f"{option} {text!r}: expected space-separated token ids (the model has no tokenizer)") from None
-        pieces = [str(i) for i in ids]
+    try:
+        ids = pipe.encode(prompt, name=option)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     if not ids:
         raise UserError(f"{option} is empty")
-    bad = list(dict.fromkeys(piece for i, piece in zip(ids, pieces)
-                             if not 0 <= i < vocab.size or i in (vocab.mask_id, vocab.pad_id)))
-    if bad and tokenizer is not None:
-        raise UserError(f"{option} {text!r}: {', '.join(map(repr, bad))} not in the model's vocabulary (or MASK/PAD)")
-    if bad:
-        raise UserError(f"{option} {text!r}: token id {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not a real "
-                        f"token of the model (ids 0 to {vocab.size - 1} but MASK {vocab.mask_id} and PAD {vocab.pad_id})")
     return ids
 
 
@@ -239,96 +234,62 @@ class _SampleJob:
     """A loaded model and everything ``flexmdm sample`` draws one batch with."""
 
     args: argparse.Namespace
-    directory: Path
-    model: Any
-    kind: str
-    vocab: Any
-    schedules: tuple[Any, Any]
+    pipe: Any
     max_length: int
     prefix: list[int]
     suffix: list[int] | None
-    rule: Any
-    insertion: Any
-    final_fill: str
-    tokenizer: Any
+    options: Any
 
     @property
-    def device(self) -> Any:
-        """Where the model's weights are (tensors of a batch go there)."""
-        return next(self.model.parameters()).device
+    def vocab(self) -> Any:
+        return self.pipe.vocab
 
     def batch(self, count: int, generator: Any) -> Any:
         """One :class:`~flexmdm.sampling.SampleOutput` of ``count`` samples."""
-        from flexmdm.constraints import Prompt
-        from flexmdm.sampling import mdm_canvas, sample_flexmdm, sample_mdm
+        from flexmdm.families import Affixes
 
-        args, vocab = self.args, self.vocab
-        suffixes = None if self.suffix is None else [self.suffix] * count
-        if self.kind == "mdm":
-            canvas, frozen = mdm_canvas([self.prefix] * count, self.max_length, vocab, suffixes)
-            return sample_mdm(
-                self.model, vocab=vocab, unmasking_schedule=self.schedules[1], steps=args.steps,
-                canvas=canvas.to(self.device), frozen=frozen.to(self.device), rule=self.rule,
-                temperature=args.temperature, final_fill=self.final_fill, generator=generator,
-            )
-        prompt = None
-        if suffixes is not None:
-            prompt = Prompt.infill([self.prefix] * count, suffixes, vocab.pad_id).to(self.device)
-        elif self.prefix:
-            prompt = Prompt.prefix([self.prefix] * count, vocab.pad_id).to(self.device)
-        return sample_flexmdm(
-            self.model, vocab=vocab, insertion_schedule=self.schedules[0], unmasking_schedule=self.schedules[1],
-            steps=args.steps, max_length=self.max_length, prompt=prompt,
-            batch_size=None if prompt is not None else count, rule=self.rule, insertion=self.insertion,
-            temperature=args.temperature, final_fill=self.final_fill, generator=generator,
-            record_trace=args.trace is not None,
-        )
+        affixes = Affixes([self.prefix] * count, None if self.suffix is None else [self.suffix] * count,
+                          self.vocab, self.max_length)
+        try:
+            return self.pipe.sample(affixes, max_length=self.max_length, generator=generator, options=self.options)
+        except ValueError as error:
+            raise UserError(str(error)) from None
 
     def rows(self, out: Any) -> list[dict[str, Any]]:
         """The JSON rows of a batch: tokens, length, network calls and, with a tokenizer, text."""
         rows = []
         for sequence, nfe in zip(out.sequences(), out.nfe.tolist()):
             row = {"tokens": sequence, "length": len(sequence), "nfe": nfe}
-            if self.tokenizer is not None:
-                row["text"] = self.tokenizer.decode(sequence)
+            if self.pipe.tokenizer is not None:
+                row["text"] = self.pipe.decode(sequence)
             rows.append(row)
         return rows
 
     def trace_metadata(self) -> dict[str, Any]:
         """What the trace file records about the run."""
         args = self.args
-        return {"model": str(self.directory.resolve()), "steps": args.steps, "policy": args.policy,
+        return {"model": str(self.pipe.directory.resolve()), "steps": args.steps, "policy": args.policy,
                 "param": args.param, "block": args.block, "temperature": args.temperature, "seed": args.seed,
                 "batch_size": args.batch_size}
 
 
 def _load_sample_job(args: argparse.Namespace) -> _SampleJob:
     """Load the model of ``args.checkpoint`` and check every option against it."""
-    from flexmdm.models import load_pretrained
-    from flexmdm.schedules import schedule_from_config
-    from flexmdm.vocab import Vocab
+    from flexmdm.families import SamplingOptions
+    from flexmdm.pipeline import Pipeline
 
     directory = _model_dir(args.checkpoint)
-    model, config = load_pretrained(directory)
-    model.eval()
-    kind = config["model"]["kind"]
-    if kind not in ("flexmdm", "mdm") or "schedules" not in config or "vocab" not in config:
-        raise UserError(f"{directory} is not a FlexMDM/MDM model exported by 'flexmdm train'")
-    if args.trace is not None and kind != "flexmdm":
+    try:
+        pipe = Pipeline.from_pretrained(directory)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.trace is not None and not pipe.family.inserts:
         raise UserError("--trace is only available for flexmdm models")
-    vocab = Vocab(**config["vocab"])
-    schedules = tuple(schedule_from_config(config["schedules"][name]) for name in ("insertion", "unmasking"))
-    model_limit = int(config["model"]["max_length"])
-    max_length = args.max_length or int(config.get("max_length", model_limit))
-    if max_length > model_limit:
-        raise UserError(f"--max-length {max_length} exceeds the model's max_length {model_limit}")
-    tokenizer = None
-    if (directory / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    prefix = [] if args.prompt is None else _token_ids(args.prompt, "--prompt", tokenizer, vocab)
-    suffix = None if args.suffix is None else _token_ids(args.suffix, "--suffix", tokenizer, vocab)
+    max_length = args.max_length or pipe.max_length
+    if max_length > pipe.model_limit:
+        raise UserError(f"--max-length {max_length} exceeds the model's max_length {pipe.model_limit}")
+    prefix = [] if args.prompt is None else _token_ids(args.prompt, "--prompt", pipe)
+    suffix = None if args.suffix is None else _token_ids(args.suffix, "--suffix", pipe)
     given = len(prefix) + len(suffix or [])
     if given >= max_length:
         named = " and ".join(name for name, ids in (("--prompt", prefix), ("--suffix", suffix)) if ids)
@@ -338,13 +299,14 @@ def _load_sample_job(args: argparse.Namespace) -> _SampleJob:
         from flexmdm.sampling import SemiAutoregressive
 
         rule = SemiAutoregressive(rule, block_size=args.block)
-    if kind == "mdm" and args.final_fill == "rule":
-        raise UserError("--final-fill rule is for FlexMDM models (MDM applies a rate-free --policy until no "
-                        "mask is left, within --steps calls)")
-    final_fill = args.final_fill or ("sequential" if rule.uses_rates or kind == "mdm" else "rule")
-    insertion = _insertion(args, rule, kind, config)
-    return _SampleJob(args, directory, model, kind, vocab, schedules, max_length, prefix, suffix, rule,
-                      insertion, final_fill, tokenizer)
+    options = SamplingOptions(steps=args.steps, rule=rule, temperature=args.temperature, final_fill=args.final_fill,
+                              insertion=_insertion(args, rule, pipe.family.inserts, pipe.config),
+                              trace=args.trace is not None)
+    try:
+        pipe.family.check(options)
+    except ValueError as error:
+        raise UserError(f"--final-fill: {error}") from None
+    return _SampleJob(args, pipe, max_length, prefix, suffix, options)
 
 
 @dataclass
@@ -415,7 +377,7 @@ def run_sample(args: argparse.Namespace) -> int:
     _check_sample_args(args)
     job = _load_sample_job(args)
     out, trace = _open_outputs(args)
-    generator = torch.Generator(device=job.device).manual_seed(args.seed)
+    generator = torch.Generator(device=job.pipe.device).manual_seed(args.seed)
     written = _Written()
     progress = tqdm(total=args.num, desc="sampling", unit="sample", file=sys.stderr, disable=None, dynamic_ncols=True)
     try:
