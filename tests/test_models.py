@@ -9,6 +9,7 @@ from flexmdm.models import ModelConfig, build_model, load_pretrained, save_pretr
 from flexmdm.models import pretrained as pretrained_module
 from flexmdm.sampling import sample_flexmdm
 from flexmdm.schedules import LinearSchedule
+from flexmdm.tasks.toy import ToyLanguage
 
 V, MASK, PAD = 10, 8, 9
 
@@ -138,7 +139,7 @@ def test_save_load_round_trip(kind, options, tmp_path):
     metadata = {"schedules": {"insertion": {"name": "linear"}}}
     tokenizer = tmp_path / "tok"
     tokenizer.mkdir()
-    (tokenizer / "tokenizer.json").write_text("{}")
+    ToyLanguage().write_tokenizer(tokenizer)  # load_pretrained parses it
     save_pretrained(model, tmp_path / "ckpt", metadata=metadata, tokenizer_dir=tokenizer)
     loaded, saved = load_pretrained(tmp_path / "ckpt")
     assert saved["schedules"] == metadata["schedules"] and saved["model"] == model.config.to_dict()
