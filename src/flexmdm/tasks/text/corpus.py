@@ -30,6 +30,8 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from flexmdm.errors import InputFileError
+
 __all__ = [
     "TEXT_FIELD",
     "chunk_paragraph",
@@ -152,19 +154,20 @@ def _read_jsonl(path: Path) -> list[str]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+                raise InputFileError(f"{path}:{number}: not valid JSON ({error.msg}); fix or remove the line") from None
             if not isinstance(row, dict) or not isinstance(row.get(TEXT_FIELD), str):
-                raise ValueError(f"{path}:{number}: expected an object with a string {TEXT_FIELD!r} field")
+                raise InputFileError(f"{path}:{number}: expected an object with a string {TEXT_FIELD!r} field")
             texts.append(row[TEXT_FIELD])
     return texts
 
 
 def _read_file(path: Path) -> list[str]:
-    if path.suffix == ".txt":
-        return [path.read_text(encoding="utf-8")]
-    if path.suffix == ".jsonl":
-        return _read_jsonl(path)
-    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; expected .txt or .jsonl")
+    if path.suffix not in (".txt", ".jsonl"):
+        raise InputFileError(f"{path}: unsupported file type {path.suffix!r}; expected .txt or .jsonl")
+    try:
+        return [path.read_text(encoding="utf-8")] if path.suffix == ".txt" else _read_jsonl(path)
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"{path}: not UTF-8 text (byte {error.start}); convert it to UTF-8") from None
 
 
 def _load_hf(spec: str) -> list[str]:
@@ -173,19 +176,25 @@ def _load_hf(spec: str) -> list[str]:
 
     name, _, split = spec.partition(":")
     if not name:
-        raise ValueError("hf: source needs a dataset name, e.g. 'hf:openwebtext:train'")
+        raise InputFileError("hf: source needs a dataset name, e.g. 'hf:openwebtext:train'")
     split = split or "train"
     local = Path(name)
     if local.is_dir() and ((local / "dataset_info.json").is_file() or (local / "dataset_dict.json").is_file()):
         dataset = datasets.load_from_disk(str(local))
         if isinstance(dataset, datasets.DatasetDict):
             if split not in dataset:
-                raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {sorted(dataset)}")
+                raise InputFileError(f"dataset {name!r} has no split {split!r}; splits: {sorted(dataset)}")
             dataset = dataset[split]
     else:
-        dataset = datasets.load_dataset(name, split=split)
+        try:
+            dataset = datasets.load_dataset(name, split=split)
+        except ConnectionError as error:
+            raise InputFileError(
+                f"data source 'hf:{spec}': cannot reach the Hugging Face Hub ({error}); connect to the network, "
+                f"or save the dataset to a folder while online and give 'hf:FOLDER'"
+            ) from None
     if TEXT_FIELD not in dataset.column_names:
-        raise ValueError(f"dataset {name!r} has no {TEXT_FIELD!r} column; columns: {dataset.column_names}")
+        raise InputFileError(f"dataset {name!r} has no {TEXT_FIELD!r} column; columns: {dataset.column_names}")
     return [text for text in dataset[TEXT_FIELD] if isinstance(text, str)]
 
 
@@ -194,8 +203,9 @@ def load_texts(source: str | Path) -> list[str]:
 
     Raises:
         FileNotFoundError: a local path that does not exist.
-        ValueError: an unsupported file type, a malformed JSONL line, a dataset without a
-            ``text`` column, or a folder holding no ``.txt``/``.jsonl`` file.
+        InputFileError: an unsupported file type, a malformed JSONL line, a file that is not
+            UTF-8, a folder holding no ``.txt``/``.jsonl`` file, or a Hugging Face dataset that
+            cannot be reached or lacks the split or the ``text`` column.
     """
     source_text = str(source)
     if source_text == "stdlib":
@@ -212,7 +222,7 @@ def load_texts(source: str | Path) -> list[str]:
     files = sorted((p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file()),
                    key=lambda p: p.relative_to(path).as_posix())
     if not files:
-        raise ValueError(f"folder {path} holds no .txt or .jsonl file")
+        raise InputFileError(f"folder {path} holds no .txt or .jsonl file")
     return [text for file in files for text in _read_file(file)]
 
 

@@ -23,6 +23,7 @@ import torch
 from tokenizers import Tokenizer
 
 from flexmdm.atomic import atomic_directory
+from flexmdm.errors import InputFileError
 from flexmdm.tasks.cache import cache_folder, load_or_build, source_identity
 from flexmdm.tasks.text.corpus import chunk_paragraph, load_texts, paragraphs_of, train_validation_split
 from flexmdm.tasks.text.tokenizer import (
@@ -166,12 +167,22 @@ class TextTask(Task):
         return load_or_build(self.cache_path, self._read_cache, self._build_corpus, self._write_cache)
 
     def _build_corpus(self) -> TextCorpus:
-        return build_corpus(
-            load_texts(self.source), max_length=self.max_length, vocab_size=self.vocab_size,
-            tokenizer=None if self.tokenizer is None else load_tokenizer(self.tokenizer),
-            validation_fraction=self.validation_fraction, split_seed=self.split_seed,
-            deduplicate=self.deduplicate, min_tokens=self.min_tokens,
-        )
+        """Read, split, tokenize and chunk the source.
+
+        Raises:
+            InputFileError: the source cannot be read, or it is too poor for the options (no
+                paragraph, an empty split, too few merges for ``vocab_size``).
+        """
+        texts = load_texts(self.source)
+        tokenizer = None if self.tokenizer is None else load_tokenizer(self.tokenizer)
+        try:
+            return build_corpus(
+                texts, max_length=self.max_length, vocab_size=self.vocab_size, tokenizer=tokenizer,
+                validation_fraction=self.validation_fraction, split_seed=self.split_seed,
+                deduplicate=self.deduplicate, min_tokens=self.min_tokens,
+            )
+        except ValueError as error:
+            raise InputFileError(f"data.source {self.source!r}: {error}") from None
 
     def _read_cache(self, path: Path) -> TextCorpus:
         tokenizer = load_tokenizer(path / "tokenizer.json")
