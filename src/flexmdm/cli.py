@@ -64,14 +64,35 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train (or resume) the configured run; under torchrun every rank runs this."""
-    from flexmdm.training import load_config, train
+    """Train (or resume) the configured run; under torchrun every rank runs this.
 
-    result = train(load_config(args.config, args.overrides))
-    if os.environ.get("RANK", "0") == "0":  # torchrun: one report
-        done = "already trained" if result.loss is None else f"trained (last loss {result.loss:.4f})"
-        print(f"{done} to step {result.steps} in {result.elapsed_s:.1f}s; model at {result.model_dir}", file=sys.stderr)
+    SIGINT or SIGTERM stops it after the current step with a checkpoint; the exit code is then
+    128 + the signal's number (130 for Ctrl-C).
+    """
+    from flexmdm.training import load_config, train
+    from flexmdm.training.interrupt import TrainingInterrupted
+
+    config = load_config(args.config, args.overrides)
+    reporting = os.environ.get("RANK", "0") == "0"  # torchrun: one report
+    try:
+        result = train(config)
+    except TrainingInterrupted as stop:
+        if reporting:
+            print(f"stopped after step {stop.step} ({signal.Signals(stop.signum).name}, exit code "
+                  f"{stop.exit_code}); checkpoint {stop.checkpoint}: run the same command to resume", file=sys.stderr)
+        return stop.exit_code
+    if reporting:
+        print(_train_report(result, config.train.steps), file=sys.stderr)
     return 0
+
+
+def _train_report(result: Any, steps: int) -> str:
+    """The last line of ``flexmdm train``: what it did, or how to train again when it had nothing to do."""
+    if result.loss is None:
+        return (f"{result.output_dir} is already trained to step {result.steps} (train.steps={steps}); model at "
+                f"{result.model_dir}. To train again, choose another output directory (--set output_dir=DIR) "
+                f"or more steps (--set train.steps=N)")
+    return f"trained (last loss {result.loss:.4f}) to step {result.steps} in {result.elapsed_s:.1f}s; model at {result.model_dir}"
 
 
 # -- sample -------------------------------------------------------------------------------------

@@ -23,7 +23,13 @@ MDM ones are full canvases), and ``val_loss`` when computed: the loss of the
 EMA weights (raw weights without EMA) on a fixed held-out set.
 
 **Resuming** is automatic: when ``output_dir/checkpoints/latest`` exists, the run continues from
-it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly.
+it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly; a
+damaged newest checkpoint is skipped for the newest intact one
+(:func:`~flexmdm.training.checkpoint.resume_point`), and both are said on stderr.
+
+**Interrupting**: the first SIGINT (Ctrl-C) or SIGTERM lets the current step finish, writes a
+checkpoint and raises :class:`~flexmdm.training.interrupt.TrainingInterrupted` (under ``torchrun``
+the ranks agree on the step to stop after); resuming continues exactly.
 Only ``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device}`` may
 change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
 """
@@ -36,6 +42,7 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,14 +60,16 @@ from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss, sample_times
 from flexmdm.models import ModelConfig, build_model, save_pretrained
 from flexmdm.models.retrofit import save_retrofit
 from flexmdm.training.checkpoint import (
-    latest_checkpoint,
-    load_trainer_state,
+    ResumePoint,
+    checkpoint_path,
     remove_stale_temporaries,
+    resume_point,
     save_checkpoint,
 )
 from flexmdm.training.config import Config, ConfigError, config_from_dict
 from flexmdm.training.data import Task, TrainingBatch, keyed_generator
 from flexmdm.training.distributed import DistributedContext, init_distributed
+from flexmdm.training.interrupt import StopRequest, TrainingInterrupted
 
 __all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
 
@@ -467,10 +476,10 @@ class _Run:
             )
         self.ctx.barrier()
 
-    def resume(self, path: Path) -> None:
-        """Restore everything from checkpoint directory ``path``."""
-        state = load_trainer_state(path)
-        _check_resumable(config_from_dict(state["config"]).to_dict(), self.config.to_dict(), path)
+    def resume(self, point: ResumePoint) -> None:
+        """Restore everything from the checkpoint ``point``."""
+        state = point.state
+        _check_resumable(config_from_dict(state["config"]).to_dict(), self.config.to_dict(), point.path)
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
@@ -551,15 +560,25 @@ def train(config: Config, *, model_factory: ModelFactory | None = None, progress
         ctx.shutdown()
 
 
+def _announce_resume(point: ResumePoint, steps: int) -> None:
+    """Say on stderr which damaged checkpoints were skipped and where the run resumes."""
+    for reason in point.damaged:
+        print(f"damaged checkpoint skipped: {reason}", file=sys.stderr)
+    if point.step < steps:
+        print(f"resuming from step {point.step} ({point.path})", file=sys.stderr)
+
+
 def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory | None,
            progress_line: int) -> TrainResult:
     output_dir = Path(config.output_dir)
     metrics_path = output_dir / METRICS_FILE
     run = _Run(config, ctx, model_factory)
-    checkpoint = latest_checkpoint(output_dir)
-    if checkpoint is not None:
-        run.resume(checkpoint)
+    point = resume_point(output_dir)
+    if point is not None:
+        run.resume(point)
     if ctx.is_main:
+        if point is not None:
+            _announce_resume(point, config.train.steps)
         output_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output_dir)
         config.save(output_dir / "config.yaml")
@@ -574,7 +593,9 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
     last_time, tokens_since = start, 0.0
     progress = tqdm(total=cfg.steps, initial=run.step, disable=not ctx.is_main, desc=f"train {output_dir.name}",
                     position=progress_line, dynamic_ncols=True)
-    with progress, open(metrics_path, "a") if ctx.is_main else contextlib.nullcontext() as metrics:
+    stop = StopRequest()
+    with (stop.catching(announce=ctx.is_main), progress,
+          open(metrics_path, "a") if ctx.is_main else contextlib.nullcontext() as metrics):
         while run.step < cfg.steps:
             sums, grad_norm, lr = run.train_step()
             step, final = run.step, run.step == cfg.steps
@@ -595,8 +616,14 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
                     progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
             if earlier_seconds is not None:
                 run.train_seconds = earlier_seconds + time.perf_counter() - start
-            if final or (cfg.save_every > 0 and step % cfg.save_every == 0):
+            saved = final or (cfg.save_every > 0 and step % cfg.save_every == 0)
+            if saved:
                 run.save()
+            signum = ctx.max_over_ranks(stop.signum or 0)  # every rank stops after the same step
+            if signum and not final:
+                if not saved:
+                    run.save()
+                raise TrainingInterrupted(signum, step, checkpoint_path(output_dir, step))
     elapsed = time.perf_counter() - start
     model_dir = output_dir / MODEL_DIR
     if ctx.is_main:
