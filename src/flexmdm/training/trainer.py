@@ -20,7 +20,9 @@ positions fed to the network that hold no token: FlexMDM batches are cropped to 
 x_t, or with ``train.length_buckets`` sorted by length and cut into sub-batches cropped each to
 its own longest; with ``train.packing`` FlexMDM and autoregressive networks see no padding;
 MDM ones are full canvases), and ``val_loss`` when computed: the loss of the
-EMA weights (raw weights without EMA) on a fixed held-out set.
+EMA weights (raw weights without EMA) on a fixed held-out set. With ``train.tensorboard`` the
+same rows are also written as TensorBoard scalars to ``output_dir/tensorboard`` (a resumed run
+hides the events logged after its checkpoint).
 
 **Resuming** is automatic: when ``output_dir/checkpoints/latest`` exists, the run continues from
 it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly; a
@@ -30,8 +32,8 @@ damaged newest checkpoint is skipped for the newest intact one
 **Interrupting**: the first SIGINT (Ctrl-C) or SIGTERM lets the current step finish, writes a
 checkpoint and raises :class:`~flexmdm.training.interrupt.TrainingInterrupted` (under ``torchrun``
 the ranks agree on the step to stop after); resuming continues exactly.
-Only ``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device}`` may
-change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
+Only ``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device,
+tensorboard}`` may change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
 """
 
 from __future__ import annotations
@@ -74,9 +76,11 @@ from flexmdm.training.interrupt import StopRequest, TrainingInterrupted
 __all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
 
 RESUMABLE_CHANGES = frozenset(
-    f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device")
+    f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device",
+                               "tensorboard")
 ) | {"output_dir", "data.cache_dir"}  # where a task caches its data (text) may move
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
 ModelFactory = Callable[[ModelConfig], nn.Module]
 """Builds the network of a run (default :func:`flexmdm.models.build_model`); e.g. a retrofit of a
 pretrained model. Only parameters with ``requires_grad`` are optimised."""
@@ -560,6 +564,43 @@ def train(config: Config, *, model_factory: ModelFactory | None = None, progress
         ctx.shutdown()
 
 
+class _MetricsLog:
+    """Where rank 0 writes metrics rows: ``metrics.jsonl``, and TensorBoard when asked."""
+
+    def __init__(self, output_dir: Path, step: int, tensorboard: bool):
+        self.jsonl = open(output_dir / METRICS_FILE, "a")
+        self.board = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # events after the checkpoint a resumed run restarts from are hidden (rows step + 1, ...)
+            self.board = SummaryWriter(str(output_dir / TENSORBOARD_DIR), purge_step=step + 1)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.board.add_scalar(key, value, row["step"])
+            self.board.flush()
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def _stop_if_requested(run: _Run, stop: StopRequest, saved: bool) -> None:
+    """On every rank: when any rank received SIGINT/SIGTERM, checkpoint this step (unless ``saved``
+    already) and raise :class:`TrainingInterrupted`; the ranks agree through a collective."""
+    signum = run.ctx.max_over_ranks(stop.signum or 0)
+    if signum:
+        if not saved:
+            run.save()
+        raise TrainingInterrupted(signum, run.step, checkpoint_path(run.output_dir, run.step))
+
+
 def _announce_resume(point: ResumePoint, steps: int) -> None:
     """Say on stderr which damaged checkpoints were skipped and where the run resumes."""
     for reason in point.damaged:
@@ -594,8 +635,9 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
     progress = tqdm(total=cfg.steps, initial=run.step, disable=not ctx.is_main, desc=f"train {output_dir.name}",
                     position=progress_line, dynamic_ncols=True)
     stop = StopRequest()
-    with (stop.catching(announce=ctx.is_main), progress,
-          open(metrics_path, "a") if ctx.is_main else contextlib.nullcontext() as metrics):
+    metrics = _MetricsLog(output_dir, run.step, cfg.tensorboard) if ctx.is_main else None
+    closing = contextlib.closing(metrics) if metrics is not None else contextlib.nullcontext()
+    with stop.catching(announce=ctx.is_main), progress, closing:
         while run.step < cfg.steps:
             sums, grad_norm, lr = run.train_step()
             step, final = run.step, run.step == cfg.steps
@@ -611,19 +653,15 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
                 if evaluate and ctx.is_main:
                     val_loss = row["val_loss"] = run.validation_loss()
                 if ctx.is_main:
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
+                    metrics.write(row)
                     progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
             if earlier_seconds is not None:
                 run.train_seconds = earlier_seconds + time.perf_counter() - start
             saved = final or (cfg.save_every > 0 and step % cfg.save_every == 0)
             if saved:
                 run.save()
-            signum = ctx.max_over_ranks(stop.signum or 0)  # every rank stops after the same step
-            if signum and not final:
-                if not saved:
-                    run.save()
-                raise TrainingInterrupted(signum, step, checkpoint_path(output_dir, step))
+            if not final:
+                _stop_if_requested(run, stop, saved)
     elapsed = time.perf_counter() - start
     model_dir = output_dir / MODEL_DIR
     if ctx.is_main:
