@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from flexmdm.errors import InputFileError
+from flexmdm.tasks.cache import progress
 
 __all__ = [
     "TEXT_FIELD",
@@ -127,7 +128,7 @@ def stdlib_docstrings(root: str | Path | None = None) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"standard library folder {root} does not exist")
     docstrings: list[str] = []
-    for path in _stdlib_files(root):
+    for path in progress(_stdlib_files(root), "reading standard-library docstrings", unit="file"):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # invalid escape sequences in old files
@@ -223,7 +224,7 @@ def load_texts(source: str | Path) -> list[str]:
                    key=lambda p: p.relative_to(path).as_posix())
     if not files:
         raise InputFileError(f"folder {path} holds no .txt or .jsonl file")
-    return [text for file in files for text in _read_file(file)]
+    return [text for file in progress(files, f"reading {path}", unit="file") for text in _read_file(file)]
 
 
 def _unit_hash(text: str, seed: int) -> float:
