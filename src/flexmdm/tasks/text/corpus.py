@@ -24,10 +24,12 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import logging
 import re
 import sysconfig
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from flexmdm.errors import InputFileError
@@ -46,6 +48,7 @@ __all__ = [
 TEXT_FIELD = "text"
 """The column / JSON field holding a document's text."""
 
+_HUB_HTTP_LOGGER = "huggingface_hub.utils._http"
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 _SKIPPED_STDLIB_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
 
@@ -171,6 +174,19 @@ def _read_file(path: Path) -> list[str]:
         raise InputFileError(f"{path}: not UTF-8 text (byte {error.start}); convert it to UTF-8") from None
 
 
+@contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """Without network, ``huggingface_hub`` warns about each of its retries (two lines each) before
+    giving up; within the block only its errors are logged."""
+    logger = logging.getLogger(_HUB_HTTP_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _load_hf(spec: str) -> list[str]:
     """``NAME[:split]`` through ``datasets`` (a saved dataset folder via ``load_from_disk``)."""
     import datasets
@@ -188,7 +204,8 @@ def _load_hf(spec: str) -> list[str]:
             dataset = dataset[split]
     else:
         try:
-            dataset = datasets.load_dataset(name, split=split)
+            with _quiet_retries():
+                dataset = datasets.load_dataset(name, split=split)
         except ConnectionError as error:
             raise InputFileError(
                 f"data source 'hf:{spec}': cannot reach the Hugging Face Hub ({error}); connect to the network, "
