@@ -27,13 +27,13 @@ hides the events logged after its checkpoint).
 **Resuming** is automatic: when ``output_dir/checkpoints/latest`` exists, the run continues from
 it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly; a
 damaged newest checkpoint is skipped for the newest intact one
-(:func:`~flexmdm.training.checkpoint.resume_point`), and both are said on stderr.
+(:func:`~flexmdm.training.checkpoint.resume_point`), and both are said on stderr. Only
+``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device, tensorboard}``
+may change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
 
 **Interrupting**: the first SIGINT (Ctrl-C) or SIGTERM lets the current step finish, writes a
 checkpoint and raises :class:`~flexmdm.training.interrupt.TrainingInterrupted` (under ``torchrun``
 the ranks agree on the step to stop after); resuming continues exactly.
-Only ``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device,
-tensorboard}`` may change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
 """
 
 from __future__ import annotations
