@@ -570,3 +570,18 @@ def test_tensorboard_missing_is_one_config_error(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
     with pytest.raises(ConfigError, match=r"train\.tensorboard: .*pip install tensorboard"):
         load_config(write_config(tmp_path), ["train.tensorboard=true"])
+
+
+def test_a_repeated_signal_is_one_request_and_a_later_one_stops_at_once(monkeypatch):
+    from flexmdm.training import interrupt
+
+    monkeypatch.setattr(interrupt, "REPEAT_GRACE_S", 0.2)
+    stop = interrupt.StopRequest()
+    with stop.catching(announce=False):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)  # e.g. torchrun passing on the terminal's Ctrl-C
+        assert stop.signum == signal.SIGINT
+        time.sleep(0.3)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)  # pressed again: the usual Ctrl-C
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

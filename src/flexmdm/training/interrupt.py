@@ -54,10 +54,6 @@ class StopRequest:
         self._when = 0.0
         self._previous: dict[int, Any] = {}
 
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
     @contextmanager
     def catching(self, announce: bool) -> Iterator[StopRequest]:
         """Record SIGINT/SIGTERM within the block (main thread only); ``announce`` prints one line
