@@ -13,17 +13,20 @@ under ``torchrun --nproc_per_node N -m flexmdm.cli train CONFIG`` for data paral
 
 Each subcommand is one ``add_<name>_command(subparsers)`` function that registers its parser
 and sets ``run`` to a function ``(args) -> exit code``; list it in :data:`COMMANDS`. User errors
-(missing files, bad options, invalid configurations) raise :class:`UserError`,
-:class:`~flexmdm.training.config.ConfigError` or :class:`FileNotFoundError`, which :func:`main`
-prints as one line with exit code 2.
+(missing files, bad options, invalid configurations, damaged files) raise :class:`UserError`,
+:class:`~flexmdm.training.config.ConfigError`, :class:`FileNotFoundError` or
+:class:`~flexmdm.errors.InputFileError`, which :func:`main` prints as one line with exit code 2,
+as it does for an :class:`OSError` on a path the user chose (read-only, full, not a folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,14 +64,35 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train (or resume) the configured run; under torchrun every rank runs this."""
-    from flexmdm.training import load_config, train
+    """Train (or resume) the configured run; under torchrun every rank runs this.
 
-    result = train(load_config(args.config, args.overrides))
-    if os.environ.get("RANK", "0") == "0":  # torchrun: one report
-        done = "already trained" if result.loss is None else f"trained (last loss {result.loss:.4f})"
-        print(f"{done} to step {result.steps} in {result.elapsed_s:.1f}s; model at {result.model_dir}", file=sys.stderr)
+    SIGINT or SIGTERM stops it after the current step with a checkpoint; the exit code is then
+    128 + the signal's number (130 for Ctrl-C).
+    """
+    from flexmdm.training import load_config, train
+    from flexmdm.training.interrupt import TrainingInterrupted
+
+    config = load_config(args.config, args.overrides)
+    reporting = os.environ.get("RANK", "0") == "0"  # torchrun: one report
+    try:
+        result = train(config)
+    except TrainingInterrupted as stop:
+        if reporting:
+            print(f"stopped after step {stop.step} ({signal.Signals(stop.signum).name}, exit code "
+                  f"{stop.exit_code}); checkpoint {stop.checkpoint}: run the same command to resume", file=sys.stderr)
+        return stop.exit_code
+    if reporting:
+        print(_train_report(result, config.train.steps), file=sys.stderr)
     return 0
+
+
+def _train_report(result: Any, steps: int) -> str:
+    """The last line of ``flexmdm train``: what it did, or how to train again when it had nothing to do."""
+    if result.loss is None:
+        return (f"{result.output_dir} is already trained to step {result.steps} (train.steps={steps}); model at "
+                f"{result.model_dir}. To train again, choose another output directory (--set output_dir=DIR) "
+                f"or more steps (--set train.steps=N)")
+    return f"trained (last loss {result.loss:.4f}) to step {result.steps} in {result.elapsed_s:.1f}s; model at {result.model_dir}"
 
 
 # -- sample -------------------------------------------------------------------------------------
@@ -473,6 +497,7 @@ def add_view_command(commands: argparse._SubParsersAction) -> None:
 
 def run_view(args: argparse.Namespace) -> int:
     """Write the replay page of one sequence of ``args.trace``."""
+    from flexmdm.errors import naming
     from flexmdm.viz import length_over_time, plot_lengths_over_time, read_trace_jsonl, render_page, tokenizer_decoder
 
     if not args.trace.is_file():
@@ -486,9 +511,11 @@ def run_view(args: argparse.Namespace) -> int:
         if args.tokenizer is not None and decode is None:
             print(f"{args.tokenizer} holds no tokenizer.json: showing token ids", file=sys.stderr)
         out = args.out if args.out is not None else args.trace.with_suffix(".html")
-        render_page((header, events), out, decode=decode, sequence=args.sequence, title=args.title)
+        with naming(out):
+            render_page((header, events), out, decode=decode, sequence=args.sequence, title=args.title)
         if args.lengths_png is not None:
-            plot_lengths_over_time(*length_over_time(header, events), args.lengths_png)
+            with naming(args.lengths_png):
+                plot_lengths_over_time(*length_over_time(header, events), args.lengths_png)
     except (ValueError, IndexError) as error:
         raise UserError(f"{args.trace}: {error}") from None
     print(f"wrote {out} (sequence {args.sequence} of {header['num_sequences']}, {len(events)} events)",
@@ -529,25 +556,53 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
-    The parsed namespace keeps ``argv`` (the list), so that benchmarks record their command.
+    The parsed namespace keeps ``argv`` (the list), so that benchmarks record their command. User
+    errors (:func:`_user_errors`) and I/O errors on the user's paths (:func:`_path_problem`) are
+    printed as one line with exit code 2; Ctrl-C as one line with exit code 130.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv
         return args.run(args)
+    except KeyboardInterrupt:
+        print("flexmdm: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     except Exception as error:
-        if not isinstance(error, _user_errors()):
+        message = str(error) if isinstance(error, _user_errors()) else _path_problem(error)
+        if message is None:
             raise
-        print(f"flexmdm: error: {error}", file=sys.stderr)
+        print(f"flexmdm: error: {message}", file=sys.stderr)
         return 2
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions reported as one line (imported lazily: ``--help`` must not load torch)."""
+    from flexmdm.errors import InputFileError
     from flexmdm.training.config import ConfigError
 
-    return UserError, ConfigError, FileNotFoundError
+    return UserError, ConfigError, FileNotFoundError, InputFileError
+
+
+_PATH_ERRNOS = {
+    errno.EACCES: "choose a writable location or fix its permissions",
+    errno.EPERM: "choose a writable location or fix its permissions",
+    errno.EROFS: "choose a location on a writable file system",
+    errno.ENOSPC: "free some space or choose another location",
+    errno.EDQUOT: "free some space or choose another location",
+    errno.EFBIG: "choose another location",
+    errno.EISDIR: "give a file, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+"""The I/O errors that are about a path the user chose (not about the program), with what to do."""
+
+
+def _path_problem(error: Exception) -> str | None:
+    """One line for an :class:`OSError` about a user's path (see :data:`_PATH_ERRNOS`), else None."""
+    if not isinstance(error, OSError) or error.filename is None or error.errno not in _PATH_ERRNOS:
+        return None
+    return f"{error.filename}: {error.strerror}; {_PATH_ERRNOS[error.errno]}"
 
 
 if __name__ == "__main__":  # python -m flexmdm.cli: run the imported module, whose UserError other modules raise
