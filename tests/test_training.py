@@ -439,6 +439,7 @@ def assert_same_run(expected: Path, observed: Path) -> None:
     assert weights[0] == weights[1]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_checkpoints_the_step_and_resumes_exactly(tmp_path, uninterrupted, signum):
     config = write_config(tmp_path, INTERRUPTIBLE)
@@ -462,6 +463,7 @@ def test_signal_checkpoints_the_step_and_resumes_exactly(tmp_path, uninterrupted
     assert_same_run(uninterrupted, tmp_path / "run")
 
 
+@pytest.mark.e2e
 def test_sigint_under_torchrun_stops_every_rank_at_one_checkpoint(tmp_path, uninterrupted):
     config = write_config(tmp_path, INTERRUPTIBLE)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

@@ -19,6 +19,8 @@ from flexmdm.cli import main
 from tests.test_training import TINY, write_config
 from tests.user_errors import Case, check_user_error
 
+pytestmark = pytest.mark.e2e
+
 TEXT = {
     "model": {"kind": "flexmdm", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_length": 16},
     "data": {"task": "text", "max_length": 16, "vocab_size": 259, "validation_fraction": 0.0},
