@@ -26,7 +26,7 @@ from flexmdm.tasks.infill import (
     stdlib_functions,
 )
 from flexmdm.tasks.infill.functions import module_name
-from flexmdm.training.data import get_task_class
+from flexmdm.tasks.base import get_task_class
 from tests.infill_fixtures import write_modules
 
 SOURCE = textwrap.dedent('''\

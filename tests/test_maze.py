@@ -33,7 +33,7 @@ from flexmdm.tasks.maze import (
     render_samples,
     shortest_path,
 )
-from flexmdm.training.data import get_task_class
+from flexmdm.tasks.base import get_task_class
 
 FAST = settings(max_examples=25, deadline=None)
 

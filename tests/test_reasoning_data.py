@@ -20,7 +20,7 @@ from flexmdm.tasks.reasoning import (
     normalize_number,
     template_parts,
 )
-from flexmdm.training.data import get_task_class
+from flexmdm.tasks.base import get_task_class
 
 GSM8K_FIXTURE = [
     {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "

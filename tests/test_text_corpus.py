@@ -25,7 +25,7 @@ from flexmdm.tasks.text import (
     train_bpe,
     train_validation_split,
 )
-from flexmdm.training.data import get_task_class
+from flexmdm.tasks.base import get_task_class
 
 DOCS = [
     "The first paragraph.\nIt has two lines.\n\nThe second one.  \n \t \nThird: last!",

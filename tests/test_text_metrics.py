@@ -19,7 +19,7 @@ from flexmdm.tasks.text.metrics import (
 )
 from flexmdm.tasks.toy import ToyLanguage
 from flexmdm.training.config import config_from_dict
-from flexmdm.training.data import keyed_generator
+from flexmdm.training.streams import keyed_generator
 from flexmdm.training.trainer import _AutoregressiveObjective, train
 
 

@@ -53,7 +53,7 @@ from flexmdm.sampling import Adaptive, mdm_canvas, sample_flexmdm, sample_mdm
 from flexmdm.schedules import schedule_from_config
 from flexmdm.tasks.infill import InfillExample, InfillTask, infill_metrics
 from flexmdm.training.config import config_from_dict
-from flexmdm.training.data import keyed_generator
+from flexmdm.training.streams import keyed_generator
 
 __all__ = ["InfillBenchSettings", "SETTINGS", "fill_middles", "main", "run_infill_benchmark"]
 

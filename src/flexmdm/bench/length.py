@@ -61,7 +61,7 @@ from flexmdm.tasks.text.metrics import (
     unigram_entropy,
 )
 from flexmdm.training.config import config_from_dict
-from flexmdm.training.data import keyed_generator
+from flexmdm.training.streams import keyed_generator
 from flexmdm.training.trainer import train
 
 __all__ = ["LengthBenchSettings", "main", "run_length_benchmark"]

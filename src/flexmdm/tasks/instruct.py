@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 
 from flexmdm.constraints import Prompt, pad_sequences
-from flexmdm.training.data import Split, Task, TrainingBatch, register_task
+from flexmdm.tasks.base import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
 
 __all__ = ["InstructTask", "InstructExample", "read_pairs"]

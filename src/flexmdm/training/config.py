@@ -32,7 +32,7 @@ from flexmdm.atomic import write_text_atomic
 from flexmdm.losses import MAX_TIME
 from flexmdm.models import ModelConfig
 from flexmdm.schedules import Schedule, schedule_from_config
-from flexmdm.training.data import Task, get_task_class
+from flexmdm.tasks.base import Task, get_task_class
 
 __all__ = [
     "Config",

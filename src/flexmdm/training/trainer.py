@@ -4,7 +4,7 @@ One optimizer step consumes a *global batch* of ``train.batch_size`` sequences s
 ``world_size × grad_accum`` micro-batches (shards). Shard ``s = rank · grad_accum + micro`` draws
 its data, its training times (stratum ``s`` of a low-discrepancy sample over the global batch),
 its interpolant noise and its dropout from generators keyed by ``(seed, step, s)`` (see
-:mod:`flexmdm.training.data`), so a run is a deterministic function of its configuration
+:mod:`flexmdm.training.streams`), so a run is a deterministic function of its configuration
 whatever the number of ranks, the accumulation and the interruptions.
 
 **Loss normalisation.** The objective of a step is the sum, over the global batch, of each
@@ -61,6 +61,7 @@ from flexmdm.interpolant import FlexBatch, FlexInterpolant, MDMBatch, MDMInterpo
 from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss, sample_times
 from flexmdm.models import ModelConfig, build_model, save_pretrained
 from flexmdm.models.retrofit import save_retrofit
+from flexmdm.tasks.base import Task, TrainingBatch
 from flexmdm.training.checkpoint import (
     ResumePoint,
     checkpoint_path,
@@ -69,9 +70,9 @@ from flexmdm.training.checkpoint import (
     save_checkpoint,
 )
 from flexmdm.training.config import Config, ConfigError, config_from_dict
-from flexmdm.training.data import Task, TrainingBatch, keyed_generator
 from flexmdm.training.distributed import DistributedContext, init_distributed
 from flexmdm.training.interrupt import StopRequest, TrainingInterrupted
+from flexmdm.training.streams import keyed_generator
 
 __all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
 

@@ -41,7 +41,7 @@ from flexmdm.tasks.cache import cache_folder, load_or_build, source_identity
 from flexmdm.tasks.infill.functions import FunctionSource, split_by_module, stdlib_functions
 from flexmdm.tasks.infill.spans import SPAN_KINDS, InfillExample, SpanKind, candidate_spans, cut
 from flexmdm.tasks.text.tokenizer import load_tokenizer, save_tokenizer, text_vocab, train_bpe
-from flexmdm.training.data import Split, Task, TrainingBatch, register_task
+from flexmdm.tasks.base import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
 
 __all__ = ["CodeCorpus", "InfillTask", "build_code_corpus"]

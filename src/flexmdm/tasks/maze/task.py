@@ -28,7 +28,7 @@ from flexmdm.tasks.maze.encoding import (
     mdm_prompt,
     mdm_training_batch,
 )
-from flexmdm.training.data import Split, Task, TrainingBatch, register_task
+from flexmdm.tasks.base import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
 
 __all__ = ["MazeConditioning", "MazeTask"]

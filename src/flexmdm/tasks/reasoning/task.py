@@ -12,7 +12,7 @@ import torch
 
 from flexmdm.tasks.reasoning.problems import Problem, generate_problem
 from flexmdm.tasks.reasoning.template import ReasoningTemplate, template_parts
-from flexmdm.training.data import Split, Task, TrainingBatch, register_task
+from flexmdm.tasks.base import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
 
 __all__ = ["EncodedProblems", "ReasoningTask"]

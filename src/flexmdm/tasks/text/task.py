@@ -33,7 +33,7 @@ from flexmdm.tasks.text.tokenizer import (
     text_vocab,
     train_bpe,
 )
-from flexmdm.training.data import Split, Task, TrainingBatch, register_task
+from flexmdm.tasks.base import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
 
 __all__ = ["TextCorpus", "TextTask", "build_corpus"]

@@ -1,20 +1,15 @@
-"""Training data: a registry of tasks and reproducible, shardable random streams.
+"""The task contract and registry.
 
-A task is a dataclass (its fields are the ``data:`` options of a configuration) registered
-under a name with :func:`register_task`. ``get_task_class(name)`` imports
-``flexmdm.tasks.<name>`` on first use, so a new task only needs its module;
-:func:`registered_tasks` imports them all to list them.
-
-**Randomness.** Every micro-batch draws its data, times and noise from its own generator,
-``keyed_generator(seed, purpose, step, shard)``, where ``shard = rank * grad_accum + micro``
-numbers the micro-batches of one global batch. A resumed run, a run with gradient accumulation
-and a data-parallel run therefore see exactly the same global batches.
+A task is a dataclass (its fields are the ``data:`` options of a configuration) registered under
+a name with :func:`register_task`. ``get_task_class(name)`` imports ``flexmdm.tasks.<name>`` on
+first use, so a new task only needs its module; :func:`registered_tasks` imports them all to list
+them. Training draws :class:`TrainingBatch` es from a task; evaluation builds a
+:class:`~flexmdm.families.Conditioning` from it, which each model family reads in its own layout.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
@@ -33,7 +28,6 @@ __all__ = [
     "Task",
     "TrainingBatch",
     "get_task_class",
-    "keyed_generator",
     "register_task",
     "registered_tasks",
 ]
@@ -149,9 +143,3 @@ def registered_tasks() -> list[str]:
     for module in pkgutil.iter_modules(flexmdm.tasks.__path__, prefix="flexmdm.tasks."):
         importlib.import_module(module.name)
     return sorted(_TASKS)
-
-
-def keyed_generator(*key: int | str) -> torch.Generator:
-    """A CPU generator seeded by a stable 63-bit hash of ``key`` (same key, same stream)."""
-    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
