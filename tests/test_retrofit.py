@@ -275,7 +275,8 @@ def test_gap_head_sees_the_state_length(base_dir):
 
 
 def test_low_rank_time_conditioning_and_narrow_gap_head_sizes(base_dir):
-    """d = 32, 3 blocks in groups of 2: full 2 · (6d² + 6d); rank r: 2 · (7dr + 6d); gap head (3d + 3)·h + 2h + 1 + 2d."""
+    """d = 32, 3 blocks in groups of 2: full 2 · (6d² + 6d), rank r 2 · (7dr + 6d); the gap head
+    (3d + 3)·h + 2h + 1 weights and biases, 2d START / END."""
     d, r, h = 32, 4, 8
 
     def count(model, prefix):

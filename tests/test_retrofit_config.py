@@ -60,8 +60,10 @@ def test_training_through_the_config_equals_training_with_a_model_factory(base_d
     del factory_settings["retrofit"]
     factory_settings["model"] = {**BASE, "kind": "flexmdm"}
     adapters = RetrofitConfig(lora_rank=4)
-    through_factory = train(config_from_dict(factory_settings),
-                            model_factory=lambda _: retrofit(load_llada(base_dir, dtype=torch.float32), adapters, seed=3))
+    def factory(_model_config):
+        return retrofit(load_llada(base_dir, dtype=torch.float32), adapters, seed=3)
+
+    through_factory = train(config_from_dict(factory_settings), model_factory=factory)
     assert through_config.steps == through_factory.steps == 3 and through_config.loss == through_factory.loss
     ours = load_file(through_config.output_dir / ADAPTERS_DIR / ADAPTER_WEIGHTS_NAME)
     theirs = load_file(through_factory.output_dir / ADAPTERS_DIR / ADAPTER_WEIGHTS_NAME)

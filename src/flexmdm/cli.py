@@ -4,6 +4,7 @@
     flexmdm sample MODEL_DIR [--num N] [--steps S] [--policy P] [--param X] ...
     flexmdm view TRACE.jsonl [--out page.html] [--tokenizer DIR] [--sequence I] [--lengths-png PNG]
     flexmdm bench NAME [--quick] --out FILE.json
+    flexmdm plan CONFIG [--world-size N] [--micro-batch B] [--seq-len L] [--json]
 
 ``train`` resumes automatically from ``output_dir/checkpoints/latest`` when it exists; run it
 under ``torchrun --nproc_per_node N -m flexmdm.cli train CONFIG`` for data parallelism.
@@ -25,6 +26,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
+
+from flexmdm.planner import add_plan_command
 
 __all__ = ["COMMANDS", "UserError", "build_parser", "main"]
 
@@ -342,7 +345,7 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_train_command, add_sample_command, add_view_command, add_bench_command,
+    add_train_command, add_sample_command, add_view_command, add_bench_command, add_plan_command,
 ]
 """Functions registering one subcommand each (in ``--help`` order)."""
 

@@ -16,8 +16,9 @@ a FlexMDM. :func:`retrofit` adds what is missing and trains only that:
   both sides (a learned START vector left of slot 0, a learned END vector right of the tail
   slot), of the time features c(t) — without them the empty state, where sampling starts,
   would get one expected length whatever the time — and of the slot index i and the state
-  length n (both over ``max_length``); its hidden width is ``gap_hidden`` (default d). RoPE gives the hidden states only relative positions, and
-  how much is left to insert depends on how long the state already is;
+  length n (both over ``max_length``); its hidden width is ``gap_hidden`` (default d). RoPE
+  gives the hidden states only relative positions, and how much is left to insert depends on
+  how long the state already is;
 * **LoRA** adapters (``peft``) on the query/key/value projections, on the per-block MLP
   matrices selected (``ff_proj`` gate, ``up_proj``, and the per-block down projection
   ``blocks.N.ff_out`` — selected by full path, not by the bare name ``ff_out`` that LLaDA also
