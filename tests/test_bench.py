@@ -10,16 +10,25 @@ from flexmdm.cli import main
 
 pytestmark = pytest.mark.e2e
 
-SPEED_KEYS = {"matmul_peak_gflops", "train_tokens_per_s", "mfu", "sampler_overhead_fraction",
-              "flexmdm_vs_mdm_sample_cost", "command", "seed", "wall_seconds", "machine"}
+SPEED_KEYS = {"matmul_peak_gflops", "train_tokens_per_s", "mfu", "mfu_real_tokens", "padding_fraction",
+              "sampler_overhead_fraction", "flexmdm_vs_mdm_sample_cost", "recommended", "configurations",
+              "attention_ms", "command", "seed", "wall_seconds", "machine"}
 
 
 def test_speed_record(tmp_path):
     record = run_speed_benchmark(tmp_path / "speed.json", quick=True, argv=["bench", "speed", "--quick"])
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert SPEED_KEYS <= set(saved) and saved["command"] == "flexmdm bench speed --quick"
-    assert 0 < saved["mfu"] and 0 <= saved["sampler_overhead_fraction"] < 1
+    assert 0 < saved["mfu_real_tokens"] <= saved["mfu"] and 0 <= saved["sampler_overhead_fraction"] < 1
     assert saved["flexmdm_vs_mdm_sample_cost"] > 0 and record["seed"] == 0
+    padded, packed = saved["configurations"]["padded"], saved["configurations"]["packed"]
+    assert packed["padding_fraction"]["median"] == 0.0 < padded["padding_fraction"]["median"]
+    summary = padded["mfu_real_tokens"]
+    assert summary["min"] <= summary["median"] <= summary["max"]
+    recommended = saved["configurations"][saved["recommended"]]
+    assert saved["mfu_real_tokens"] == recommended["mfu_real_tokens"]["median"]
+    assert set(saved["attention_ms"]) == {f"{kernel}_{mode}" for kernel in ("padded_sdpa", "packed_rows_sdpa")
+                                          for mode in ("forward", "forward_backward")}
 
 
 def test_maze_record_and_plot(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from flexmdm.tasks.reasoning import (
     extract_answer,
     generate_problems,
     load_gsm8k,
+    parse_question,
     normalize_number,
     template_parts,
 )
@@ -78,6 +79,18 @@ def test_gsm8k_loader_on_a_fixture(tmp_path):
     bad.write_text(json.dumps({"question": "q"}) + "\n")
     with pytest.raises(ValueError, match="answer"):
         load_gsm8k(bad)
+    bad.write_text(json.dumps(GSM8K_FIXTURE[0]) + "\n\n" + '{"question": "q", "answer": 3\n')
+    with pytest.raises(ValueError, match="bad.jsonl line 3 is not JSON"):
+        load_gsm8k(bad)
+
+
+def test_parse_question_inverts_the_english_rendering():
+    problems = generate_problems(500, seed=2, min_steps=1, max_steps=6, max_value=99)
+    assert all(parse_question(p.question) == p for p in problems)
+    assert parse_question(problems[0].question.replace(". ", ".   ")) == problems[0]
+    assert parse_question(GSM8K_FIXTURE[0]["question"]) is None
+    assert parse_question(problems[0].compact_question()) is None
+    assert parse_question(problems[0].question.replace("How many", "How much")) is None
 
 
 @pytest.mark.parametrize("text, number", [

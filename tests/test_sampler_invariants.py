@@ -9,12 +9,14 @@ from flexmdm.sampling import (
     ConfidenceThreshold,
     EntropyBounded,
     EntropySum,
+    SemiAutoregressive,
     TauLeaping,
     mdm_canvas,
     sample_flexmdm,
     sample_mdm,
 )
 from flexmdm.sampling.ragged import compact, insert_masks, thin_counts
+from flexmdm.sampling.trace import apply_step
 from flexmdm.schedules import LinearSchedule
 from flexmdm.vocab import Vocab
 
@@ -68,6 +70,61 @@ def test_flexmdm_invariants(rule):
     assert torch.equal(again.tokens, out.tokens) and torch.equal(again.nfe, out.nfe)
     other = flex_run(rule, 1, prompt, max_length)
     assert not torch.equal(other.tokens, out.tokens)
+
+
+BLOCK_RULES = [TauLeaping(), Adaptive("top_probability"), EntropyBounded(0.5)]
+
+
+def left_most_block(state: list[int], width: int) -> int:
+    """The block of ``width`` slots holding the first MASK of ``state``."""
+    return state.index(VOCAB.mask_id) // width
+
+
+@pytest.mark.parametrize("final_fill", ["sequential", "parallel"])
+@pytest.mark.parametrize("inner", BLOCK_RULES, ids=str)
+def test_flexmdm_semi_autoregressive_from_the_empty_string(inner, final_fill):
+    """Without a prompt the state starts with no slot; every reveal, the final fill's included,
+    lies in the left-most block that holds masks."""
+    rule = SemiAutoregressive(inner, block_size=3)
+    out = sample_flexmdm(
+        hostile_flex, vocab=VOCAB, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=12,
+        max_length=14, batch_size=6, rule=rule, final_fill=final_fill,
+        generator=torch.Generator().manual_seed(2), record_trace=True,
+    )
+    assert out.trace.replay() == out.sequences() and bool((out.lengths > 3).any())
+    states = [[] for _ in range(6)]
+    by_step = {}
+    for record in out.trace.to_records():
+        by_step.setdefault((record["step"], record["sequence"]), []).append(record)
+    for (_, sequence), events in sorted(by_step.items()):
+        reveals = [e["position"] for e in events if e["kind"] == "unmask"]
+        parallel_fill = final_fill == "parallel" and events[0]["time"] == 1.0  # every mask left at once
+        if reveals and not parallel_fill:
+            block = left_most_block(states[sequence], 3)
+            assert {position // 3 for position in reveals} == {block}, (sequence, events)
+        apply_step(states[sequence], events, VOCAB.mask_id)
+    assert states == out.sequences()
+
+
+@pytest.mark.parametrize("inner", BLOCK_RULES, ids=str)
+def test_mdm_semi_autoregressive_fills_blocks_left_to_right(inner):
+    """Between two network calls the canvas gains tokens only in its left-most block with masks."""
+    seen = []
+
+    def recording(x, t, lengths, frozen):
+        """Random logits (real tokens' confidence varies across slots)."""
+        seen.append(x[0].tolist())
+        return 3.0 * torch.randn(*x.shape, VOCAB.size, generator=torch.Generator().manual_seed(int(x.sum())))
+
+    canvas, frozen = mdm_canvas([[0]], 10, VOCAB, suffixes=[[1]])
+    out = sample_mdm(recording, vocab=VOCAB, unmasking_schedule=LINEAR, steps=2, canvas=canvas, frozen=frozen,
+                     rule=SemiAutoregressive(inner, block_size=4), generator=torch.Generator().manual_seed(1))
+    final = out.sequences()[0]
+    assert final[0] == 0 and final[-1] == 1 and VOCAB.mask_id not in final
+    for before, after in zip(seen, seen[1:]):
+        revealed = {i // 4 for i, (a, b) in enumerate(zip(before, after)) if a != b}
+        assert revealed <= {left_most_block(before, 4)}
+    assert len(seen) >= 3  # three blocks of masks: at least one call each
 
 
 def test_subgoal_prompt_keeps_order_and_never_inserts_outside():

@@ -4,13 +4,20 @@
 :mod:`flexmdm.pipeline`); the layers beneath follow the paper: :mod:`~flexmdm.schedules`,
 :mod:`~flexmdm.interpolant`, :mod:`~flexmdm.losses`, :mod:`~flexmdm.models`,
 :mod:`~flexmdm.sampling`, :mod:`~flexmdm.tasks`, :mod:`~flexmdm.training`.
+``flexmdm.__version__`` is the installed distribution's version (``pyproject.toml``'s).
 """
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__all__ = ["Pipeline", "Generation", "SamplingOptions"]
+try:
+    __version__ = version("flexmdm")
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["Pipeline", "Generation", "SamplingOptions", "__version__"]
 
 _LAZY = {"Pipeline": "flexmdm.pipeline", "Generation": "flexmdm.pipeline", "SamplingOptions": "flexmdm.families"}
 

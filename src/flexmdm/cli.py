@@ -4,7 +4,9 @@
     flexmdm sample MODEL_DIR [--num N] [--steps S] [--policy P] [--param X] ...
     flexmdm view TRACE.jsonl [--out page.html] [--tokenizer DIR] [--sequence I] [--lengths-png PNG]
     flexmdm bench NAME [--quick] --out FILE.json
+    flexmdm eval gsm8k|humaneval-infill --model DIR [--data FILE] [--out FILE.json]
     flexmdm plan CONFIG [--world-size N] [--micro-batch B] [--seq-len L] [--json]
+    flexmdm --version
 
 ``train`` resumes automatically from ``output_dir/checkpoints/latest`` when it exists; run it
 under ``torchrun --nproc_per_node N -m flexmdm.cli train CONFIG`` for data parallelism.
@@ -21,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
+from flexmdm import __version__
 from flexmdm.planner import add_plan_command
 
 __all__ = ["COMMANDS", "UserError", "build_parser", "main"]
@@ -72,15 +77,27 @@ def run_train(args: argparse.Namespace) -> int:
 
 POLICIES = ("tau", "top_probability", "margin", "entropy", "left_most", "random", "med", "eb", "confidence")
 
+_WINDOW = ("a sliding-window factor γ1 > 0", lambda value: value > 0)
+POLICY_PARAMS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "med": ("an entropy threshold λ >= 0 in nats (default 0.2)", lambda value: value >= 0),
+    "eb": ("an entropy budget γ >= 0 in nats (default 0.1)", lambda value: value >= 0),
+    "confidence": ("a probability threshold in [0, 1] (default 0.9; 1: one token per step unless certain)",
+                   lambda value: 0 <= value <= 1),
+    **dict.fromkeys(("top_probability", "margin", "entropy", "left_most", "random"), _WINDOW),
+}
+"""What ``--param`` is for each policy that takes one, and which values are valid."""
+
 
 def add_sample_command(commands: argparse._SubParsersAction) -> None:
     """Register ``flexmdm sample MODEL_DIR [options]``."""
     parser = commands.add_parser(
         "sample", help="generate sequences from an exported model",
-        description="Policies: tau (τ-leaping); top_probability, margin, entropy, left_most, random "
-        "(adaptive: K ~ Poisson masks per step, the most confident first; --param is the sliding "
-        "window factor γ1); med (--param λ, default 0.2); eb (--param γ, default 0.1); confidence "
-        "(--param threshold, default 0.9).",
+        description="Policies: tau (τ-leaping, no --param); top_probability, margin, entropy, left_most, "
+        "random (adaptive: K ~ Poisson masks per step, the most confident first; --param is the sliding "
+        "window factor γ1 > 0); med (--param λ >= 0, default 0.2); eb (--param γ >= 0, default 0.1); "
+        "confidence (--param threshold in [0, 1], default 0.9). Samples are written batch by batch to "
+        "OUT.partial, renamed to OUT once all are done; Ctrl-C keeps the finished batches there. The "
+        "samples depend on --seed and --batch-size.",
     )
     parser.add_argument("checkpoint", type=Path, help="a model directory (or a run / checkpoint holding model/)")
     parser.add_argument("--num", type=int, default=16, help="number of samples (default 16)")
@@ -95,9 +112,12 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
                         help="longest sample (FlexMDM) or canvas (MDM); default: the task's")
     parser.add_argument("--prompt", default=None,
                         help="frozen prefix: text with a tokenizer, else space-separated token ids")
+    parser.add_argument("--suffix", default=None,
+                        help="frozen suffix (like --prompt): infill between the prompt (if any) and it; FlexMDM "
+                        "inserts only there, MDM fills the canvas of --max-length between them")
     parser.add_argument("--final-fill", choices=("sequential", "parallel", "rule"), default=None,
                         help="masks left at t = 1: one per call (exact), all at once, or by the policy "
-                        "(rate-free policies); default: rule for rate-free policies, else sequential")
+                        "(rate-free policies, FlexMDM); default: rule for rate-free policies, else sequential")
     parser.add_argument("--insertion", choices=("poisson", "binomial", "exact"), default="poisson",
                         help="FlexMDM arrivals: poisson (Algorithm 1), binomial (exact interval probability) "
                         "or exact (one at a time; needs a rate-free policy; --steps is then a call budget)")
@@ -108,9 +128,12 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
                         help="FlexMDM grid arrivals: re-estimate the gaps after each step's reveals (one more call)")
     parser.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="JSONL output (default: stdout)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSONL output, written batch by batch to OUT.partial and renamed to OUT when "
+                        "complete (default: stdout)")
     parser.add_argument("--trace", type=Path, default=None,
-                        help="write the sampler's events as JSONL (FlexMDM); replay them with 'flexmdm view'")
+                        help="write the sampler's events as JSONL (FlexMDM) when sampling ends (on Ctrl-C: those "
+                        "of the finished batches, to TRACE.partial); replay them with 'flexmdm view'")
     parser.set_defaults(run=run_sample)
 
 
@@ -122,13 +145,23 @@ def _model_dir(path: Path) -> Path:
     raise UserError(f"{path} holds no exported model (no config.json in it or in {path / 'model'})")
 
 
+def _check_param(policy: str, param: float | None) -> None:
+    """Reject a ``--param`` that ``--policy`` does not take or that is out of its range."""
+    if param is None:
+        return
+    if policy not in POLICY_PARAMS:
+        raise UserError(f"--param is not used by --policy {policy}")
+    meaning, valid = POLICY_PARAMS[policy]
+    if not (math.isfinite(param) and valid(param)):
+        raise UserError(f"--param {param:g}: --policy {policy} takes {meaning}")
+
+
 def _unmasking_rule(policy: str, param: float | None) -> Any:
-    """The :class:`~flexmdm.sampling.UnmaskingRule` of ``--policy`` with ``--param``."""
+    """The :class:`~flexmdm.sampling.UnmaskingRule` of ``--policy`` with ``--param`` (checked by
+    :func:`_check_param`)."""
     from flexmdm.sampling import Adaptive, ConfidenceThreshold, EntropyBounded, EntropySum, TauLeaping
 
     if policy == "tau":
-        if param is not None:
-            raise UserError("--param is not used by --policy tau")
         return TauLeaping()
     if policy == "med":
         return EntropyBounded(0.2 if param is None else param)
@@ -136,10 +169,7 @@ def _unmasking_rule(policy: str, param: float | None) -> Any:
         return EntropySum(0.1 if param is None else param)
     if policy == "confidence":
         return ConfidenceThreshold(0.9 if param is None else param)
-    try:
-        return Adaptive(policy, window_factor=param)
-    except ValueError as error:
-        raise UserError(f"--param: {error}") from None
+    return Adaptive(policy, window_factor=param)
 
 
 def _insertion(args: argparse.Namespace, rule: Any, kind: str, config: dict[str, Any]) -> Any:
@@ -162,22 +192,36 @@ def _insertion(args: argparse.Namespace, rule: Any, kind: str, config: dict[str,
         raise UserError(f"--insertion: {error}") from None
 
 
-def _prompt_ids(prompt: str, tokenizer: Any, vocab: Any) -> list[int]:
-    """Token ids of ``--prompt`` (text with a tokenizer, else integers); no MASK or PAD."""
+def _token_ids(text: str, option: str, tokenizer: Any, vocab: Any) -> list[int]:
+    """Token ids of ``--prompt`` or ``--suffix`` (text with a tokenizer, else integers).
+
+    Raises:
+        UserError: naming the words typed (or the ids) that are unknown to the model or are
+            MASK or PAD.
+    """
     if tokenizer is not None:
-        ids = tokenizer.encode(prompt).ids
+        encoding = tokenizer.encode(text)
+        ids, pieces = encoding.ids, [text[start:end] for start, end in encoding.offsets]
     else:
         try:
-            ids = [int(word) for word in prompt.split()]
+            ids = [int(word) for word in text.split()]
         except ValueError:
-            raise UserError(f"--prompt {prompt!r}: expected space-separated token ids (the model has no tokenizer)") from None
-    bad = [i for i in ids if not 0 <= i < vocab.size or i in (vocab.mask_id, vocab.pad_id)]
-    if bad or not ids:
-        raise UserError(f"--prompt {prompt!r}: unknown or special tokens {bad}" if bad else "--prompt is empty")
+            raise UserError(f"{option} {text!r}: expected space-separated token ids (the model has no tokenizer)") from None
+        pieces = [str(i) for i in ids]
+    if not ids:
+        raise UserError(f"{option} is empty")
+    bad = list(dict.fromkeys(piece for i, piece in zip(ids, pieces)
+                             if not 0 <= i < vocab.size or i in (vocab.mask_id, vocab.pad_id)))
+    if bad and tokenizer is not None:
+        raise UserError(f"{option} {text!r}: {', '.join(map(repr, bad))} not in the model's vocabulary (or MASK/PAD)")
+    if bad:
+        raise UserError(f"{option} {text!r}: token id {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not a real "
+                        f"token of the model (ids 0 to {vocab.size - 1} but MASK {vocab.mask_id} and PAD {vocab.pad_id})")
     return ids
 
 
 def _check_sample_args(args: argparse.Namespace) -> None:
+    """Reject out-of-range numbers and clashing outputs before any model is loaded."""
     for name in ("num", "steps", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -187,19 +231,85 @@ def _check_sample_args(args: argparse.Namespace) -> None:
         raise UserError(f"--max-length must be >= 1, got {args.max_length}")
     if args.block is not None and args.block < 1:
         raise UserError(f"--block must be >= 1, got {args.block}")
+    if args.out is not None and args.trace is not None and args.out.resolve() == args.trace.resolve():
+        raise UserError(f"--out and --trace both name {args.out}")
+    _check_param(args.policy, args.param)
 
 
-def run_sample(args: argparse.Namespace) -> int:
-    """Generate ``--num`` sequences in batches and write them (and the trace) as JSONL."""
-    import torch
+@dataclass
+class _SampleJob:
+    """A loaded model and everything ``flexmdm sample`` draws one batch with."""
 
-    from flexmdm.constraints import Prompt
+    args: argparse.Namespace
+    directory: Path
+    model: Any
+    kind: str
+    vocab: Any
+    schedules: tuple[Any, Any]
+    max_length: int
+    prefix: list[int]
+    suffix: list[int] | None
+    rule: Any
+    insertion: Any
+    final_fill: str
+    tokenizer: Any
+
+    @property
+    def device(self) -> Any:
+        """Where the model's weights are (tensors of a batch go there)."""
+        return next(self.model.parameters()).device
+
+    def batch(self, count: int, generator: Any) -> Any:
+        """One :class:`~flexmdm.sampling.SampleOutput` of ``count`` samples."""
+        from flexmdm.constraints import Prompt
+        from flexmdm.sampling import mdm_canvas, sample_flexmdm, sample_mdm
+
+        args, vocab = self.args, self.vocab
+        suffixes = None if self.suffix is None else [self.suffix] * count
+        if self.kind == "mdm":
+            canvas, frozen = mdm_canvas([self.prefix] * count, self.max_length, vocab, suffixes)
+            return sample_mdm(
+                self.model, vocab=vocab, unmasking_schedule=self.schedules[1], steps=args.steps,
+                canvas=canvas.to(self.device), frozen=frozen.to(self.device), rule=self.rule,
+                temperature=args.temperature, final_fill=self.final_fill, generator=generator,
+            )
+        prompt = None
+        if suffixes is not None:
+            prompt = Prompt.infill([self.prefix] * count, suffixes, vocab.pad_id).to(self.device)
+        elif self.prefix:
+            prompt = Prompt.prefix([self.prefix] * count, vocab.pad_id).to(self.device)
+        return sample_flexmdm(
+            self.model, vocab=vocab, insertion_schedule=self.schedules[0], unmasking_schedule=self.schedules[1],
+            steps=args.steps, max_length=self.max_length, prompt=prompt,
+            batch_size=None if prompt is not None else count, rule=self.rule, insertion=self.insertion,
+            temperature=args.temperature, final_fill=self.final_fill, generator=generator,
+            record_trace=args.trace is not None,
+        )
+
+    def rows(self, out: Any) -> list[dict[str, Any]]:
+        """The JSON rows of a batch: tokens, length, network calls and, with a tokenizer, text."""
+        rows = []
+        for sequence, nfe in zip(out.sequences(), out.nfe.tolist()):
+            row = {"tokens": sequence, "length": len(sequence), "nfe": nfe}
+            if self.tokenizer is not None:
+                row["text"] = self.tokenizer.decode(sequence)
+            rows.append(row)
+        return rows
+
+    def trace_metadata(self) -> dict[str, Any]:
+        """What the trace file records about the run."""
+        args = self.args
+        return {"model": str(self.directory.resolve()), "steps": args.steps, "policy": args.policy,
+                "param": args.param, "block": args.block, "temperature": args.temperature, "seed": args.seed,
+                "batch_size": args.batch_size}
+
+
+def _load_sample_job(args: argparse.Namespace) -> _SampleJob:
+    """Load the model of ``args.checkpoint`` and check every option against it."""
     from flexmdm.models import load_pretrained
-    from flexmdm.sampling import mdm_canvas, sample_flexmdm, sample_mdm
     from flexmdm.schedules import schedule_from_config
     from flexmdm.vocab import Vocab
 
-    _check_sample_args(args)
     directory = _model_dir(args.checkpoint)
     model, config = load_pretrained(directory)
     model.eval()
@@ -209,8 +319,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.trace is not None and kind != "flexmdm":
         raise UserError("--trace is only available for flexmdm models")
     vocab = Vocab(**config["vocab"])
-    insertion = schedule_from_config(config["schedules"]["insertion"])
-    unmasking = schedule_from_config(config["schedules"]["unmasking"])
+    schedules = tuple(schedule_from_config(config["schedules"][name]) for name in ("insertion", "unmasking"))
     model_limit = int(config["model"]["max_length"])
     max_length = args.max_length or int(config.get("max_length", model_limit))
     if max_length > model_limit:
@@ -220,72 +329,163 @@ def run_sample(args: argparse.Namespace) -> int:
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    prompt = None if args.prompt is None else _prompt_ids(args.prompt, tokenizer, vocab)
-    if prompt is not None and len(prompt) >= max_length:
-        raise UserError(f"the prompt has {len(prompt)} tokens, not less than --max-length {max_length}")
+    prefix = [] if args.prompt is None else _token_ids(args.prompt, "--prompt", tokenizer, vocab)
+    suffix = None if args.suffix is None else _token_ids(args.suffix, "--suffix", tokenizer, vocab)
+    given = len(prefix) + len(suffix or [])
+    if given >= max_length:
+        named = " and ".join(name for name, ids in (("--prompt", prefix), ("--suffix", suffix)) if ids)
+        raise UserError(f"{named} hold {given} tokens, not less than --max-length {max_length}: nothing left to generate")
     rule = _unmasking_rule(args.policy, args.param)
     if args.block is not None:
         from flexmdm.sampling import SemiAutoregressive
 
         rule = SemiAutoregressive(rule, block_size=args.block)
-    final_fill = args.final_fill or ("sequential" if rule.uses_rates else "rule")
-    insertion_options = _insertion(args, rule, kind, config)
-    generator = torch.Generator().manual_seed(args.seed)
+    if kind == "mdm" and args.final_fill == "rule":
+        raise UserError("--final-fill rule is for FlexMDM models (MDM applies a rate-free --policy until no "
+                        "mask is left, within --steps calls)")
+    final_fill = args.final_fill or ("sequential" if rule.uses_rates or kind == "mdm" else "rule")
+    insertion = _insertion(args, rule, kind, config)
+    return _SampleJob(args, directory, model, kind, vocab, schedules, max_length, prefix, suffix, rule,
+                      insertion, final_fill, tokenizer)
 
-    rows, traces = [], []
-    for start in range(0, args.num, args.batch_size):
-        count = min(args.batch_size, args.num - start)
-        if kind == "flexmdm":
-            out = sample_flexmdm(
-                model, vocab=vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
-                steps=args.steps, max_length=max_length,
-                prompt=None if prompt is None else Prompt.prefix([prompt] * count, vocab.pad_id),
-                batch_size=None if prompt is not None else count, rule=rule, insertion=insertion_options,
-                temperature=args.temperature, final_fill=final_fill, generator=generator,
-                record_trace=args.trace is not None,
-            )
-        else:
-            canvas, frozen = mdm_canvas([prompt or []] * count, max_length, vocab)
-            out = sample_mdm(
-                model, vocab=vocab, unmasking_schedule=unmasking, steps=args.steps, canvas=canvas,
-                frozen=frozen, rule=rule, temperature=args.temperature, final_fill=final_fill,
-                generator=generator,
-            )
-        for sequence, nfe in zip(out.sequences(), out.nfe.tolist()):
-            row = {"tokens": sequence, "length": len(sequence), "nfe": nfe}
-            if tokenizer is not None:
-                row["text"] = tokenizer.decode(sequence)
-            rows.append(row)
-        if out.trace is not None:
-            traces.append(out.trace)
 
-    _write_jsonl(rows, args.out)
-    if args.trace is not None:
-        from flexmdm.viz import write_trace_jsonl
+@dataclass
+class _Written:
+    """What has been written so far: rows, their sums, and (when tracing) traces and finals."""
 
-        metadata = {"model": str(directory.resolve()), "steps": args.steps, "policy": args.policy,
-                    "param": args.param, "block": args.block, "temperature": args.temperature, "seed": args.seed}
-        write_trace_jsonl(traces, args.trace, vocab=vocab, final_sequences=[r["tokens"] for r in rows],
-                          metadata=metadata)
-    mean_length = sum(r["length"] for r in rows) / len(rows)
-    mean_nfe = sum(r["nfe"] for r in rows) / len(rows)
-    print(f"{len(rows)} samples, mean length {mean_length:.2f}, mean NFE {mean_nfe:.1f}"
-          + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
+    count: int = 0
+    total_length: int = 0
+    total_nfe: int = 0
+    traces: list[Any] = field(default_factory=list)
+    finals: list[list[int]] = field(default_factory=list)
+
+    def add(self, rows: list[dict[str, Any]], trace: Any) -> None:
+        """Count one written batch (and keep its trace when there is one)."""
+        self.count += len(rows)
+        self.total_length += sum(row["length"] for row in rows)
+        self.total_nfe += sum(row["nfe"] for row in rows)
+        if trace is not None:
+            self.traces.append(trace)
+            self.finals += [row["tokens"] for row in rows]
+
+
+def _open_outputs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(out file or None for stdout, trace file or None)``, created before sampling starts."""
+    from flexmdm.output import OutputError, PartialFile
+
+    out = trace = None
+    try:
+        out = None if args.out is None else PartialFile(args.out, "--out")
+        trace = None if args.trace is None else PartialFile(args.trace, "--trace")
+    except OutputError as error:
+        if out is not None:
+            out.discard()
+        raise UserError(str(error)) from None
+    return out, trace
+
+
+def _write_rows(rows: list[dict[str, Any]], out: Any) -> None:
+    """Append ``rows`` as JSON lines to ``out`` (stdout when None), at once."""
+    lines = [json.dumps(row) + "\n" for row in rows]
+    if out is None:
+        sys.stdout.write("".join(lines))
+        sys.stdout.flush()
+    else:
+        out.write_lines(lines)
+
+
+def _write_trace(job: _SampleJob, written: _Written, trace: Any) -> None:
+    """Write the traces of every written batch into ``trace`` (a :class:`~flexmdm.output.PartialFile`)."""
+    from flexmdm.viz.trace_io import trace_lines
+
+    trace.write_lines(trace_lines(written.traces, vocab=job.vocab, final_sequences=written.finals,
+                                  metadata=job.trace_metadata()))
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """Generate ``--num`` sequences batch by batch; each finished batch is written at once.
+
+    A progress bar runs on stderr when it is a terminal. On Ctrl-C the finished batches stay in
+    ``OUT.partial`` (and their trace in ``TRACE.partial``), a line says so, and the exit code is
+    130; the same ``--seed`` and ``--batch-size`` reproduce them.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from flexmdm.output import OutputError
+
+    _check_sample_args(args)
+    job = _load_sample_job(args)
+    out, trace = _open_outputs(args)
+    generator = torch.Generator(device=job.device).manual_seed(args.seed)
+    written = _Written()
+    progress = tqdm(total=args.num, desc="sampling", unit="sample", file=sys.stderr, disable=None, dynamic_ncols=True)
+    try:
+        for start in range(0, args.num, args.batch_size):
+            batch = job.batch(min(args.batch_size, args.num - start), generator)
+            rows = job.rows(batch)
+            _write_rows(rows, out)
+            written.add(rows, batch.trace)
+            progress.update(len(rows))
+    except KeyboardInterrupt:
+        progress.close()
+        return _interrupted(job, written, out, trace)
+    except OutputError as error:
+        progress.close()
+        _discard(out, trace)
+        raise UserError(str(error)) from None
+    progress.close()
+    try:
+        if out is not None:
+            out.finish()
+    except OutputError as error:
+        _discard(trace)
+        raise UserError(str(error)) from None
+    print(f"{written.count} samples, mean length {written.total_length / written.count:.2f}, mean NFE "
+          f"{written.total_nfe / written.count:.1f}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
+    return 0 if trace is None else _finish_trace(job, written, trace)
+
+
+def _discard(*files: Any) -> None:
+    """Remove the partial files (None entries are skipped)."""
+    for file in files:
+        if file is not None:
+            file.discard()
+
+
+def _finish_trace(job: _SampleJob, written: _Written, trace: Any) -> int:
+    """Write the trace of a finished run under its final name; the exit code."""
+    from flexmdm.output import OutputError
+
+    try:
+        _write_trace(job, written, trace)
+    except KeyboardInterrupt:
+        trace.discard()
+        print("flexmdm: interrupted while writing the trace: no trace written (the samples are complete)",
+              file=sys.stderr)
+        return 130
+    except OutputError as error:
+        raise UserError(f"{error} (the samples are complete)") from None
+    trace.finish()
     return 0
 
 
-def _write_jsonl(rows: Sequence[dict[str, Any]], path: Path | None) -> None:
-    """Write ``rows`` as JSON lines to ``path`` (stdout when None)."""
-    def dump(handle: TextIO) -> None:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-
-    if path is None:
-        dump(sys.stdout)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        dump(handle)
+def _interrupted(job: _SampleJob, written: _Written, out: Any, trace: Any) -> int:
+    """Keep what Ctrl-C left (every finished batch), say where, and return exit code 130."""
+    args = job.args
+    if written.count == 0:
+        _discard(out, trace)
+        print(f"flexmdm: interrupted before the first batch of {args.batch_size} was done; nothing written",
+              file=sys.stderr)
+        return 130
+    where = "stdout" if out is None else out.keep()
+    message = (f"flexmdm: interrupted: {written.count} of {args.num} samples written to {where} (partial; "
+               f"--seed {args.seed} --batch-size {args.batch_size} gives them again)")
+    if trace is not None:
+        _write_trace(job, written, trace)
+        message += f", their trace in {trace.keep()}"
+    print(message, file=sys.stderr)
+    return 130
 
 
 # -- view -------------------------------------------------------------------------------------
@@ -344,8 +544,15 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
     add(commands)
 
 
+def add_eval_command(commands: argparse._SubParsersAction) -> None:
+    from flexmdm.evaluation.commands import add_eval_command as add
+
+    add(commands)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_train_command, add_sample_command, add_view_command, add_bench_command, add_plan_command,
+    add_train_command, add_sample_command, add_view_command, add_bench_command, add_eval_command,
+    add_plan_command,
 ]
 """Functions registering one subcommand each (in ``--help`` order)."""
 
@@ -353,6 +560,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 def build_parser() -> argparse.ArgumentParser:
     """The ``flexmdm`` parser with every subcommand of :data:`COMMANDS`."""
     parser = _Parser(prog="flexmdm", description="Flexible-length masked diffusion: train, sample, benchmark.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in COMMANDS:
         add_command(commands)
@@ -383,5 +591,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return UserError, ConfigError, FileNotFoundError
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m flexmdm.cli: run the imported module, whose UserError other modules raise
+    from flexmdm.cli import main as imported_main
+
+    sys.exit(imported_main())

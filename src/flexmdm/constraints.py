@@ -90,6 +90,10 @@ class Prompt:
         if not bool(self.allowed_regions.any(dim=1).all()):
             raise ValueError("every sequence needs at least one region where insertion is allowed")
 
+    def to(self, device: torch.device | str) -> Prompt:
+        """The same prompt with its tensors on ``device``."""
+        return Prompt(self.tokens.to(device), self.lengths.to(device), self.allowed_regions.to(device))
+
     @property
     def batch_size(self) -> int:
         return self.tokens.shape[0]
@@ -97,7 +101,7 @@ class Prompt:
     @property
     def frozen(self) -> Tensor:
         """``[B, P]`` bool: True on the prompt tokens, False on padding."""
-        return torch.arange(self.tokens.shape[1]) < self.lengths[:, None]
+        return torch.arange(self.tokens.shape[1], device=self.tokens.device) < self.lengths[:, None]
 
     @classmethod
     def unconditional(cls, batch_size: int, pad_id: int) -> Prompt:

@@ -5,8 +5,9 @@ fills a fixed canvas of MASKs laid out around the same frozen tokens; an autoreg
 scores text here (it is the length benchmark's reference). :func:`family` maps the ``kind`` of a
 saved model to its family, and this is the module that knows what each kind needs.
 
-Conditioning is given as prefixes (and optional suffixes) of token ids, one per sequence: a
-prefix alone is continued, a prefix and a suffix are infilled between.
+A request is a :class:`Conditioning`: the same batch as a FlexMDM prompt and as an MDM canvas
+(:class:`Affixes` for prefixes and suffixes; tasks define their own, e.g. maze subgoals or a
+reasoning template), and a way to read the generated sequences back. The family picks its side.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from flexmdm.constraints import Prompt
 from flexmdm.sampling import (
@@ -32,7 +34,7 @@ from flexmdm.sampling.flexmdm import ExitCriterion
 from flexmdm.schedules import Schedule
 from flexmdm.vocab import Vocab
 
-__all__ = ["FAMILIES", "Conditioning", "Family", "SamplingOptions", "family"]
+__all__ = ["FAMILIES", "Affixes", "Conditioning", "Family", "SamplingOptions", "family"]
 
 
 @dataclass(frozen=True)
@@ -71,29 +73,73 @@ class SamplingOptions:
         return self.final_fill or ("sequential" if self.rule.uses_rates else "rule")
 
 
-@dataclass(frozen=True)
-class Conditioning:
-    """Frozen tokens of a batch: ``prefixes`` (B id lists) and optional ``suffixes`` (B id lists).
+class Conditioning(ABC):
+    """One generation request for a batch, in both layouts: a family takes the one it needs.
 
-    With suffixes the model generates between each prefix and its suffix; without, after each
-    prefix (an empty prefix: from nothing).
+    A FlexMDM starts from :meth:`flexmdm_prompt` (frozen tokens, where to insert); an MDM fills
+    :meth:`mdm_canvas`. :meth:`read_flexmdm` and :meth:`read_mdm` turn generated sequences back
+    into what the task means by them (default: the token lists themselves).
+    """
+
+    @abstractmethod
+    def flexmdm_prompt(self) -> Prompt:
+        """Where a FlexMDM starts."""
+
+    @abstractmethod
+    def mdm_canvas(self) -> tuple[Tensor, Tensor]:
+        """``(canvas [B, L], frozen [B, L])`` an MDM fills."""
+
+    def length_limit(self, max_length: int) -> int | Tensor:
+        """The longest a FlexMDM sample may grow: ``max_length`` or ``[B]`` per-sequence limits."""
+        return max_length
+
+    def read_flexmdm(self, sequences: list[list[int]]) -> list[Any]:
+        return sequences
+
+    def read_mdm(self, sequences: list[list[int]]) -> list[Any]:
+        return sequences
+
+
+@dataclass(frozen=True)
+class Affixes(Conditioning):
+    """Continue each prefix, or fill between each prefix and its suffix.
+
+    Attributes:
+        prefixes: B token-id lists (empty: from nothing).
+        suffixes: B token-id lists, or None (continue the prefixes).
+        vocab: special-token ids.
+        width: the MDM canvas: prefix, MASKs, suffix, PAD up to ``width``.
+        budget: most generated tokens per sequence: the MDM's MASKs (the rest of the canvas is PAD)
+            and the FlexMDM's insertions; None: whatever ``width`` (FlexMDM: its ``max_length``) leaves.
     """
 
     prefixes: Sequence[Sequence[int]]
-    suffixes: Sequence[Sequence[int]] | None = None
+    suffixes: Sequence[Sequence[int]] | None
+    vocab: Vocab
+    width: int
+    budget: int | None = None
 
     def __post_init__(self) -> None:
         if self.suffixes is not None and len(self.suffixes) != len(self.prefixes):
             raise ValueError(f"{len(self.prefixes)} prefixes but {len(self.suffixes)} suffixes")
 
-    @property
-    def batch_size(self) -> int:
-        return len(self.prefixes)
+    def flexmdm_prompt(self) -> Prompt:
+        prefixes = [list(p) for p in self.prefixes]
+        if self.suffixes is not None:
+            return Prompt.infill(prefixes, [list(s) for s in self.suffixes], self.vocab.pad_id)
+        if any(prefixes):
+            return Prompt.prefix(prefixes, self.vocab.pad_id)
+        return Prompt.unconditional(len(prefixes), self.vocab.pad_id)
 
-    def frozen_lengths(self) -> list[int]:
-        """Frozen tokens of each sequence."""
-        suffixes = self.suffixes or [[]] * self.batch_size
-        return [len(p) + len(s) for p, s in zip(self.prefixes, suffixes)]
+    def mdm_canvas(self) -> tuple[Tensor, Tensor]:
+        middles = None if self.budget is None else [self.budget] * len(self.prefixes)
+        return mdm_canvas(self.prefixes, self.width, self.vocab, self.suffixes, middles)
+
+    def length_limit(self, max_length: int) -> int | Tensor:
+        if self.budget is None:
+            return max_length
+        frozen = torch.tensor([len(p) + len(s) for p, s in zip(self.prefixes, self.suffixes or [[]] * len(self.prefixes))])
+        return (frozen + self.budget).clamp(max=max_length)
 
 
 class Family(ABC):
@@ -107,7 +153,11 @@ class Family(ABC):
     def generate(self, model: nn.Module, *, schedules: dict[str, Schedule], vocab: Vocab, max_length: int,
                  conditioning: Conditioning, options: SamplingOptions,
                  generator: torch.Generator | None) -> SampleOutput:
-        """Sequences for ``conditioning`` (see :class:`SamplingOptions`), at most ``max_length`` long."""
+        """Sequences for ``conditioning`` (see :class:`SamplingOptions`); a FlexMDM's at most ``max_length`` long."""
+
+    @abstractmethod
+    def read(self, conditioning: Conditioning, sequences: list[list[int]]) -> list[Any]:
+        """What the generated ``sequences`` mean to the task that made ``conditioning``."""
 
 
 class FlexMDMFamily(Family):
@@ -117,19 +167,16 @@ class FlexMDMFamily(Family):
     inserts = True
 
     def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator):
-        prefixes = [list(p) for p in conditioning.prefixes]
-        if conditioning.suffixes is not None:
-            prompt = Prompt.infill(prefixes, [list(s) for s in conditioning.suffixes], vocab.pad_id)
-        elif any(prefixes):
-            prompt = Prompt.prefix(prefixes, vocab.pad_id)
-        else:
-            prompt = Prompt.unconditional(conditioning.batch_size, vocab.pad_id)
         return sample_flexmdm(
             model, vocab=vocab, insertion_schedule=schedules["insertion"], unmasking_schedule=schedules["unmasking"],
-            steps=options.steps, max_length=max_length, prompt=prompt, rule=options.rule,
+            steps=options.steps, max_length=conditioning.length_limit(max_length), prompt=conditioning.flexmdm_prompt(),
+            rule=options.rule,
             insertion=options.insertion, temperature=options.temperature, final_fill=options.fill,
             generator=generator, early_exit=options.early_exit, record_trace=options.trace,
         )
+
+    def read(self, conditioning, sequences):
+        return conditioning.read_flexmdm(sequences)
 
 
 class MDMFamily(Family):
@@ -140,13 +187,16 @@ class MDMFamily(Family):
     def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator):
         if options.insertion is not None or options.trace:
             raise ValueError("insertion options and traces are for FlexMDM models")
-        canvas, frozen = mdm_canvas(conditioning.prefixes, max_length, vocab, conditioning.suffixes)
+        canvas, frozen = conditioning.mdm_canvas()
         fill = "sequential" if options.fill == "rule" else options.fill
         return sample_mdm(
             model, vocab=vocab, unmasking_schedule=schedules["unmasking"], steps=options.steps, canvas=canvas,
             frozen=frozen, rule=options.rule, temperature=options.temperature, final_fill=fill,
             generator=generator, early_exit=options.early_exit,
         )
+
+    def read(self, conditioning, sequences):
+        return conditioning.read_mdm(sequences)
 
 
 class AutoregressiveFamily(Family):
@@ -157,6 +207,9 @@ class AutoregressiveFamily(Family):
 
     def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator):
         raise ValueError("autoregressive models score text here; generate with a FlexMDM or an MDM")
+
+    def read(self, conditioning, sequences):
+        return sequences
 
 
 FAMILIES: dict[str, Family] = {f.kind: f for f in (FlexMDMFamily(), MDMFamily(), AutoregressiveFamily())}

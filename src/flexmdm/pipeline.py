@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flexmdm.families import Conditioning, Family, SamplingOptions, family
+from flexmdm.families import Affixes, Conditioning, Family, SamplingOptions, family
 from flexmdm.models import load_pretrained
 from flexmdm.sampling import SampleOutput
 from flexmdm.schedules import Schedule, schedule_from_config
@@ -68,6 +68,7 @@ class Pipeline:
         model_limit: the longest the network accepts.
         tokenizer: a Hugging Face ``tokenizers.Tokenizer``, or None (ids in, ids out).
         config: the whole saved ``config.json``.
+        directory: where it was loaded from.
     """
 
     model: nn.Module
@@ -78,6 +79,7 @@ class Pipeline:
     model_limit: int
     tokenizer: Any | None
     config: dict[str, Any]
+    directory: Path
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Pipeline:
@@ -96,11 +98,16 @@ class Pipeline:
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         return cls(model=model.to(device).eval(), family=kind_family, schedules=schedules,
                    vocab=Vocab(**config["vocab"]), max_length=int(config.get("max_length", model_limit)),
-                   model_limit=model_limit, tokenizer=tokenizer, config=config)
+                   model_limit=model_limit, tokenizer=tokenizer, config=config, directory=directory)
 
     @property
     def kind(self) -> str:
         return self.family.kind
+
+    @property
+    def task(self) -> dict[str, Any]:
+        """The training task: ``{"task": name, **options}`` (empty when the config has none)."""
+        return dict(self.config.get("task") or {})
 
     def encode(self, prompt: PromptInput, *, name: str = "prompt") -> list[int]:
         """Token ids of ``prompt``; the error names the words the vocabulary lacks."""
@@ -156,14 +163,32 @@ class Pipeline:
         if not 1 <= max_length <= self.model_limit:
             raise ValueError(f"max_length must be in [1, {self.model_limit}] for this model, got {max_length}")
         prefix = self.encode(prompt)
-        conditioning = Conditioning([prefix] * num, None if suffix is None else [self.encode(suffix, name="suffix")] * num)
-        frozen = conditioning.frozen_lengths()[0]
-        if frozen >= max_length:
-            raise ValueError(f"the prompt and suffix have {frozen} tokens, not less than max_length {max_length}")
-        if generator is None:
-            generator = torch.Generator().manual_seed(0 if seed is None else seed)
-        out = self.family.generate(self.model, schedules=self.schedules, vocab=self.vocab, max_length=max_length,
-                                   conditioning=conditioning, options=options, generator=generator)
+        ending = None if suffix is None else self.encode(suffix, name="suffix")
+        if len(prefix) + len(ending or []) >= max_length:
+            raise ValueError(f"the prompt and suffix have {len(prefix) + len(ending or [])} tokens, not less than "
+                             f"max_length {max_length}")
+        affixes = Affixes([prefix] * num, None if ending is None else [ending] * num, self.vocab, max_length)
+        out = self.sample(affixes, max_length=max_length, seed=seed, generator=generator, options=options)
         ids = out.sequences()
         texts = None if self.tokenizer is None else [self.decode(row) for row in ids]
         return Generation(ids=ids, texts=texts, nfe=out.nfe.tolist(), output=out)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        conditioning: Conditioning,
+        *,
+        max_length: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        options: SamplingOptions | None = None,
+        **option_values: Any,
+    ) -> SampleOutput:
+        """The sampler's output for a task's ``conditioning`` (arguments as in :meth:`generate`);
+        ``self.family.read(conditioning, out.sequences())`` reads it back."""
+        options = dataclasses.replace(options or SamplingOptions(), **option_values)
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        return self.family.generate(self.model, schedules=self.schedules, vocab=self.vocab,
+                                    max_length=self.max_length if max_length is None else max_length,
+                                    conditioning=conditioning, options=options, generator=generator)

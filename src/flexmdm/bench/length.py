@@ -48,9 +48,10 @@ from tqdm import tqdm
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.bench.train_config import benchmark_train_config
+from flexmdm.families import Affixes, SamplingOptions
 from flexmdm.models import load_pretrained
-from flexmdm.sampling import TauLeaping, sample_flexmdm, sample_mdm
-from flexmdm.schedules import schedule_from_config
+from flexmdm.pipeline import Pipeline
+from flexmdm.sampling import TauLeaping
 from flexmdm.tasks.text import TextTask
 from flexmdm.tasks.text.metrics import (
     generative_perplexity,
@@ -109,28 +110,16 @@ def _train_config(settings: LengthBenchSettings, kind: str, work: Path, seed: in
     )
 
 
-@torch.no_grad()
-def generate(kind: str, model_dir: Path, task: TextTask, num_samples: int, steps: int, batch_size: int,
+def generate(model_dir: Path, task: TextTask, num_samples: int, steps: int, batch_size: int,
              generator: torch.Generator) -> list[list[int]]:
-    """Unconditional samples of a trained FlexMDM or MDM (MDM: its canvas without PAD)."""
-    model, saved = load_pretrained(model_dir)
-    model.eval()
-    unmasking = schedule_from_config(saved["schedules"]["unmasking"])
-    vocab = task.vocab
+    """Unconditional samples of a trained FlexMDM or MDM (MDM: its canvas of ``task.max_length`` without PAD)."""
+    pipe = Pipeline.from_pretrained(model_dir)
+    options = SamplingOptions(steps=steps, rule=TauLeaping(), final_fill="parallel")
     samples: list[list[int]] = []
     for start in range(0, num_samples, batch_size):
         count = min(batch_size, num_samples - start)
-        if kind == "flexmdm":
-            insertion = schedule_from_config(saved["schedules"]["insertion"])
-            out = sample_flexmdm(model, vocab=vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
-                                 steps=steps, max_length=task.max_length, batch_size=count, rule=TauLeaping(),
-                                 final_fill="parallel", generator=generator)
-            samples += out.sequences()
-        else:
-            canvas = torch.full((count, task.max_length), vocab.mask_id, dtype=torch.long)
-            out = sample_mdm(model, vocab=vocab, unmasking_schedule=unmasking, steps=steps, canvas=canvas,
-                             rule=TauLeaping(), final_fill="parallel", generator=generator)
-            samples += [[t for t in row if t != vocab.pad_id] for row in out.tokens.tolist()]
+        nothing = Affixes([[]] * count, None, task.vocab, task.max_length)
+        samples += pipe.sample(nothing, max_length=task.max_length, generator=generator, options=options).sequences()
     return samples
 
 
@@ -222,7 +211,7 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
     for kind, steps in tqdm(jobs, desc="sample", dynamic_ncols=True):
         watch_sampling = Stopwatch()
         generator = keyed_generator(seed, "bench-length", kind, steps)
-        samples = generate(kind, trained[kind], task, settings.num_samples, steps, settings.sample_batch_size,
+        samples = generate(trained[kind], task, settings.num_samples, steps, settings.sample_batch_size,
                            generator)
         sampling_seconds = watch_sampling.seconds
         lengths[kind, steps] = np.array([len(s) for s in samples])

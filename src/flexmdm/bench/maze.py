@@ -21,18 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import torch
-
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.bench.side_by_side import train_side_by_side
-from flexmdm.models import load_pretrained
-from flexmdm.sampling import Adaptive, ConfidenceThreshold, Insertion, SampleOutput, sample_flexmdm, sample_mdm
-from flexmdm.schedules import schedule_from_config
+from flexmdm.families import SamplingOptions
+from flexmdm.pipeline import Pipeline
+from flexmdm.sampling import Adaptive, ConfidenceThreshold, Insertion, SampleOutput
 from flexmdm.tasks.maze import Cell, MazeTask, evaluate_paths, path_success
+from flexmdm.tasks.maze.render import render_samples
 from flexmdm.viz import plot_maze_reveal, reveal_steps, trace_header
 
 __all__ = ["MazeBenchSettings", "main", "reveal_example", "run_maze_benchmark"]
@@ -79,52 +74,21 @@ def _train_config(settings: MazeBenchSettings, layout: str, output_dir: Path, se
     }
 
 
-def _generate(kind: str, model_dir: Path, task: MazeTask, subgoals: list[list[Cell]], steps: int,
-              temperature: float, seed: int, flexmdm_insertion: str) -> tuple[list[list[Cell] | None], SampleOutput]:
+def _generate(pipe: Pipeline, task: MazeTask, subgoals: list[list[Cell]], settings: MazeBenchSettings,
+              seed: int) -> tuple[list[list[Cell] | None], SampleOutput]:
     """Paths generated for each subgoal list (None where the output is not a list of cells), and the
     sampler's output (with its trace for FlexMDM). Both models reveal the most probable masks first
-    at the same ``temperature`` (0: each revealed cell is its posterior's argmax); FlexMDM inserts as
-    ``flexmdm_insertion`` says (see the module docstring)."""
-    model, saved = load_pretrained(model_dir)
-    unmasking = schedule_from_config(saved["schedules"]["unmasking"])
-    generator = torch.Generator().manual_seed(seed)
-    rule = Adaptive("top_probability")
-    if kind == "flexmdm":
-        insertion = schedule_from_config(saved["schedules"]["insertion"])
-        exact = flexmdm_insertion == "exact"
-        out = sample_flexmdm(model, vocab=task.vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
-                             steps=steps, max_length=task.max_length, prompt=task.flexmdm_prompt(subgoals),
-                             rule=ConfidenceThreshold(1.0) if exact else rule, insertion=Insertion(flexmdm_insertion),
-                             temperature=temperature, final_fill="rule" if exact else "parallel",
-                             generator=generator, record_trace=True)
-        return [task.decode(seq) for seq in out.sequences()], out
-    canvas, frozen = task.mdm_canvas(subgoals)
-    out = sample_mdm(model, vocab=task.vocab, unmasking_schedule=unmasking, steps=steps, canvas=canvas,
-                     frozen=frozen, rule=rule, temperature=temperature, final_fill="parallel", generator=generator)
-    return [task.decode_mdm(seq, len(goals)) for seq, goals in zip(out.sequences(), subgoals)], out
-
-
-def _plot(task: MazeTask, panels: list[tuple[str, int, list[Cell] | None, list[Cell]]], out_png: Path) -> None:
-    """A grid of mazes with generated paths: green for success, red for failure."""
-    columns = min(4, len(panels))
-    rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (kind, k, path, goals) in zip(axes.flat, panels):
-        ok = path is not None and path_success(task.maze, path, goals)
-        ax.imshow(~task.maze.grid, cmap="Greys", vmin=0, vmax=1.4)
-        if path:
-            ax.plot([c for _, c in path], [r for r, _ in path], color="tab:green" if ok else "tab:red", lw=2)
-        for i, (r, c) in enumerate(goals):
-            ax.scatter([c], [r], s=40, color="tab:blue", zorder=3)
-            ax.annotate(str(i + 1), (c, r), color="white", fontsize=6, ha="center", va="center", zorder=4)
-        ax.set_title(f"{kind} K={k}: {'success' if ok else 'failure'}", fontsize=9,
-                     color="tab:green" if ok else "tab:red")
-    fig.suptitle("Generated paths on held-out subgoals (blue dots, numbered in order)")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    at the same temperature (0: each revealed cell is its posterior's argmax); FlexMDM inserts as
+    ``settings.flexmdm_insertion`` says (see the module docstring)."""
+    exact = pipe.family.inserts and settings.flexmdm_insertion == "exact"
+    options = SamplingOptions(
+        steps=settings.sampling_steps, rule=ConfidenceThreshold(1.0) if exact else Adaptive("top_probability"),
+        temperature=settings.temperature, final_fill="rule" if exact else "parallel",
+        insertion=Insertion(settings.flexmdm_insertion) if pipe.family.inserts else None, trace=pipe.family.inserts,
+    )
+    conditioning = task.conditioning(subgoals)
+    out = pipe.sample(conditioning, max_length=task.max_length, seed=seed, options=options)
+    return pipe.family.read(conditioning, out.sequences()), out
 
 
 def reveal_example(task: MazeTask, paths: list[list[Cell] | None], subgoals: list[list[Cell]]) -> int | None:
@@ -168,19 +132,22 @@ def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, w
         for kind in LAYOUTS:
             kind_task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed,
                                  k_max=max(settings.ks), layout=kind)
-            paths, samples = _generate(kind, trained[kind].model_dir, kind_task, subgoals, settings.sampling_steps,
-                                       settings.temperature, seed, settings.flexmdm_insertion)
+            pipe = Pipeline.from_pretrained(trained[kind].model_dir)
+            paths, samples = _generate(pipe, kind_task, subgoals, settings, seed)
             metrics = evaluate_paths(task.maze, paths, subgoals)
-            if kind == "flexmdm" and k == max(settings.ks):
+            if pipe.family.inserts and k == max(settings.ks):
                 reveal_plot = _plot_reveal(task, paths, subgoals, samples, reveal_png)
             results.append({"model": kind, "K": k, **metrics, "mean_nfe": float(samples.nfe.double().mean()),
                             "train_seconds": trained[kind].train_seconds,
                             "train_threads": threads, "train_steps": trained[kind].steps})
-            panels += [(kind, k, paths[i], subgoals[i]) for i in range(min(2, len(paths)))]
+            panels += [(kind, paths[i], subgoals[i]) for i in range(min(2, len(paths)))]
 
     png = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _plot(task, panels, png)
+    render_samples(task.maze, [(path, goals, path is not None and path_success(task.maze, path, goals))
+                               for _, path, goals in panels],
+                   png, "Generated paths on held-out subgoals (blue dots, numbered in order)",
+                   labels=[kind for kind, _, _ in panels])
     record = {
         "command": command_line(argv),
         "seed": seed,

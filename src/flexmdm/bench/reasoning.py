@@ -35,9 +35,8 @@ from tqdm import tqdm
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.bench.side_by_side import train_side_by_side
-from flexmdm.models import load_pretrained
+from flexmdm.pipeline import Pipeline
 from flexmdm.sampling import ConfidenceThreshold, EntropyBounded, EntropySum, UnmaskingRule
-from flexmdm.schedules import schedule_from_config
 from flexmdm.tasks.reasoning import ReasoningTask, answers_match
 from flexmdm.tasks.reasoning.inference import AnswerEntropyExit, answer_log_probability, generate
 
@@ -103,13 +102,6 @@ def _train_config(settings: ReasoningBenchSettings, layout: str, output_dir: Pat
         "train": {**settings.train, "seed": seed},
         "output_dir": str(output_dir / layout),
     }
-
-
-def _load(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    model, saved = load_pretrained(model_dir)
-    schedules = {name: schedule_from_config(saved["schedules"][name]) for name in ("insertion", "unmasking")
-                 if name in saved["schedules"]}
-    return model, schedules
 
 
 def _evaluate_method(kind, model, schedules, task, data, rule, early_exit, settings, seed) -> dict[str, Any]:
@@ -188,7 +180,8 @@ def run_reasoning_benchmark(out: str | Path, *, quick: bool = False, seed: int =
         task = ReasoningTask(num_train=settings.num_train, problem_seed=seed, min_steps=settings.min_steps,
                              max_steps=settings.max_steps, max_value=settings.max_value, layout=kind)
         data = task.test_set(settings.num_eval)
-        model, schedules = _load(trained[kind].model_dir)
+        pipe = Pipeline.from_pretrained(trained[kind].model_dir)
+        model, schedules = pipe.model, pipe.schedules
         methods = decoding_methods(settings, task.template)
         for method, param, rule, criterion, extra in tqdm(methods, desc=f"decode {kind}"):
             metrics = _evaluate_method(kind, model, schedules, task, data, rule, criterion, settings, seed)

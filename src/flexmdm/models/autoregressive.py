@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from flexmdm.models.config import ModelConfig
 from flexmdm.models.dit import init_weights
-from flexmdm.models.layers import Block, RotaryEmbedding, attention_mask
+from flexmdm.models.layers import Block, Padded, RotaryEmbedding
+from flexmdm.models.packing import Packing
 
 __all__ = ["AutoregressiveLM"]
 
@@ -35,15 +36,17 @@ class AutoregressiveLM(nn.Module):
         init_weights(self)
         nn.init.normal_(self.bos, std=0.02)
 
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """``(x [B, n], lengths [B]) -> next-token logits [B, n + 1, V]`` (MASK excluded)."""
+    def forward(self, x: Tensor, lengths: Tensor, *, packed: bool = False) -> Tensor:
+        """``(x [B, n], lengths [B]) -> next-token logits [B, n + 1, V]`` (MASK excluded); ``packed``
+        runs the blocks on the n + 1 live positions of every sequence packed
+        (:mod:`flexmdm.models.packing`; padding positions get logits 0)."""
         batch, n = x.shape
-        h = torch.cat([self.bos.expand(batch, 1, -1), self.token_embedding(x)], dim=1)
-        rotary = self.rotary.tables(n + 1)
-        mask = attention_mask(lengths + 1, n + 1, causal=True)
+        layout = (Packing if packed else Padded)(lengths + 1, n + 1, causal=True)
+        h = layout.pack(torch.cat([self.bos.expand(batch, 1, -1), self.token_embedding(x)], dim=1))
+        rotary = self.rotary.at(layout.positions)
         for block in self.blocks:
-            h = block(h, rotary, mask)
-        logits = self.head(self.final_norm(h)).float()
+            h = block(h, rotary, layout)
+        logits = layout.unpack(self.head(self.final_norm(h)).float())
         logits[..., self.config.mask_id] = float("-inf")
         return logits
 

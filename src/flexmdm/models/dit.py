@@ -3,7 +3,9 @@
 The trunk embeds tokens, adds a learned vector on frozen tokens (prompts, subgoals), applies
 adaLN-Zero blocks conditioned on the time (and, with ``length_conditioning``, the state length)
 and rotary positions, and ignores padding through the attention mask. Its cost scales with the
-width ``n`` it is given: callers crop batches to the longest live sequence.
+width ``n`` it is given: callers crop batches to the longest live sequence. With ``packed=True``
+the heads' forward passes run on the live positions only (:mod:`flexmdm.models.packing`): the
+cost follows the live tokens, the outputs are the padded ones up to float rounding.
 
 **Gap head.** FlexMDM needs n + 1 outputs for a state of length n. The model appends one learned
 END token at slot ``lengths[b]`` of every row; the hidden state at slot i predicts the expected
@@ -21,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flexmdm.models.config import ModelConfig
-from flexmdm.models.layers import Block, RotaryEmbedding, TimeEmbedding, attention_mask
+from flexmdm.models.layers import Block, Padded, RotaryEmbedding, TimeEmbedding
+from flexmdm.models.packing import Packing
 
 __all__ = ["DiffusionTransformer", "FlexMDMModel", "MDMModel", "init_weights"]
 
@@ -65,8 +68,11 @@ class DiffusionTransformer(nn.Module):
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False)
         self.final_modulation = nn.Linear(d, 2 * d)
 
-    def forward(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None) -> Tensor:
-        n = x.shape[1]
+    def forward(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None,
+                layout: Padded | Packing | None = None) -> Tensor:
+        """``x [B, n]`` and ``frozen`` in ``layout`` (default :class:`Padded`; packed: ``[1, T]``),
+        ``t [B]`` and ``lengths [B]`` per sequence -> ``hidden`` in the layout of ``x``, ``[…, d]``."""
+        layout = Padded(lengths, x.shape[1]) if layout is None else layout
         h = self.token_embedding(x)
         if frozen is not None:
             h = h + frozen[..., None].to(h.dtype) * self.frozen_embedding
@@ -76,11 +82,10 @@ class DiffusionTransformer(nn.Module):
                 raise ValueError(f"a state of {int(lengths.max()) - 1} tokens is longer than this "
                                  f"length-conditioned model's max_length")
             cond = cond + self.length_embedding(lengths)
-        rotary = self.rotary.tables(n)
-        mask = attention_mask(lengths, n)
+        rotary = self.rotary.at(layout.positions)
         for block in self.blocks:
-            h = block(h, rotary, mask, cond)
-        shift, scale = self.final_modulation(F.silu(cond))[:, None].chunk(2, dim=-1)
+            h = block(h, rotary, layout, cond)
+        shift, scale = layout.spread(self.final_modulation(F.silu(cond))).chunk(2, dim=-1)
         return self.final_norm(h) * (1 + scale) + shift
 
 
@@ -103,24 +108,28 @@ class FlexMDMModel(nn.Module):
         init_weights(self)
 
     def forward(
-        self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None = None
+        self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None = None, *, packed: bool = False
     ) -> tuple[Tensor, ...]:
         """``(x [B, n], t [B], lengths [B], frozen [B, n]) -> (token_logits [B, n, V], gaps [B, n+1])``,
-        then ``count_log_probs [B, n+1, C+1]`` with a count head."""
+        then ``count_log_probs [B, n+1, C+1]`` with a count head. ``packed`` runs the network on the
+        n + 1 slots of every state packed (:mod:`flexmdm.models.packing`); same outputs."""
         batch, n = x.shape
         slots = torch.arange(n + 1, device=x.device)[None, :]
         extended = torch.cat([x, x.new_full((batch, 1), self.config.pad_id)], dim=1)
         extended = torch.where(slots == lengths[:, None], self.config.vocab_size, extended)
         if frozen is not None:
             frozen = torch.cat([frozen, frozen.new_zeros(batch, 1)], dim=1)
-        hidden = self.trunk(extended, t, lengths + 1, frozen)
-        logits = _forbid(self.token_head(hidden[:, :n]).float(), [self.config.mask_id, self.config.pad_id])
-        gaps = F.softplus(self.gap_head(hidden).squeeze(-1).float())
+        layout = (Packing if packed else Padded)(lengths + 1, n + 1)
+        hidden = self.trunk(layout.pack(extended), t, lengths + 1, None if frozen is None else layout.pack(frozen),
+                            layout)
+        logits = layout.unpack(self.token_head(hidden).float())[:, :n]
+        logits = _forbid(logits, [self.config.mask_id, self.config.pad_id])
+        gaps = layout.unpack(F.softplus(self.gap_head(hidden).squeeze(-1).float()))
         exists = slots <= lengths[:, None]
         gaps = torch.where(exists, gaps, 0.0)
         if self.count_head is None:
             return logits, gaps
-        count_log_probs = torch.log_softmax(self.count_head(hidden).float(), dim=-1)
+        count_log_probs = layout.unpack(torch.log_softmax(self.count_head(hidden).float(), dim=-1))
         nothing = count_log_probs.new_full((count_log_probs.shape[-1],), float("-inf"))
         nothing[0] = 0.0
         return logits, gaps, torch.where(exists[..., None], count_log_probs, nothing)
@@ -136,7 +145,10 @@ class MDMModel(nn.Module):
         self.token_head = nn.Linear(config.d_model, config.vocab_size)
         init_weights(self)
 
-    def forward(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None = None) -> Tensor:
-        """``(x [B, L], t [B], lengths [B], frozen [B, L]) -> token_logits [B, L, V]``."""
-        hidden = self.trunk(x, t, lengths, frozen)
-        return _forbid(self.token_head(hidden).float(), [self.config.mask_id])
+    def forward(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor | None = None, *,
+                packed: bool = False) -> Tensor:
+        """``(x [B, L], t [B], lengths [B], frozen [B, L]) -> token_logits [B, L, V]``; ``packed`` runs
+        the network on the rows' first ``lengths`` positions packed (the rest get logits 0)."""
+        layout = (Packing if packed else Padded)(lengths, x.shape[1])
+        hidden = self.trunk(layout.pack(x), t, lengths, None if frozen is None else layout.pack(frozen), layout)
+        return _forbid(layout.unpack(self.token_head(hidden).float()), [self.config.mask_id])

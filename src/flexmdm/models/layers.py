@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["RotaryEmbedding", "TimeEmbedding", "Block", "attention_mask"]
+from flexmdm.models.packing import Packing
+
+__all__ = ["RotaryEmbedding", "TimeEmbedding", "Block", "Padded", "attention_mask"]
 
 
 class RotaryEmbedding(nn.Module):
@@ -20,7 +22,11 @@ class RotaryEmbedding(nn.Module):
 
     def tables(self, length: int) -> tuple[Tensor, Tensor]:
         """``(cos, sin)``, each ``[length, head_dim / 2]``."""
-        angles = torch.outer(torch.arange(length, device=self.inv_freq.device).float(), self.inv_freq)
+        return self.at(torch.arange(length, device=self.inv_freq.device))
+
+    def at(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(cos, sin)`` at the given ``positions [n]``, each ``[n, head_dim / 2]``."""
+        angles = torch.outer(positions.float(), self.inv_freq)
         return angles.cos(), angles.sin()
 
     @staticmethod
@@ -61,6 +67,33 @@ def attention_mask(lengths: Tensor, width: int, causal: bool = False) -> Tensor:
     return mask | first
 
 
+class Padded:
+    """The padded layout of a batch, ``[B, n, …]`` with ``lengths [B]`` live positions per row.
+
+    It shares its interface with :class:`flexmdm.models.packing.Packing` (the packed layout), so
+    the networks run on either: ``pack`` / ``unpack`` leave tensors as they are, per-sequence
+    vectors broadcast over their row, attention is masked by :func:`attention_mask`.
+    """
+
+    def __init__(self, lengths: Tensor, width: int, causal: bool = False) -> None:
+        self.mask = attention_mask(lengths, width, causal)
+        self.positions = torch.arange(width, device=lengths.device)
+
+    def pack(self, x: Tensor) -> Tensor:
+        return x
+
+    def unpack(self, y: Tensor, fill: float | int | bool = 0) -> Tensor:
+        return y
+
+    def spread(self, per_sequence: Tensor) -> Tensor:
+        """``[B, k] -> [B, 1, k]``."""
+        return per_sequence[:, None]
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor:
+        """``q, k, v [B, H, n, D] -> [B, H, n, D]``."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, dropout_p=dropout_p)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block; with ``conditioned`` its norms are modulated by a vector (adaLN-Zero).
 
@@ -84,10 +117,12 @@ class Block(nn.Module):
             nn.init.zeros_(self.modulation.weight)
             nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, h: Tensor, rotary: tuple[Tensor, Tensor], mask: Tensor, cond: Tensor | None = None) -> Tensor:
-        """``h [B, n, d]``, ``mask [B, 1, n, n]``, ``cond [B, d]`` -> ``[B, n, d]``."""
+    def forward(self, h: Tensor, rotary: tuple[Tensor, Tensor], layout: Padded | Packing,
+                cond: Tensor | None = None) -> Tensor:
+        """``h [B, n, d]`` in ``layout`` (packed: ``[1, T, d]``), ``rotary`` tables ``[n, D / 2]`` at
+        its positions, ``cond [B, d]`` per sequence -> same shape as ``h``."""
         if self.conditioned:
-            shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(cond))[:, None].chunk(6, dim=-1)
+            shift1, scale1, gate1, shift2, scale2, gate2 = layout.spread(self.modulation(F.silu(cond))).chunk(6, dim=-1)
         batch, n, d = h.shape
         x = self.norm1(h)
         if self.conditioned:
@@ -96,7 +131,7 @@ class Block(nn.Module):
         cos, sin = rotary
         q, k = RotaryEmbedding.rotate(q, cos, sin), RotaryEmbedding.rotate(k, cos, sin)
         p = self.dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        a = layout.attend(q, k, v, p)
         a = F.dropout(self.out(a.transpose(1, 2).reshape(batch, n, d)), p, self.training)
         h = h + (gate1 * a if self.conditioned else a)
         x = self.norm2(h)

@@ -17,7 +17,11 @@ uniformly random subset of them is dropped so that it lands exactly at ``max_len
 number dropped per sequence is reported in ``SampleOutput.dropped_insertions``.
 
 Only rows still before t = 1 are sent to the network (and charged a call), cropped to the
-longest of them.
+longest of them. A network called packed — ``functools.partial(model, packed=True)`` for the DiT
+(:mod:`flexmdm.models.packing`) — does no work on the padding of that crop either, so a call
+costs what its live tokens cost; the random draws and their order do not change, only the
+network's float rounding does, so the samples are the same given the seed unless a draw falls
+within rounding of a boundary.
 """
 
 from __future__ import annotations

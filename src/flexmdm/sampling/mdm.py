@@ -99,8 +99,9 @@ def sample_mdm(
     tokens = canvas.clone()
     batch, width = tokens.shape
     frozen = tokens != vocab.mask_id if frozen is None else frozen.bool()
-    lengths = torch.full((batch,), width, dtype=torch.long)
-    nfe = torch.zeros(batch, dtype=torch.long)
+    device = tokens.device
+    lengths = torch.full((batch,), width, dtype=torch.long, device=device)
+    nfe = torch.zeros(batch, dtype=torch.long, device=device)
     generable = (~frozen).sum(dim=1).clamp(min=1)
 
     def call(rows: Tensor, t: Tensor) -> Tensor:
@@ -117,12 +118,12 @@ def sample_mdm(
         if len(rows) == 0:
             break
         if rule.uses_rates:
-            t = torch.full((batch,), k / steps)
+            t = torch.full((batch,), k / steps, device=device)
             intensity = (1.0 / steps) * unmasking_schedule.rate(t)
         else:
             revealed = 1.0 - masked.sum(dim=1) / generable
             t = unmasking_schedule.inverse(revealed.float())
-            intensity = torch.zeros(batch)
+            intensity = torch.zeros(batch, device=device)
         probs, sampling_probs = _posterior(call(rows, t), vocab, False, temperature)
         selected = rule.select(probs, masked[rows], intensity[rows], generator)
         if early_exit is not None:
@@ -134,7 +135,7 @@ def sample_mdm(
         rows = masked.any(dim=1).nonzero().squeeze(1)
         if len(rows) == 0:
             break
-        probs, sampling_probs = _posterior(call(rows, torch.ones(batch)), vocab, False, temperature)
+        probs, sampling_probs = _posterior(call(rows, torch.ones(batch, device=device)), vocab, False, temperature)
         selected = masked[rows]
         if final_fill == "sequential":
             best = torch.where(selected, rule.order(probs), float("-inf")).argmax(dim=1)

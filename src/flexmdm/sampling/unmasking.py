@@ -12,7 +12,8 @@ sampler then draws each selected slot's token. Rules never select a slot that is
   its maximum is at most γ, at least one.
 * :class:`ConfidenceThreshold` — every mask whose top probability is at least c, at least one.
 * :class:`SemiAutoregressive` — another rule restricted to the left-most block of positions
-  that still holds masks (blocks of a fixed width, for MDM canvases).
+  that still holds masks (blocks of a fixed width of slots of the current state: an MDM canvas,
+  or a FlexMDM state as it grows).
 
 By the paper's Prop. 3 any choice of *which* masks to reveal leaves FlexMDM's samples exact, as
 long as tokens come from the posterior and insertions follow their rates.
@@ -62,11 +63,11 @@ def _negative_entropy(probs: Tensor) -> Tensor:
 
 
 def _left_most(probs: Tensor) -> Tensor:
-    return -torch.arange(probs.shape[1], dtype=probs.dtype).expand(probs.shape[:2])
+    return -torch.arange(probs.shape[1], dtype=probs.dtype, device=probs.device).expand(probs.shape[:2])
 
 
 def _right_most(probs: Tensor) -> Tensor:
-    return torch.arange(probs.shape[1], dtype=probs.dtype).expand(probs.shape[:2])
+    return torch.arange(probs.shape[1], dtype=probs.dtype, device=probs.device).expand(probs.shape[:2])
 
 
 SCORES: dict[str, Callable[[Tensor], Tensor]] = {
@@ -260,9 +261,18 @@ class SemiAutoregressive(UnmaskingRule):
     def uses_rates(self) -> bool:  # type: ignore[override]
         return self.inner.uses_rates
 
+    def _blocks(self, width: int, device: torch.device) -> Tensor:
+        """``[width]`` the block of every slot."""
+        return torch.arange(width, device=device) // self.block_size
+
     def eligible(self, masked: Tensor) -> Tensor:
-        """``[B, n]`` bool: the masks of each row's left-most block that holds masks."""
-        block = torch.arange(masked.shape[1], device=masked.device) // self.block_size
+        """``[B, n]`` bool: the masks of each row's left-most block that holds masks.
+
+        A state with no slot at all (a FlexMDM sample starting from the empty string) has none.
+        """
+        if masked.shape[1] == 0:
+            return masked
+        block = self._blocks(masked.shape[1], masked.device)
         first = torch.where(masked, block, masked.shape[1]).min(dim=1, keepdim=True).values
         return masked & (block == first)
 
@@ -270,4 +280,9 @@ class SemiAutoregressive(UnmaskingRule):
         return self.inner.select(probs, self.eligible(masked), jump_intensity, generator)
 
     def order(self, probs):
-        return self.inner.order(probs)
+        """Block first, then ``inner``'s order: the best mask is always in the left-most block
+        holding masks, so the one-at-a-time final fill respects the blocks too."""
+        width = probs.shape[1]
+        inner_rank = _rank_among(self.inner.order(probs), torch.ones(probs.shape[:2], dtype=torch.bool,
+                                                                     device=probs.device))
+        return -(self._blocks(width, probs.device) * width + inner_rank).double()

@@ -155,6 +155,9 @@ class TrainConfig:
             run through the network as this many sub-batches, each padded only to its own
             longest state. The objective is unchanged (up to float rounding); the network sees
             less padding. 1: one pass per micro-batch.
+        packing: the network runs on the live positions of every sequence only, packed with
+            block-diagonal attention (:mod:`flexmdm.models.packing`): no work on padding, the same
+            objective up to float rounding. DiT and autoregressive networks only.
         device: "auto" (cuda when available), "cpu" or "cuda".
     """
 
@@ -179,6 +182,7 @@ class TrainConfig:
     max_time: float = _field(MAX_TIME, _require(lambda v: 0 < v <= 1, "in (0, 1]"))
     time_power: float = _field(1.0, _require(lambda v: v > 0, "> 0"))
     length_buckets: int = _field(1, _POSITIVE)
+    packing: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def batching(self, world_size: int) -> tuple[int, int]:
@@ -492,6 +496,8 @@ def config_from_dict(raw: Any, *, check_data: bool = True) -> Config:
     train = _build(TrainConfig, raw.get("train"), "train.")
     if train.length_buckets > 1 and model.kind != "flexmdm":
         raise ConfigError(f"train.length_buckets applies to FlexMDM states only; model.kind is {model.kind!r}")
+    if train.packing and model.architecture != "dit":
+        raise ConfigError(f"train.packing needs model.architecture 'dit', got {model.architecture!r}")
     return Config(model=model, schedules=schedules, data=data, train=train, output_dir=output_dir, retrofit=retrofit)
 
 

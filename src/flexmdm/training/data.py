@@ -2,7 +2,8 @@
 
 A task is a dataclass (its fields are the ``data:`` options of a configuration) registered
 under a name with :func:`register_task`. ``get_task_class(name)`` imports
-``flexmdm.tasks.<name>`` on first use, so a new task only needs its module.
+``flexmdm.tasks.<name>`` on first use, so a new task only needs its module;
+:func:`registered_tasks` imports them all to list them.
 
 **Randomness.** Every micro-batch draws its data, times and noise from its own generator,
 ``keyed_generator(seed, purpose, step, shard)``, where ``shard = rank * grad_accum + micro``
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ __all__ = [
     "get_task_class",
     "keyed_generator",
     "register_task",
+    "registered_tasks",
 ]
 
 Split = Literal["train", "validation"]
@@ -134,8 +137,18 @@ def get_task_class(name: str) -> type[Task]:
             if error.name != f"flexmdm.tasks.{name}" and error.name != "flexmdm.tasks":
                 raise
     if name not in _TASKS:
-        raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(_TASKS) or 'none'}")
+        raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(registered_tasks())}")
     return _TASKS[name]
+
+
+def registered_tasks() -> list[str]:
+    """Sorted names of every task: those registered so far and those of ``flexmdm.tasks``'
+    modules, which are imported for it (tasks are otherwise imported on first use)."""
+    import flexmdm.tasks
+
+    for module in pkgutil.iter_modules(flexmdm.tasks.__path__, prefix="flexmdm.tasks."):
+        importlib.import_module(module.name)
+    return sorted(_TASKS)
 
 
 def keyed_generator(*key: int | str) -> torch.Generator:

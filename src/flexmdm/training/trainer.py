@@ -18,7 +18,8 @@ batch: a per-token negative ELBO independent of how the batch is sharded.
 global batches per wall-clock second since the previous row), ``padding_fraction`` (share of the
 positions fed to the network that hold no token: FlexMDM batches are cropped to their longest
 x_t, or with ``train.length_buckets`` sorted by length and cut into sub-batches cropped each to
-its own longest; MDM ones are full canvases), and ``val_loss`` when computed: the loss of the
+its own longest; with ``train.packing`` FlexMDM and autoregressive networks see no padding;
+MDM ones are full canvases), and ``val_loss`` when computed: the loss of the
 EMA weights (raw weights without EMA) on a fixed held-out set.
 
 **Resuming** is automatic: when ``output_dir/checkpoints/latest`` exists, the run continues from
@@ -179,12 +180,19 @@ class _Stats:
         return torch.stack([v.to(generated.device) for v in values])
 
 
+def _network_options(config: Config) -> dict[str, Any]:
+    """Keyword arguments of every network call: ``packed=True`` with ``train.packing`` (the DiT and
+    autoregressive networks run on the live positions only, :mod:`flexmdm.models.packing`)."""
+    return {"packed": True} if config.train.packing else {}
+
+
 class _FlexObjective:
-    """FlexMDM: joint interpolant, eq. 7, states cropped to the longest x_t."""
+    """FlexMDM: joint interpolant, eq. 7, states cropped to the longest x_t (or packed)."""
 
     def __init__(self, config: Config, task: Task):
         self.insertion, self.unmasking = config.schedules.build()
         self.interpolant = FlexInterpolant(self.insertion, self.unmasking, task.vocab)
+        self.options = _network_options(config)
 
     def normaliser(self, batch: TrainingBatch) -> Tensor:
         return batch.num_generated
@@ -199,12 +207,17 @@ class _FlexObjective:
         """Positions fed to the network that hold a token of x_t."""
         return states.lengths.sum()
 
+    def positions(self, states: FlexBatch) -> int:
+        """Positions fed to the network (packed: the tokens of x_t only)."""
+        return int(states.lengths.sum()) if self.options else states.tokens.numel()
+
     def passes(self, states: FlexBatch, buckets: int) -> list[FlexBatch]:
         """The sub-batches the network runs on (see ``TrainConfig.length_buckets``)."""
         return states.split_by_length(buckets) if buckets > 1 else [states]
 
     def loss(self, model: nn.Module, states: FlexBatch) -> LossOutput:
-        token_logits, expected_gaps, *count = model(states.tokens, states.t, states.lengths, states.frozen)
+        token_logits, expected_gaps, *count = model(states.tokens, states.t, states.lengths, states.frozen,
+                                                    **self.options)
         return flexmdm_loss(token_logits, expected_gaps, states, self.insertion, self.unmasking, *count)
 
 
@@ -215,6 +228,7 @@ class _MDMObjective:
         _, self.unmasking = config.schedules.build()
         self.interpolant = MDMInterpolant(self.unmasking, task.vocab)
         self.width, self.pad_id = task.max_length, task.vocab.pad_id
+        self.options = _network_options(config)
 
     def normaliser(self, batch: TrainingBatch) -> Tensor:
         return batch.x1.shape[0] * self.width - batch.frozen.sum()
@@ -227,11 +241,15 @@ class _MDMObjective:
         """Canvas positions that hold a data token (the rest is PAD)."""
         return batch.lengths.sum()
 
+    def positions(self, states: MDMBatch) -> int:
+        """The whole canvas, packed or not."""
+        return states.tokens.numel()
+
     def passes(self, states: MDMBatch, buckets: int) -> list[MDMBatch]:
         return [states]
 
     def loss(self, model: nn.Module, states: MDMBatch) -> LossOutput:
-        token_logits = model(states.tokens, states.t, states.lengths, states.frozen)
+        token_logits = model(states.tokens, states.t, states.lengths, states.frozen, **self.options)
         return mdm_loss(token_logits, states, self.unmasking)
 
 
@@ -249,6 +267,7 @@ class _AutoregressiveObjective:
 
     def __init__(self, config: Config, task: Task):
         self.pad_id = task.vocab.pad_id
+        self.options = _network_options(config)
 
     def normaliser(self, batch: TrainingBatch) -> Tensor:
         return batch.num_generated + batch.x1.shape[0]
@@ -260,6 +279,10 @@ class _AutoregressiveObjective:
     def live(self, batch: TrainingBatch, states: _CausalBatch) -> Tensor:
         return batch.lengths.sum()
 
+    def positions(self, states: _CausalBatch) -> int:
+        """Positions fed to the network (packed: the tokens only)."""
+        return int(states.lengths.sum()) if self.options else states.tokens.numel()
+
     def passes(self, states: _CausalBatch, buckets: int) -> list[_CausalBatch]:
         return [states]
 
@@ -270,7 +293,7 @@ class _AutoregressiveObjective:
         targets = torch.where(slots == states.lengths[:, None], self.pad_id, targets)
         frozen = torch.cat([states.frozen, torch.zeros_like(states.frozen[:, :1])], dim=1)
         scored = (slots <= states.lengths[:, None]) & ~frozen
-        nll = torch.nn.functional.cross_entropy(model(states.tokens, states.lengths).transpose(1, 2),
+        nll = torch.nn.functional.cross_entropy(model(states.tokens, states.lengths, **self.options).transpose(1, 2),
                                                 targets, reduction="none")
         per_sequence = torch.where(scored, nll, 0.0).sum(dim=1)
         num_tokens = scored.sum()
@@ -378,7 +401,7 @@ class _Run:
                     with self._autocast():
                         outs.append(self.objective.loss(self.network, piece))
                     (outs[-1].per_sequence.sum() * scale).backward()
-            positions = sum(piece.tokens.numel() for piece in passes)
+            positions = sum(self.objective.positions(piece) for piece in passes)
             sums += _Stats.of_micro_batch(outs, positions, self.objective.live(batch, states), batch.lengths.sum())
         max_norm = self.train_cfg.grad_clip if self.train_cfg.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)

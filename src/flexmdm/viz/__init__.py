@@ -14,6 +14,7 @@ from flexmdm.viz.trace_io import (
     reveal_steps,
     step_table,
     trace_header,
+    trace_lines,
     write_trace_jsonl,
 )
 
@@ -30,5 +31,6 @@ __all__ = [
     "step_table",
     "tokenizer_decoder",
     "trace_header",
+    "trace_lines",
     "write_trace_jsonl",
 ]

@@ -18,8 +18,9 @@ insertions of one step indexing the same pre-insertion state.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "replay_states",
     "step_table",
     "trace_header",
+    "trace_lines",
     "write_trace_jsonl",
 ]
 
@@ -114,19 +116,38 @@ def write_trace_jsonl(
     Returns:
         ``path`` as a Path.
     """
-    traces = [trace] if isinstance(trace, Trace) else list(trace)
-    header = trace_header(traces, vocab=vocab, final_sequences=final_sequences, metadata=metadata)
+    lines = trace_lines(trace, vocab=vocab, final_sequences=final_sequences, metadata=metadata)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    offset = 0
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(header) + "\n")
-        for part in traces:
-            for record in part.to_records():
-                record["sequence"] += offset
-                handle.write(json.dumps(record) + "\n")
-            offset += int(part.start_tokens.shape[0])
+        handle.writelines(lines)
     return path
+
+
+def trace_lines(
+    trace: Trace | Sequence[Trace],
+    *,
+    vocab: Any = None,
+    final_sequences: Sequence[Sequence[int]] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Iterator[str]:
+    """The lines of :func:`write_trace_jsonl` (same arguments), each ending in a newline.
+
+    The header is built (and the arguments checked) at once; the event lines as they are read.
+    """
+    traces = [trace] if isinstance(trace, Trace) else list(trace)
+    header = trace_header(traces, vocab=vocab, final_sequences=final_sequences, metadata=metadata)
+    return itertools.chain([json.dumps(header) + "\n"], _event_lines(traces))
+
+
+def _event_lines(traces: Sequence[Trace]) -> Iterator[str]:
+    """One JSON line per event; the sequences of consecutive traces are numbered on."""
+    offset = 0
+    for part in traces:
+        for record in part.to_records():
+            record["sequence"] += offset
+            yield json.dumps(record) + "\n"
+        offset += int(part.start_tokens.shape[0])
 
 
 def _check_event(record: Any, where: str) -> dict[str, Any]:

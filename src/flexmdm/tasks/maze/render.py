@@ -22,6 +22,7 @@ def render_samples(
     title: str,
     *,
     columns: int = 4,
+    labels: Sequence[str] | None = None,
 ) -> Path:
     """Draw a grid of panels, one per example: walls, the path, its numbered subgoals.
 
@@ -34,6 +35,7 @@ def render_samples(
         out_png: where to write the PNG (parent folders are created).
         title: the figure title.
         columns: panels per row.
+        labels: a word before each panel's title (e.g. the model).
 
     Returns:
         ``out_png`` as a Path.
@@ -46,7 +48,8 @@ def render_samples(
     axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (path, subgoals, success) in zip(axes.flat, examples):
+    labels = [f"{label} " for label in labels] if labels is not None else [""] * len(examples)
+    for ax, (path, subgoals, success), label in zip(axes.flat, examples, labels):
         colour = _SUCCESS if success else _FAILURE
         ax.imshow(~maze.grid, cmap="Greys", vmin=0, vmax=1.4, interpolation="nearest")
         if path:
@@ -55,7 +58,7 @@ def render_samples(
             ax.scatter([c], [r], s=60, color=_SUBGOAL, zorder=3)
             ax.annotate(str(number), (c, r), color="white", fontsize=6, ha="center", va="center", zorder=4)
         length = len(path) if path else 0
-        ax.set_title(f"K={len(subgoals)}, {length} cells: {'success' if success else 'failure'}",
+        ax.set_title(f"{label}K={len(subgoals)}, {length} cells: {'success' if success else 'failure'}",
                      fontsize=9, color=colour)
     figure.suptitle(title)
     figure.tight_layout()

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from flexmdm.constraints import Prompt
+from flexmdm.families import Conditioning
 from flexmdm.tasks.maze.data import (
     Cell,
     Maze,
@@ -30,7 +31,7 @@ from flexmdm.tasks.maze.encoding import (
 from flexmdm.training.data import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
 
-__all__ = ["MazeTask"]
+__all__ = ["MazeConditioning", "MazeTask"]
 
 
 @register_task("maze")
@@ -117,6 +118,10 @@ class MazeTask(Task):
         """Up to ``count`` held-out ``(reference path, subgoals)`` with K subgoals."""
         return evaluation_examples(self.dataset, k, count, random.Random(seed * 1000 + k))
 
+    def conditioning(self, subgoal_lists: Sequence[Sequence[Cell]]) -> MazeConditioning:
+        """Paths through each list of subgoals, for either family (see :class:`MazeConditioning`)."""
+        return MazeConditioning(self, [list(goals) for goals in subgoal_lists])
+
     def flexmdm_prompt(self, subgoal_lists: Sequence[Sequence[Cell]]) -> Prompt:
         return flexmdm_prompt(subgoal_lists, self.tokens)
 
@@ -132,3 +137,24 @@ class MazeTask(Task):
 
     def decode_mdm(self, tokens: Sequence[int], k: int) -> list[Cell] | None:
         return mdm_decode_path(tokens, k, self.tokens)
+
+
+@dataclass(frozen=True)
+class MazeConditioning(Conditioning):
+    """Paths through subgoals g1 … gK: frozen subgoals with insertions between them (FlexMDM), or
+    ``g1 … gK SEP`` then the path's MASKs on the canvas (MDM); read back as cells (None: not a path)."""
+
+    task: MazeTask
+    subgoals: list[list[Cell]]
+
+    def flexmdm_prompt(self) -> Prompt:
+        return self.task.flexmdm_prompt(self.subgoals)
+
+    def mdm_canvas(self) -> tuple[Tensor, Tensor]:
+        return self.task.mdm_canvas(self.subgoals)
+
+    def read_flexmdm(self, sequences: list[list[int]]) -> list[list[Cell] | None]:
+        return [self.task.decode(sequence) for sequence in sequences]
+
+    def read_mdm(self, sequences: list[list[int]]) -> list[list[Cell] | None]:
+        return [self.task.decode_mdm(sequence, len(goals)) for sequence, goals in zip(sequences, self.subgoals)]

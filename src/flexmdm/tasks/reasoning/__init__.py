@@ -17,8 +17,9 @@ from flexmdm.tasks.reasoning.gsm8k import (
     extract_answer,
     load_gsm8k,
     normalize_number,
+    write_gsm8k,
 )
-from flexmdm.tasks.reasoning.problems import OPERATIONS, Problem, generate_problem, generate_problems
+from flexmdm.tasks.reasoning.problems import OPERATIONS, Problem, generate_problem, generate_problems, parse_question
 from flexmdm.tasks.reasoning.task import EncodedProblems, ReasoningTask
 from flexmdm.tasks.reasoning.template import DELIMITERS, Decoded, ReasoningTemplate, template_parts
 
@@ -38,5 +39,7 @@ __all__ = [
     "generate_problems",
     "load_gsm8k",
     "normalize_number",
+    "parse_question",
     "template_parts",
+    "write_gsm8k",
 ]

@@ -1,16 +1,18 @@
 """GSM8K records: loading the JSONL files, extracting and scoring final answers.
 
 GSM8K's ``answer`` field is a rationale with calculator annotations ``<<48/2=24>>`` and a last
-line ``#### 72``. Works on the real files (``train.jsonl``, ``test.jsonl``, loaded with HF
-``datasets`` from a local path, no hub) and on the generated problems of
-:mod:`~flexmdm.tasks.reasoning.problems` alike.
+line ``#### 72``. Works on the real files (``train.jsonl``, ``test.jsonl``, read from a local
+path) and on the generated problems of :mod:`~flexmdm.tasks.reasoning.problems` alike.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+
+from flexmdm.atomic import write_text_atomic
 
 __all__ = [
     "accuracy",
@@ -19,6 +21,7 @@ __all__ = [
     "extract_answer",
     "load_gsm8k",
     "normalize_number",
+    "write_gsm8k",
 ]
 
 _FINAL = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
@@ -27,22 +30,38 @@ _NUMBER = re.compile(r"-?[\d,]*\.?\d+")
 
 
 def load_gsm8k(path: str | Path) -> list[dict[str, str]]:
-    """The ``{"question", "answer"}`` records of a local GSM8K JSONL file.
+    """The ``{"question", "answer"}`` records of a local GSM8K JSONL file (blank lines skipped).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a record lacks ``question`` or ``answer``.
+        ValueError: a line is not a JSON object with string ``question`` and ``answer`` fields
+            (the message names the file and the line).
     """
-    from datasets import load_dataset
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no GSM8K file at {path}")
-    data = load_dataset("json", data_files=str(path), split="train", keep_in_memory=True)
-    missing = {"question", "answer"} - set(data.column_names)
-    if missing:
-        raise ValueError(f"{path} records lack {sorted(missing)} (columns: {data.column_names})")
-    return [{"question": row["question"], "answer": row["answer"]} for row in data]
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} line {number} is not JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path} line {number} is not a JSON object")
+            missing = [key for key in ("question", "answer") if not isinstance(record.get(key), str)]
+            if missing:
+                raise ValueError(f"{path} line {number} lacks the text field(s) {missing}")
+            records.append({"question": record["question"], "answer": record["answer"]})
+    return records
+
+
+def write_gsm8k(records: Sequence[dict[str, str]], path: str | Path) -> Path:
+    """Write ``{"question", "answer"}`` records as GSM8K JSONL, atomically."""
+    lines = "".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n" for r in records)
+    return write_text_atomic(path, lines)
 
 
 def normalize_number(text: str) -> str | None:

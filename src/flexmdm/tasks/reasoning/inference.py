@@ -22,13 +22,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from flexmdm.sampling import SampleOutput, sample_flexmdm, sample_mdm
+from flexmdm.constraints import Prompt
+from flexmdm.families import Conditioning, SamplingOptions, family
+from flexmdm.sampling import Insertion, SampleOutput
 from flexmdm.sampling.flexmdm import ExitCriterion
 from flexmdm.sampling.unmasking import UnmaskingRule, entropy
 from flexmdm.schedules import Schedule
 from flexmdm.tasks.reasoning.template import ReasoningTemplate
 
-__all__ = ["AnswerEntropyExit", "answer_log_probability", "answer_region", "generate"]
+__all__ = ["AnswerEntropyExit", "ReasoningConditioning", "answer_log_probability", "answer_region", "generate"]
 
 
 def answer_region(tokens: Tensor, open_id: int, close_id: int) -> Tensor:
@@ -101,6 +103,21 @@ class AnswerEntropyExit:
         return settled
 
 
+@dataclass(frozen=True)
+class ReasoningConditioning(Conditioning):
+    """Questions to answer (optionally with their answers frozen) in the template's two layouts."""
+
+    template: ReasoningTemplate
+    questions: Sequence[Sequence[int]]
+    answers: Sequence[Sequence[int]] | None = None
+
+    def flexmdm_prompt(self) -> Prompt:
+        return self.template.flexmdm_prompt(self.questions, self.answers)
+
+    def mdm_canvas(self) -> tuple[Tensor, Tensor]:
+        return self.template.mdm_canvas(self.questions, self.answers)
+
+
 def generate(
     kind: str,
     model: nn.Module,
@@ -112,6 +129,7 @@ def generate(
     steps: int,
     answers: Sequence[Sequence[int]] | None = None,
     early_exit: ExitCriterion | None = None,
+    insertion: Insertion | None = None,
     max_length: int | None = None,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
@@ -119,34 +137,27 @@ def generate(
     """Fill the template for each question with a FlexMDM or an MDM model.
 
     Args:
-        kind: "flexmdm" or "mdm".
+        kind: the model's family ("flexmdm" or "mdm").
         model: the denoiser.
         template: token ids and layouts.
         schedules: ``{"unmasking": β}`` (and ``"insertion": α`` for FlexMDM), as trained.
         questions: B question id lists.
-        rule: the unmasking rule.
+        rule: the unmasking rule; masks left at t = 1 are filled by it when it is rate-free.
         steps: FlexMDM: grid intervals (insertions follow their rates), then rate-free rules
             go on at t = 1 until no mask is left; MDM: the most calls of the main loop.
         answers: B answer id lists to freeze (posterior sampling of reasoning); None: generate.
         early_exit: e.g. :class:`AnswerEntropyExit` (meaningless with answers given).
+        insertion: FlexMDM arrivals (:class:`~flexmdm.sampling.Insertion`); default Algorithm 1.
         max_length: FlexMDM length cap (default: the MDM canvas width).
         temperature: 0 for argmax.
         generator: random stream.
     """
-    if kind == "flexmdm":
-        prompt = template.flexmdm_prompt(questions, answers)
-        final_fill = "sequential" if rule.uses_rates else "rule"
-        return sample_flexmdm(model, vocab=template.vocab, insertion_schedule=schedules["insertion"],
-                              unmasking_schedule=schedules["unmasking"], steps=steps,
-                              max_length=max_length or template.canvas_width, prompt=prompt, rule=rule,
-                              temperature=temperature, final_fill=final_fill, generator=generator,
+    options = SamplingOptions(steps=steps, rule=rule, temperature=temperature, insertion=insertion,
                               early_exit=early_exit)
-    if kind == "mdm":
-        canvas, frozen = template.mdm_canvas(questions, answers)
-        return sample_mdm(model, vocab=template.vocab, unmasking_schedule=schedules["unmasking"], steps=steps,
-                          canvas=canvas, frozen=frozen, rule=rule, temperature=temperature,
-                          generator=generator, early_exit=early_exit)
-    raise ValueError(f"kind must be 'flexmdm' or 'mdm', got {kind!r}")
+    return family(kind).generate(model, schedules=schedules, vocab=template.vocab,
+                                 max_length=max_length or template.canvas_width,
+                                 conditioning=ReasoningConditioning(template, questions, answers), options=options,
+                                 generator=generator)
 
 
 @torch.no_grad()

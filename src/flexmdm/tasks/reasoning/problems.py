@@ -10,9 +10,10 @@ question's keywords, the annotations as reasoning, the final number as answer).
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
-__all__ = ["OPERATIONS", "Operation", "Problem", "generate_problem", "generate_problems"]
+__all__ = ["OPERATIONS", "Operation", "Problem", "generate_problem", "generate_problems", "parse_question"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,33 @@ class Problem:
     def to_gsm8k(self) -> dict[str, str]:
         """``{"question", "answer"}`` as in GSM8K's JSONL files."""
         return {"question": self.question, "answer": self.rationale}
+
+
+def parse_question(question: str) -> Problem | None:
+    """The problem whose English :attr:`Problem.question` is ``question``; None if it is not one.
+
+    The inverse of the rendering: ``parse_question(p.question) == p`` for every generated problem
+    (whitespace between sentences may differ). Any other text, a real GSM8K question among
+    them, gives None.
+    """
+    sentences = re.split(r"(?<=[.?])\s+", question.strip())
+    first = re.fullmatch(r"(\w+) has (\d+) (\w+)\.", sentences[0])
+    if first is None or len(sentences) < 3:
+        return None
+    name, start, item = first.group(1), int(first.group(2)), first.group(3)
+    if sentences[-1] != f"How many {item} does {name} have now?":
+        return None
+    steps = []
+    for sentence in sentences[1:-1]:
+        for keyword, operation in OPERATIONS.items():
+            pattern = re.escape(operation.sentence.format(name=name, k="{k}", item=item)).replace(r"\{k\}", r"(\d+)")
+            found = re.fullmatch(pattern, sentence)
+            if found is not None:
+                steps.append((keyword, int(found.group(1)) if found.groups() else _IMPLIED[keyword]))
+                break
+        else:
+            return None
+    return Problem(start, tuple(steps), name, item)
 
 
 def generate_problem(rng: random.Random, num_steps: int, max_value: int = 99) -> Problem:

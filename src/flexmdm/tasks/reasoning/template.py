@@ -135,10 +135,12 @@ class ReasoningTemplate:
         """
         encoding = self.tokenizer.encode(text)
         if self.vocab.pad_id in encoding.ids:  # unknown words map to [PAD]
-            pieces = self.tokenizer.pre_tokenizer.pre_tokenize_str(text)
-            bad = [piece for piece, _ in pieces if piece not in self.ids]
-            raise ValueError(f"words outside the vocabulary: {bad[:5]} in {text!r}")
+            raise ValueError(f"words outside the vocabulary: {self.unknown_words(text)[:5]} in {text!r}")
         return list(encoding.ids)
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` (after pre-tokenization) that are not in the vocabulary."""
+        return [piece for piece, _ in self.tokenizer.pre_tokenizer.pre_tokenize_str(text) if piece not in self.ids]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Ids of many texts (checked like :meth:`encode`)."""
