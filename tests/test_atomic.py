@@ -52,3 +52,26 @@ def test_text_file(tmp_path):
     assert path.read_text() == "{}\n" and _mode(path) == 0o666 & ~_umask()
     write_text_atomic(path, "[]\n")
     assert path.read_text() == "[]\n" and [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+def test_directory_files_get_the_usual_permissions(tmp_path):
+    """Files written through tempfile (0o600), as safetensors does, end up as a plain open() makes them."""
+    import tempfile
+
+    with atomic_directory(tmp_path / "model") as staging:
+        descriptor, name = tempfile.mkstemp(dir=staging)
+        os.close(descriptor)
+        os.replace(name, staging / "weights")
+        (staging / "run.sh").write_text("#!/bin/sh\n")
+        (staging / "run.sh").chmod(0o700)
+    assert _mode(tmp_path / "model" / "weights") == 0o666 & ~_umask()
+    assert _mode(tmp_path / "model" / "run.sh") == 0o777 & ~_umask()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_text_to_a_device_is_written_in_place_and_named_on_failure():
+    """Renaming over /dev/full would replace the device: it is written directly, and its error names it."""
+    with pytest.raises(OSError, match="/dev/full") as error:
+        write_text_atomic("/dev/full", "x" * 10000)
+    assert error.value.filename == "/dev/full"
+    assert not os.path.isfile("/dev/full")

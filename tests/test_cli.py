@@ -177,3 +177,31 @@ def test_toy_config_learns_the_length_distribution(tmp_path):
     assert cpu_seconds <= 180
     assert tv <= 0.1
     assert valid >= 0.8
+
+
+def test_io_errors_on_user_paths_are_one_line_and_bugs_keep_their_traceback(tmp_path, capsys):
+    import errno
+
+    from flexmdm.cli import _path_problem
+
+    assert _path_problem(PermissionError(errno.EACCES, "Permission denied", "/x/out")) == (
+        "/x/out: Permission denied; choose a writable location or fix its permissions")
+    assert "free some space" in _path_problem(OSError(errno.ENOSPC, "No space left on device", "/dev/full"))
+    assert _path_problem(OSError(errno.ENOSPC, "No space left on device")) is None  # no path: not the user's
+    assert _path_problem(OSError(errno.EBADF, "Bad file descriptor", "/x")) is None  # a bug
+    assert _path_problem(ValueError("x")) is None
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    config = write_config(tmp_path, {"train": {"steps": 1}})
+    assert main(["train", str(config), "--set", f"output_dir={blocker / 'run'}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"flexmdm: error: {blocker / 'run'}: Not a directory; a part of the path is a file, not a folder")
+
+
+def test_ctrl_c_outside_training_is_one_line(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("flexmdm.cli.run_view", interrupted)
+    assert main(["view", "trace.jsonl"]) == 130
+    assert capsys.readouterr().err == "flexmdm: interrupted\n"

@@ -1,14 +1,21 @@
 """Networks: shapes, padding invariance, forbidden ids, causality, checkpoints."""
 
+import hashlib
 import json
+import os
+import shutil
+import stat
 
 import pytest
 import torch
 
+from flexmdm.errors import InputFileError
 from flexmdm.models import ModelConfig, build_model, load_pretrained, save_pretrained
 from flexmdm.models import pretrained as pretrained_module
+from flexmdm.models.pretrained import CHECKSUM_KEY
 from flexmdm.sampling import sample_flexmdm
 from flexmdm.schedules import LinearSchedule
+from flexmdm.tasks.toy import ToyLanguage
 
 V, MASK, PAD = 10, 8, 9
 
@@ -138,7 +145,7 @@ def test_save_load_round_trip(kind, options, tmp_path):
     metadata = {"schedules": {"insertion": {"name": "linear"}}}
     tokenizer = tmp_path / "tok"
     tokenizer.mkdir()
-    (tokenizer / "tokenizer.json").write_text("{}")
+    ToyLanguage().write_tokenizer(tokenizer)  # load_pretrained parses it
     save_pretrained(model, tmp_path / "ckpt", metadata=metadata, tokenizer_dir=tokenizer)
     loaded, saved = load_pretrained(tmp_path / "ckpt")
     assert saved["schedules"] == metadata["schedules"] and saved["model"] == model.config.to_dict()
@@ -210,3 +217,56 @@ def test_untrained_model_drives_the_sampler():
                          generator=torch.Generator().manual_seed(0))
     inside = torch.arange(out.tokens.shape[1]) < out.lengths[:, None]
     assert bool((out.tokens[inside] < MASK).all()) and bool((out.lengths <= 12).all())
+
+
+def test_saved_files_have_the_usual_permissions(tmp_path):
+    """Not tempfile's private 0o600: what a plain open() gives under the umask (0o644 under 022)."""
+    mask = os.umask(0o022)
+    try:
+        save_pretrained(perturbed(), tmp_path / "ckpt")
+    finally:
+        os.umask(mask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ckpt").iterdir()}
+    assert modes == {"model.safetensors": 0o644, "config.json": 0o644}
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
+
+
+def test_weights_are_checked_against_their_checksum(tmp_path):
+    save_pretrained(perturbed(), tmp_path / "ckpt")
+    weights, config_path = tmp_path / "ckpt" / "model.safetensors", tmp_path / "ckpt" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config[CHECKSUM_KEY] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit of a tensor: still a valid file
+    with pytest.raises(InputFileError, match="model.safetensors does not match the checksum"):
+        load_pretrained(tmp_path / "ckpt")
+    del config[CHECKSUM_KEY]  # as written before checksums were recorded: loaded unchecked
+    config_path.write_text(json.dumps(config))
+    load_pretrained(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("model.safetensors", lambda data: data[:100], "model.safetensors does not match the checksum"),
+    ("config.json", lambda data: data[:50], "config.json is not valid JSON"),
+    ("tokenizer.json", lambda data: data[:50], "tokenizer.json is not a valid tokenizer"),
+])
+def test_damaged_files_are_named(tmp_path, name, damage, message):
+    tokenizer = tmp_path / "tok"
+    tokenizer.mkdir()
+    ToyLanguage().write_tokenizer(tokenizer)
+    save_pretrained(perturbed(), tmp_path / "ckpt", tokenizer_dir=tokenizer)
+    path = tmp_path / "ckpt" / name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(InputFileError, match=message):
+        load_pretrained(tmp_path / "ckpt")
+
+
+def test_weights_that_do_not_fit_the_config_are_named(tmp_path):
+    save_pretrained(perturbed(), tmp_path / "mixed")
+    save_pretrained(perturbed(mlp_ratio=2.0), tmp_path / "wide")
+    shutil.copy(tmp_path / "wide" / "model.safetensors", tmp_path / "mixed" / "model.safetensors")
+    config = json.loads((tmp_path / "mixed" / "config.json").read_text())
+    del config[CHECKSUM_KEY]  # unchecked, so that the shapes are what fails
+    (tmp_path / "mixed" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputFileError, match="does not fit the network of config.json"):
+        load_pretrained(tmp_path / "mixed")

@@ -79,9 +79,9 @@ def test_options_object_and_overrides(models):
 
 
 @pytest.mark.parametrize("call, fragment", [
-    (lambda p: p.generate("a c"), "['c'] not in the model's vocabulary"),
-    (lambda p: p.generate([0, 7]), "['7'] not in the model's vocabulary"),
-    (lambda p: p.generate([0, 3]), "['3']"),  # PAD
+    (lambda p: p.generate("a c z"), "'c', 'z' not in the model's vocabulary"),
+    (lambda p: p.generate([0, 7]), "token id 7 is not a real token"),
+    (lambda p: p.generate([0, 3]), "token id 3 is not a real token"),  # PAD
     (lambda p: p.generate(max_length=999), "max_length must be in [1, 16]"),
     (lambda p: p.generate("a a a", max_length=3), "not less than max_length 3"),
     (lambda p: p.generate(num=0), "num must be >= 1"),

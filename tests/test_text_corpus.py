@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import pytest
 import torch
 
+from flexmdm.errors import InputFileError
 from flexmdm.tasks.text import (
     TextTask,
     build_corpus,
@@ -306,3 +309,31 @@ def test_text_training_exports_tokenizer_and_resumes_after_the_cache_moves(tmp_p
     assert load_tokenizer(first.model_dir).get_vocab_size() == 300
     resumed = train(config(3, str(tmp_path / "cache-b")))
     assert resumed.steps == 3
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_building_a_corpus_shows_progress_on_a_terminal(tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.txt").write_text("the cat sat on the mat.\n\nthe dog sat on the cat.\n")
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    build_corpus(load_texts(tmp_path), max_length=8, vocab_size=259, validation_fraction=0.0)
+    shown = terminal.getvalue()
+    for stage in (f"reading {tmp_path}", "training a BPE of 259 ids", "tokenizing the train split"):
+        assert f"{stage}: 100%" in shown, stage
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: silent
+    load_texts(tmp_path)
+    assert sys.stderr.getvalue() == ""
+
+
+def test_malformed_sources_are_input_file_errors(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(InputFileError, match=r"latin1\.txt: not UTF-8 text"):
+        load_texts(tmp_path / "latin1.txt")
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"text": \n')
+    with pytest.raises(InputFileError, match=r"bad\.jsonl:2: not valid JSON"):
+        load_texts(tmp_path / "bad.jsonl")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 import torch
 import yaml
 
+from flexmdm.cli import main
+from flexmdm.errors import InputFileError
 from flexmdm.interpolant import FlexInterpolant
 from flexmdm.schedules import LinearSchedule
 from flexmdm.tasks.toy import ToyLanguage
@@ -399,3 +402,186 @@ def test_task_layout_follows_the_model_family(tmp_path):
     with pytest.raises(ConfigError, match="data.layout='mdm' contradicts model.kind='flexmdm'"):
         config_from_dict({**TINY, "model": {**TINY["model"], "max_length": 40}, "data": {**maze, "layout": "mdm"},
                           "output_dir": str(tmp_path)})
+
+
+# -- interruptions and damaged checkpoints ------------------------------------------------------
+
+INTERRUPTIBLE = {"train": {"steps": 60, "save_every": 25, "eval_every": 20, "keep_last": 1}}
+"""A run long enough to be interrupted mid-way; its scheduled checkpoints (25, 50) are rarely where
+a signal lands, so the interruption writes its own."""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The output directory of the :data:`INTERRUPTIBLE` run, never interrupted."""
+    directory = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(cli("train", str(write_config(directory, INTERRUPTIBLE))), env=subprocess_env(), check=True,
+                   capture_output=True)
+    return directory / "run"
+
+
+def wait_for_rows(metrics: Path, rows: int, process: subprocess.Popen) -> None:
+    """Until ``metrics`` holds ``rows`` rows (the training loop runs) or ``process`` ends."""
+    deadline = time.monotonic() + 180
+    while process.poll() is None and time.monotonic() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= rows:
+            return
+        time.sleep(0.005)
+
+
+def assert_same_run(expected: Path, observed: Path) -> None:
+    """Same metrics row by row (timing aside) and bit-identical exported weights."""
+    a, b = read_metrics(expected), read_metrics(observed)
+    assert [r["step"] for r in b] == [r["step"] for r in a]
+    for key in ("loss", "token_loss", "gap_loss", "grad_norm", "lr", "val_loss"):
+        assert [r.get(key) for r in b] == [r.get(key) for r in a], key
+    weights = [(run / "model" / "model.safetensors").read_bytes() for run in (expected, observed)]
+    assert weights[0] == weights[1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_checkpoints_the_step_and_resumes_exactly(tmp_path, uninterrupted, signum):
+    config = write_config(tmp_path, INTERRUPTIBLE)
+    process = subprocess.Popen(cli("train", str(config)), env=subprocess_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for_rows(tmp_path / "run" / "metrics.jsonl", 3, process)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=180)
+    assert process.returncode == 128 + signum, err[-2000:]
+    assert "Traceback" not in err
+    stopped = re.search(r"stopped after step (\d+) \((SIGINT|SIGTERM), exit code (\d+)\)", err)
+    assert stopped is not None, err[-2000:]
+    step = int(stopped.group(1))
+    assert 3 <= step < 60, "the run finished before it could be interrupted"
+    assert stopped.group(3) == str(128 + signum)
+    assert latest_checkpoint(tmp_path / "run").name == f"step_{step:06d}"
+
+    resumed = subprocess.run(cli("train", str(config)), env=subprocess_env(), capture_output=True, text=True,
+                             check=True)
+    assert f"resuming from step {step} (" in resumed.stderr
+    assert_same_run(uninterrupted, tmp_path / "run")
+
+
+def test_sigint_under_torchrun_stops_every_rank_at_one_checkpoint(tmp_path, uninterrupted):
+    config = write_config(tmp_path, INTERRUPTIBLE)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    process = subprocess.Popen([*torchrun, "-m", "flexmdm.cli", "train", str(config)], env=subprocess_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_rows(tmp_path / "run" / "metrics.jsonl", 3, process)
+    process.send_signal(signal.SIGINT)  # the launcher passes it on to both ranks
+    _, err = process.communicate(timeout=180)
+    stopped = re.search(r"stopped after step (\d+) \(SIGINT, exit code 130\)", err)
+    assert stopped is not None, err[-3000:]
+    step = int(stopped.group(1))
+    assert step < 60 and latest_checkpoint(tmp_path / "run").name == f"step_{step:06d}"
+    # the ranks saved one consistent state: a single process finishes the run as the uninterrupted one
+    subprocess.run(cli("train", str(config)), env=subprocess_env(), check=True, capture_output=True)
+    expected, observed = read_metrics(uninterrupted), read_metrics(tmp_path / "run")
+    assert [r["step"] for r in observed] == list(range(1, 61))
+    for key in ("loss", "grad_norm", "val_loss"):
+        a = [r[key] for r in expected if key in r]
+        b = [r[key] for r in observed if key in r]
+        assert len(a) == len(b) > 0 and b == pytest.approx(a, rel=1e-4, abs=1e-6), key
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_last_bit(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+
+
+@pytest.mark.parametrize("damage, name, reason", [
+    (truncate, "trainer_state.pt", "trainer_state.pt is unreadable"),
+    (flip_last_bit, "model/model.safetensors", "model.safetensors does not match the checksum"),
+    (truncate, "model/config.json", "config.json is not valid JSON"),
+])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, damage, name, reason):
+    config = load_config(write_config(tmp_path), ["train.eval_batches=0"])  # checkpoints at 4 and 8
+    train(config)
+    run = Path(config.output_dir)
+    expected = (run / "model" / "model.safetensors").read_bytes()
+    damage(run / "checkpoints" / "step_000008" / name)
+    capsys.readouterr()
+    assert train(config).steps == 8
+    err = capsys.readouterr().err
+    assert f"damaged checkpoint skipped: {run / 'checkpoints' / 'step_000008'}" in err and reason in err
+    assert f"resuming from step 4 ({run / 'checkpoints' / 'step_000004'})" in err
+    assert (run / "model" / "model.safetensors").read_bytes() == expected  # steps 5..8 retrained exactly
+    assert latest_checkpoint(run).name == "step_000008"
+    assert [r["step"] for r in read_metrics(run)] == list(range(1, 9))
+
+
+def test_no_intact_checkpoint_is_one_error(tmp_path):
+    config = load_config(write_config(tmp_path), ["train.eval_batches=0", "train.keep_last=1"])
+    train(config)
+    truncate(Path(config.output_dir) / "checkpoints" / "step_000008" / "trainer_state.pt")
+    with pytest.raises(InputFileError, match=r"no intact checkpoint in .*step_000008.*trainer_state\.pt"):
+        train(config)
+
+
+def test_finished_run_says_how_to_train_again(tmp_path, capsys):
+    config = write_config(tmp_path, {"train": {"steps": 2, "eval_batches": 0}})
+    assert main(["train", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["train", str(config)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is already trained to step 2 (train.steps=2)" in err
+    assert "--set output_dir=DIR" in err and "--set train.steps=N" in err
+
+
+def test_readme_torchrun_line_trains_a_run_of_its_own():
+    """The README's torchrun line after its train line must not find that run already finished."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if "flexmdm" in line and " train configs/toy.yaml" in line]
+    plain = [line for line in lines if "torch.distributed.run" not in line]
+    distributed = [line for line in lines if "torch.distributed.run" in line]
+    assert plain and distributed
+    outputs = {re.search(r"output_dir=(\S+)", line).group(1) if "output_dir=" in line else "runs/toy"
+               for line in plain}
+    for line in distributed:
+        chosen = re.search(r"--set output_dir=(\S+)", line)
+        assert chosen is not None and chosen.group(1) not in outputs, line
+
+
+# -- TensorBoard --------------------------------------------------------------------------------
+
+
+def test_tensorboard_scalars_beside_the_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = load_config(write_config(tmp_path), ["train.tensorboard=true", "train.steps=4"])
+    train(config)
+    events = EventAccumulator(str(Path(config.output_dir) / "tensorboard"))
+    events.Reload()
+    losses = [(e.step, e.value) for e in events.Scalars("loss")]
+    rows = read_metrics(Path(config.output_dir))
+    assert [s for s, _ in losses] == [r["step"] for r in rows]
+    assert [v for _, v in losses] == pytest.approx([r["loss"] for r in rows])
+
+
+def test_tensorboard_missing_is_one_config_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"train\.tensorboard: .*pip install tensorboard"):
+        load_config(write_config(tmp_path), ["train.tensorboard=true"])
+
+
+def test_a_repeated_signal_is_one_request_and_a_later_one_stops_at_once(monkeypatch):
+    from flexmdm.training import interrupt
+
+    monkeypatch.setattr(interrupt, "REPEAT_GRACE_S", 0.2)
+    stop = interrupt.StopRequest()
+    with stop.catching(announce=False):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)  # e.g. torchrun passing on the terminal's Ctrl-C
+        assert stop.signum == signal.SIGINT
+        time.sleep(0.3)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)  # pressed again: the usual Ctrl-C
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -221,7 +221,7 @@ def test_mdm_takes_rate_free_policies_but_not_the_rule_final_fill(models, tmp_pa
     assert main(["sample", str(models.mdm), "--policy", "eb", "--num", "3", "--steps", "4", "--out", str(out)]) == 0
     check_rows(read_jsonl(out), 12)
     assert main(["sample", str(models.mdm), "--policy", "eb", "--final-fill", "rule", "--out", str(out)]) == 2
-    assert "--final-fill rule is for FlexMDM models" in capsys.readouterr().err
+    assert "--final-fill: final_fill 'rule' is for FlexMDM models" in capsys.readouterr().err
 
 
 @pytest.mark.e2e

@@ -2,8 +2,10 @@
 never a half-written file or folder.
 
 Everything is first written to a hidden sibling (``.NAME.*``), flushed to disk, given the usual
-permissions (``0o666``/``0o777`` less the umask, unlike :mod:`tempfile`'s private ``0o600``/``0o700``)
-and then renamed into place with :func:`os.replace`.
+permissions (``0o666``/``0o777`` less the umask, as :func:`open` and :func:`os.mkdir` give, unlike
+:mod:`tempfile`'s private ``0o600``/``0o700`` or writers that go through it, such as safetensors)
+and then renamed into place with :func:`os.replace`. A target that exists and is not a regular file
+(``/dev/stdout``, a named pipe) is written directly: renaming over it would replace the device.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from flexmdm.errors import naming
+
 __all__ = ["atomic_directory", "fsync_tree", "write_text_atomic"]
 
 
@@ -22,6 +26,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _usual_permissions(root: Path) -> None:
+    """Give ``root`` and everything under it the permissions a plain ``open``/``mkdir`` would:
+    ``0o777`` less the umask for folders and executables, ``0o666`` less the umask for other files."""
+    mask = _umask()
+    for path in [*root.rglob("*"), root]:
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o100
+        os.chmod(path, (0o777 if executable else 0o666) & ~mask)
 
 
 def fsync_tree(root: Path) -> None:
@@ -51,7 +66,7 @@ def atomic_directory(directory: str | Path, *, replace: bool = True) -> Iterator
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         yield staging
-        os.chmod(staging, 0o777 & ~_umask())
+        _usual_permissions(staging)
         fsync_tree(staging)
         if not directory.exists():
             try:
@@ -73,8 +88,16 @@ def atomic_directory(directory: str | Path, *, replace: bool = True) -> Iterator
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` (parent folders created) atomically; returns ``path``."""
+    """Write ``text`` to ``path`` (parent folders created) atomically; returns ``path``.
+
+    A ``path`` that exists and is not a regular file (a device such as ``/dev/stdout``, a pipe) is
+    written directly; an :class:`OSError` then names it.
+    """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        with naming(path), open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -14,17 +14,20 @@ under ``torchrun --nproc_per_node N -m flexmdm.cli train CONFIG`` for data paral
 
 Each subcommand is one ``add_<name>_command(subparsers)`` function that registers its parser
 and sets ``run`` to a function ``(args) -> exit code``; list it in :data:`COMMANDS`. User errors
-(missing files, bad options, invalid configurations) raise :class:`UserError`,
-:class:`~flexmdm.training.config.ConfigError` or :class:`FileNotFoundError`, which :func:`main`
-prints as one line with exit code 2.
+(missing files, bad options, invalid configurations, damaged files) raise :class:`UserError`,
+:class:`~flexmdm.training.config.ConfigError`, :class:`FileNotFoundError` or
+:class:`~flexmdm.errors.InputFileError`, which :func:`main` prints as one line with exit code 2,
+as it does for an :class:`OSError` on a path the user chose (read-only, full, not a folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,14 +66,35 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train (or resume) the configured run; under torchrun every rank runs this."""
-    from flexmdm.training import load_config, train
+    """Train (or resume) the configured run; under torchrun every rank runs this.
 
-    result = train(load_config(args.config, args.overrides))
-    if os.environ.get("RANK", "0") == "0":  # torchrun: one report
-        done = "already trained" if result.loss is None else f"trained (last loss {result.loss:.4f})"
-        print(f"{done} to step {result.steps} in {result.elapsed_s:.1f}s; model at {result.model_dir}", file=sys.stderr)
+    SIGINT or SIGTERM stops it after the current step with a checkpoint; the exit code is then
+    128 + the signal's number (130 for Ctrl-C).
+    """
+    from flexmdm.training import load_config, train
+    from flexmdm.training.interrupt import TrainingInterrupted
+
+    config = load_config(args.config, args.overrides)
+    reporting = os.environ.get("RANK", "0") == "0"  # torchrun: one report
+    try:
+        result = train(config)
+    except TrainingInterrupted as stop:
+        if reporting:
+            print(f"stopped after step {stop.step} ({signal.Signals(stop.signum).name}, exit code "
+                  f"{stop.exit_code}); checkpoint {stop.checkpoint}: run the same command to resume", file=sys.stderr)
+        return stop.exit_code
+    if reporting:
+        print(_train_report(result, config.train.steps), file=sys.stderr)
     return 0
+
+
+def _train_report(result: Any, steps: int) -> str:
+    """The last line of ``flexmdm train``: what it did, or how to train again when it had nothing to do."""
+    if result.loss is None:
+        return (f"{result.output_dir} is already trained to step {result.steps} (train.steps={steps}); model at "
+                f"{result.model_dir}. To train again, choose another output directory (--set output_dir=DIR) "
+                f"or more steps (--set train.steps=N)")
+    return f"trained (last loss {result.loss:.4f}) to step {result.steps} in {result.elapsed_s:.1f}s; model at {result.model_dir}"
 
 
 # -- sample -------------------------------------------------------------------------------------
@@ -172,12 +196,13 @@ def _unmasking_rule(policy: str, param: float | None) -> Any:
     return Adaptive(policy, window_factor=param)
 
 
-def _insertion(args: argparse.Namespace, rule: Any, kind: str, config: dict[str, Any]) -> Any:
-    """The :class:`~flexmdm.sampling.Insertion` of ``--insertion``, ``--certainty`` and ``--refresh``."""
+def _insertion(args: argparse.Namespace, rule: Any, inserts: bool, config: dict[str, Any]) -> Any:
+    """The :class:`~flexmdm.sampling.Insertion` of ``--insertion``, ``--certainty`` and ``--refresh``
+    for a model that ``inserts`` (a FlexMDM; None for others)."""
     from flexmdm.sampling import Insertion
 
     chosen = args.insertion != "poisson" or args.certainty is not None or args.refresh
-    if kind != "flexmdm":
+    if not inserts:
         if chosen:
             raise UserError("--insertion, --certainty and --refresh are for FlexMDM models")
         return None
@@ -192,31 +217,25 @@ def _insertion(args: argparse.Namespace, rule: Any, kind: str, config: dict[str,
         raise UserError(f"--insertion: {error}") from None
 
 
-def _token_ids(text: str, option: str, tokenizer: Any, vocab: Any) -> list[int]:
-    """Token ids of ``--prompt`` or ``--suffix`` (text with a tokenizer, else integers).
+def _token_ids(text: str, option: str, pipe: Any) -> list[int]:
+    """Token ids of ``--prompt`` or ``--suffix``: text with a tokenizer, else space-separated ids.
 
     Raises:
-        UserError: naming the words typed (or the ids) that are unknown to the model or are
+        UserError: empty, or naming the words typed (or the ids) that the model lacks or that are
             MASK or PAD.
     """
-    if tokenizer is not None:
-        encoding = tokenizer.encode(text)
-        ids, pieces = encoding.ids, [text[start:end] for start, end in encoding.offsets]
-    else:
+    prompt: Any = text
+    if pipe.tokenizer is None:
         try:
-            ids = [int(word) for word in text.split()]
+            prompt = [int(word) for word in text.split()]
         except ValueError:
             raise UserError(f"{option} {text!r}: expected space-separated token ids (the model has no tokenizer)") from None
-        pieces = [str(i) for i in ids]
+    try:
+        ids = pipe.encode(prompt, name=option)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     if not ids:
         raise UserError(f"{option} is empty")
-    bad = list(dict.fromkeys(piece for i, piece in zip(ids, pieces)
-                             if not 0 <= i < vocab.size or i in (vocab.mask_id, vocab.pad_id)))
-    if bad and tokenizer is not None:
-        raise UserError(f"{option} {text!r}: {', '.join(map(repr, bad))} not in the model's vocabulary (or MASK/PAD)")
-    if bad:
-        raise UserError(f"{option} {text!r}: token id {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not a real "
-                        f"token of the model (ids 0 to {vocab.size - 1} but MASK {vocab.mask_id} and PAD {vocab.pad_id})")
     return ids
 
 
@@ -241,96 +260,62 @@ class _SampleJob:
     """A loaded model and everything ``flexmdm sample`` draws one batch with."""
 
     args: argparse.Namespace
-    directory: Path
-    model: Any
-    kind: str
-    vocab: Any
-    schedules: tuple[Any, Any]
+    pipe: Any
     max_length: int
     prefix: list[int]
     suffix: list[int] | None
-    rule: Any
-    insertion: Any
-    final_fill: str
-    tokenizer: Any
+    options: Any
 
     @property
-    def device(self) -> Any:
-        """Where the model's weights are (tensors of a batch go there)."""
-        return next(self.model.parameters()).device
+    def vocab(self) -> Any:
+        return self.pipe.vocab
 
     def batch(self, count: int, generator: Any) -> Any:
         """One :class:`~flexmdm.sampling.SampleOutput` of ``count`` samples."""
-        from flexmdm.constraints import Prompt
-        from flexmdm.sampling import mdm_canvas, sample_flexmdm, sample_mdm
+        from flexmdm.families import Affixes
 
-        args, vocab = self.args, self.vocab
-        suffixes = None if self.suffix is None else [self.suffix] * count
-        if self.kind == "mdm":
-            canvas, frozen = mdm_canvas([self.prefix] * count, self.max_length, vocab, suffixes)
-            return sample_mdm(
-                self.model, vocab=vocab, unmasking_schedule=self.schedules[1], steps=args.steps,
-                canvas=canvas.to(self.device), frozen=frozen.to(self.device), rule=self.rule,
-                temperature=args.temperature, final_fill=self.final_fill, generator=generator,
-            )
-        prompt = None
-        if suffixes is not None:
-            prompt = Prompt.infill([self.prefix] * count, suffixes, vocab.pad_id).to(self.device)
-        elif self.prefix:
-            prompt = Prompt.prefix([self.prefix] * count, vocab.pad_id).to(self.device)
-        return sample_flexmdm(
-            self.model, vocab=vocab, insertion_schedule=self.schedules[0], unmasking_schedule=self.schedules[1],
-            steps=args.steps, max_length=self.max_length, prompt=prompt,
-            batch_size=None if prompt is not None else count, rule=self.rule, insertion=self.insertion,
-            temperature=args.temperature, final_fill=self.final_fill, generator=generator,
-            record_trace=args.trace is not None,
-        )
+        affixes = Affixes([self.prefix] * count, None if self.suffix is None else [self.suffix] * count,
+                          self.vocab, self.max_length)
+        try:
+            return self.pipe.sample(affixes, max_length=self.max_length, generator=generator, options=self.options)
+        except ValueError as error:
+            raise UserError(str(error)) from None
 
     def rows(self, out: Any) -> list[dict[str, Any]]:
         """The JSON rows of a batch: tokens, length, network calls and, with a tokenizer, text."""
         rows = []
         for sequence, nfe in zip(out.sequences(), out.nfe.tolist()):
             row = {"tokens": sequence, "length": len(sequence), "nfe": nfe}
-            if self.tokenizer is not None:
-                row["text"] = self.tokenizer.decode(sequence)
+            if self.pipe.tokenizer is not None:
+                row["text"] = self.pipe.decode(sequence)
             rows.append(row)
         return rows
 
     def trace_metadata(self) -> dict[str, Any]:
         """What the trace file records about the run."""
         args = self.args
-        return {"model": str(self.directory.resolve()), "steps": args.steps, "policy": args.policy,
+        return {"model": str(self.pipe.directory.resolve()), "steps": args.steps, "policy": args.policy,
                 "param": args.param, "block": args.block, "temperature": args.temperature, "seed": args.seed,
                 "batch_size": args.batch_size}
 
 
 def _load_sample_job(args: argparse.Namespace) -> _SampleJob:
     """Load the model of ``args.checkpoint`` and check every option against it."""
-    from flexmdm.models import load_pretrained
-    from flexmdm.schedules import schedule_from_config
-    from flexmdm.vocab import Vocab
+    from flexmdm.families import SamplingOptions
+    from flexmdm.pipeline import Pipeline
 
     directory = _model_dir(args.checkpoint)
-    model, config = load_pretrained(directory)
-    model.eval()
-    kind = config["model"]["kind"]
-    if kind not in ("flexmdm", "mdm") or "schedules" not in config or "vocab" not in config:
-        raise UserError(f"{directory} is not a FlexMDM/MDM model exported by 'flexmdm train'")
-    if args.trace is not None and kind != "flexmdm":
+    try:
+        pipe = Pipeline.from_pretrained(directory)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.trace is not None and not pipe.family.inserts:
         raise UserError("--trace is only available for flexmdm models")
-    vocab = Vocab(**config["vocab"])
-    schedules = tuple(schedule_from_config(config["schedules"][name]) for name in ("insertion", "unmasking"))
-    model_limit = int(config["model"]["max_length"])
-    max_length = args.max_length or int(config.get("max_length", model_limit))
-    if max_length > model_limit:
-        raise UserError(f"--max-length {max_length} exceeds the model's max_length {model_limit}")
-    tokenizer = None
-    if (directory / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    prefix = [] if args.prompt is None else _token_ids(args.prompt, "--prompt", tokenizer, vocab)
-    suffix = None if args.suffix is None else _token_ids(args.suffix, "--suffix", tokenizer, vocab)
+    max_length = args.max_length or pipe.max_length
+    if max_length > pipe.model_limit:
+        raise UserError(f"--max-length {max_length} exceeds the model's max_length {pipe.model_limit}")
+    prefix = [] if args.prompt is None else _token_ids(args.prompt, "--prompt", pipe)
+    suffix = None if args.suffix is None else _token_ids(args.suffix, "--suffix", pipe)
     given = len(prefix) + len(suffix or [])
     if given >= max_length:
         named = " and ".join(name for name, ids in (("--prompt", prefix), ("--suffix", suffix)) if ids)
@@ -340,13 +325,14 @@ def _load_sample_job(args: argparse.Namespace) -> _SampleJob:
         from flexmdm.sampling import SemiAutoregressive
 
         rule = SemiAutoregressive(rule, block_size=args.block)
-    if kind == "mdm" and args.final_fill == "rule":
-        raise UserError("--final-fill rule is for FlexMDM models (MDM applies a rate-free --policy until no "
-                        "mask is left, within --steps calls)")
-    final_fill = args.final_fill or ("sequential" if rule.uses_rates or kind == "mdm" else "rule")
-    insertion = _insertion(args, rule, kind, config)
-    return _SampleJob(args, directory, model, kind, vocab, schedules, max_length, prefix, suffix, rule,
-                      insertion, final_fill, tokenizer)
+    options = SamplingOptions(steps=args.steps, rule=rule, temperature=args.temperature, final_fill=args.final_fill,
+                              insertion=_insertion(args, rule, pipe.family.inserts, pipe.config),
+                              trace=args.trace is not None)
+    try:
+        pipe.family.check(options)
+    except ValueError as error:
+        raise UserError(f"--final-fill: {error}") from None
+    return _SampleJob(args, pipe, max_length, prefix, suffix, options)
 
 
 @dataclass
@@ -417,7 +403,7 @@ def run_sample(args: argparse.Namespace) -> int:
     _check_sample_args(args)
     job = _load_sample_job(args)
     out, trace = _open_outputs(args)
-    generator = torch.Generator(device=job.device).manual_seed(args.seed)
+    generator = torch.Generator(device=job.pipe.device).manual_seed(args.seed)
     written = _Written()
     progress = tqdm(total=args.num, desc="sampling", unit="sample", file=sys.stderr, disable=None, dynamic_ncols=True)
     try:
@@ -513,6 +499,7 @@ def add_view_command(commands: argparse._SubParsersAction) -> None:
 
 def run_view(args: argparse.Namespace) -> int:
     """Write the replay page of one sequence of ``args.trace``."""
+    from flexmdm.errors import naming
     from flexmdm.viz import length_over_time, plot_lengths_over_time, read_trace_jsonl, render_page, tokenizer_decoder
 
     if not args.trace.is_file():
@@ -526,9 +513,11 @@ def run_view(args: argparse.Namespace) -> int:
         if args.tokenizer is not None and decode is None:
             print(f"{args.tokenizer} holds no tokenizer.json: showing token ids", file=sys.stderr)
         out = args.out if args.out is not None else args.trace.with_suffix(".html")
-        render_page((header, events), out, decode=decode, sequence=args.sequence, title=args.title)
+        with naming(out):
+            render_page((header, events), out, decode=decode, sequence=args.sequence, title=args.title)
         if args.lengths_png is not None:
-            plot_lengths_over_time(*length_over_time(header, events), args.lengths_png)
+            with naming(args.lengths_png):
+                plot_lengths_over_time(*length_over_time(header, events), args.lengths_png)
     except (ValueError, IndexError) as error:
         raise UserError(f"{args.trace}: {error}") from None
     print(f"wrote {out} (sequence {args.sequence} of {header['num_sequences']}, {len(events)} events)",
@@ -570,25 +559,53 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
-    The parsed namespace keeps ``argv`` (the list), so that benchmarks record their command.
+    The parsed namespace keeps ``argv`` (the list), so that benchmarks record their command. User
+    errors (:func:`_user_errors`) and I/O errors on the user's paths (:func:`_path_problem`) are
+    printed as one line with exit code 2; Ctrl-C as one line with exit code 130.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv
         return args.run(args)
+    except KeyboardInterrupt:
+        print("flexmdm: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     except Exception as error:
-        if not isinstance(error, _user_errors()):
+        message = str(error) if isinstance(error, _user_errors()) else _path_problem(error)
+        if message is None:
             raise
-        print(f"flexmdm: error: {error}", file=sys.stderr)
+        print(f"flexmdm: error: {message}", file=sys.stderr)
         return 2
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions reported as one line (imported lazily: ``--help`` must not load torch)."""
+    from flexmdm.errors import InputFileError
     from flexmdm.training.config import ConfigError
 
-    return UserError, ConfigError, FileNotFoundError
+    return UserError, ConfigError, FileNotFoundError, InputFileError
+
+
+_PATH_ERRNOS = {
+    errno.EACCES: "choose a writable location or fix its permissions",
+    errno.EPERM: "choose a writable location or fix its permissions",
+    errno.EROFS: "choose a location on a writable file system",
+    errno.ENOSPC: "free some space or choose another location",
+    errno.EDQUOT: "free some space or choose another location",
+    errno.EFBIG: "choose another location",
+    errno.EISDIR: "give a file, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+"""The I/O errors that are about a path the user chose (not about the program), with what to do."""
+
+
+def _path_problem(error: Exception) -> str | None:
+    """One line for an :class:`OSError` about a user's path (see :data:`_PATH_ERRNOS`), else None."""
+    if not isinstance(error, OSError) or error.filename is None or error.errno not in _PATH_ERRNOS:
+        return None
+    return f"{error.filename}: {error.strerror}; {_PATH_ERRNOS[error.errno]}"
 
 
 if __name__ == "__main__":  # python -m flexmdm.cli: run the imported module, whose UserError other modules raise

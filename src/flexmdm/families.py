@@ -151,9 +151,13 @@ class Family(ABC):
 
     @abstractmethod
     def generate(self, model: nn.Module, *, schedules: dict[str, Schedule], vocab: Vocab, max_length: int,
-                 conditioning: Conditioning, options: SamplingOptions,
-                 generator: torch.Generator | None) -> SampleOutput:
-        """Sequences for ``conditioning`` (see :class:`SamplingOptions`); a FlexMDM's at most ``max_length`` long."""
+                 conditioning: Conditioning, options: SamplingOptions, generator: torch.Generator | None,
+                 device: torch.device | str = "cpu") -> SampleOutput:
+        """Sequences for ``conditioning`` (see :class:`SamplingOptions`); a FlexMDM's at most ``max_length``
+        long. The conditioning's tensors go to ``device``, the model's."""
+
+    def check(self, options: SamplingOptions) -> None:
+        """Raise ValueError for options this family cannot use (:meth:`generate` calls it too)."""
 
     @abstractmethod
     def read(self, conditioning: Conditioning, sequences: list[list[int]]) -> list[Any]:
@@ -166,11 +170,12 @@ class FlexMDMFamily(Family):
     kind = "flexmdm"
     inserts = True
 
-    def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator):
+    def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator, device="cpu"):
+        limit = conditioning.length_limit(max_length)
         return sample_flexmdm(
             model, vocab=vocab, insertion_schedule=schedules["insertion"], unmasking_schedule=schedules["unmasking"],
-            steps=options.steps, max_length=conditioning.length_limit(max_length), prompt=conditioning.flexmdm_prompt(),
-            rule=options.rule,
+            steps=options.steps, max_length=limit.to(device) if isinstance(limit, Tensor) else limit,
+            prompt=conditioning.flexmdm_prompt().to(device), rule=options.rule,
             insertion=options.insertion, temperature=options.temperature, final_fill=options.fill,
             generator=generator, early_exit=options.early_exit, record_trace=options.trace,
         )
@@ -184,15 +189,20 @@ class MDMFamily(Family):
 
     kind = "mdm"
 
-    def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator):
+    def check(self, options):
         if options.insertion is not None or options.trace:
             raise ValueError("insertion options and traces are for FlexMDM models")
+        if options.final_fill == "rule":
+            raise ValueError("final_fill 'rule' is for FlexMDM models (an MDM applies a rate-free rule until no "
+                             "mask is left, within its steps)")
+
+    def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator, device="cpu"):
+        self.check(options)
         canvas, frozen = conditioning.mdm_canvas()
-        fill = "sequential" if options.fill == "rule" else options.fill
         return sample_mdm(
-            model, vocab=vocab, unmasking_schedule=schedules["unmasking"], steps=options.steps, canvas=canvas,
-            frozen=frozen, rule=options.rule, temperature=options.temperature, final_fill=fill,
-            generator=generator, early_exit=options.early_exit,
+            model, vocab=vocab, unmasking_schedule=schedules["unmasking"], steps=options.steps,
+            canvas=canvas.to(device), frozen=frozen.to(device), rule=options.rule, temperature=options.temperature,
+            final_fill=options.final_fill or "sequential", generator=generator, early_exit=options.early_exit,
         )
 
     def read(self, conditioning, sequences):
@@ -205,7 +215,7 @@ class AutoregressiveFamily(Family):
     kind = "autoregressive"
     generates = False
 
-    def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator):
+    def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator, device="cpu"):
         raise ValueError("autoregressive models score text here; generate with a FlexMDM or an MDM")
 
     def read(self, conditioning, sequences):

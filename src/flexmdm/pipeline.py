@@ -105,6 +105,11 @@ class Pipeline:
         return self.family.kind
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (and where generation runs)."""
+        return next(self.model.parameters()).device
+
+    @property
     def task(self) -> dict[str, Any]:
         """The training task: ``{"task": name, **options}`` (empty when the config has none)."""
         return dict(self.config.get("task") or {})
@@ -120,10 +125,14 @@ class Pipeline:
             pairs = [(i, prompt[start:end]) for i, (start, end) in zip(encoding.ids, encoding.offsets)]
         else:
             pairs = [(int(i), str(i)) for i in prompt]
-        special = (self.vocab.mask_id, self.vocab.pad_id)
-        bad = [word for i, word in pairs if not 0 <= i < self.vocab.size or i in special]
+        vocab = self.vocab
+        bad = list(dict.fromkeys(word for i, word in pairs if not 0 <= i < vocab.size or i in (vocab.mask_id, vocab.pad_id)))
+        if bad and isinstance(prompt, str):
+            raise ValueError(f"{name} {prompt!r}: {', '.join(map(repr, bad))} not in the model's vocabulary (or MASK/PAD)")
         if bad:
-            raise ValueError(f"{name} {prompt!r}: {bad} not in the model's vocabulary (or special tokens)")
+            raise ValueError(f"{name} {list(prompt)}: token id {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not "
+                             f"a real token of the model (ids 0 to {vocab.size - 1} but MASK {vocab.mask_id} and PAD "
+                             f"{vocab.pad_id})")
         return [i for i, _ in pairs]
 
     def decode(self, ids: Sequence[int]) -> str | None:
@@ -188,7 +197,8 @@ class Pipeline:
         ``self.family.read(conditioning, out.sequences())`` reads it back."""
         options = dataclasses.replace(options or SamplingOptions(), **option_values)
         if generator is None:
-            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+            generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else seed)
         return self.family.generate(self.model, schedules=self.schedules, vocab=self.vocab,
                                     max_length=self.max_length if max_length is None else max_length,
-                                    conditioning=conditioning, options=options, generator=generator)
+                                    conditioning=conditioning, options=options, generator=generator,
+                                    device=self.device)

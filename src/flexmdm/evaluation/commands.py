@@ -147,7 +147,7 @@ def run_gsm8k(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UserError(str(error)) from None
     rule = decoding_rule(args.policy, args.param)
-    insertion = _insertion(args, rule, model.kind, model.config)
+    insertion = _insertion(args, rule, model.family.inserts, model.config)
     early_exit = None
     if args.early_exit is not None:
         if args.early_exit < 0:
@@ -210,7 +210,7 @@ def run_humaneval_infill(args: argparse.Namespace) -> int:
     budget = int(model.task.get("max_middle_tokens", InfillTask.max_middle_tokens))
     width = int(model.config.get("max_length", model.config["model"]["max_length"]))
     rule = decoding_rule(args.policy, args.param)
-    insertion = _insertion(args, rule, model.kind, model.config)
+    insertion = _insertion(args, rule, model.family.inserts, model.config)
     steps = args.steps or 48
 
     metrics, rows = evaluate_humaneval_infill(

@@ -2,7 +2,8 @@
 
 A cache is a folder ``cache_dir/<kind>-<key>`` whose key digests every option that changes the
 corpus and the identity of its source (:func:`source_identity`), written atomically and read back
-when present; a damaged cache is rebuilt.
+when present; a damaged cache is rebuilt. While a corpus is built, :func:`progress` shows what is
+being done on a terminal.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["CACHE_ENV", "cache_folder", "default_cache_dir", "load_or_build", "source_identity"]
+from tqdm import tqdm
+
+__all__ = ["CACHE_ENV", "cache_folder", "default_cache_dir", "load_or_build", "progress", "source_identity"]
 
 CACHE_ENV = "FLEXMDM_CACHE_DIR"
 Corpus = TypeVar("Corpus")
+Item = TypeVar("Item")
 
 
 def default_cache_dir() -> Path:
@@ -61,3 +66,10 @@ def load_or_build(path: Path, read: Callable[[Path], Corpus], build: Callable[[]
     corpus = build()
     write(corpus, path)
     return corpus
+
+
+def progress(items: Iterable[Item], description: str, *, total: int | None = None, unit: str = "it") -> tqdm:
+    """``items`` with a progress bar on stderr when it is a terminal (on rank 0 only under torchrun)."""
+    shown = sys.stderr.isatty() and os.environ.get("RANK", "0") == "0"
+    return tqdm(items, desc=description, total=total, unit=unit, disable=not shown, file=sys.stderr,
+                dynamic_ncols=True)

@@ -12,12 +12,18 @@ A checkpoint is written into a hidden temporary directory, which is renamed to `
 only once complete; ``latest`` is then replaced atomically (temp file + ``os.replace``). A crash
 at any moment leaves ``latest`` naming a complete checkpoint (or absent). Temporary directories
 of a crashed writer are removed by :func:`remove_stale_temporaries`.
+
+A checkpoint damaged afterwards (a truncated file, weights that fail their checksum) is skipped
+by :func:`resume_point`, which falls back to the newest intact older checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +31,18 @@ import torch
 from torch import nn
 
 from flexmdm.atomic import fsync_tree, write_text_atomic
+from flexmdm.errors import InputFileError
 from flexmdm.models import save_pretrained
+from flexmdm.models.pretrained import verify_pretrained
 
 __all__ = [
+    "ResumePoint",
     "checkpoint_dir",
+    "checkpoint_path",
     "latest_checkpoint",
     "load_trainer_state",
     "remove_stale_temporaries",
+    "resume_point",
     "save_checkpoint",
 ]
 
@@ -40,11 +51,17 @@ STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
 _PREFIX = "step_"
 _TEMP_PREFIX = ".tmp-"
+_STEP_NAME = re.compile(r"step_\d+")
 
 
 def checkpoint_dir(output_dir: str | Path) -> Path:
     """``output_dir/checkpoints``."""
     return Path(output_dir) / "checkpoints"
+
+
+def checkpoint_path(output_dir: str | Path, step: int) -> Path:
+    """``output_dir/checkpoints/step_<step>``: where the checkpoint of ``step`` is written."""
+    return checkpoint_dir(output_dir) / f"{_PREFIX}{step:06d}"
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
@@ -53,6 +70,12 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
 
 def _step_of(path: Path) -> int:
     return int(path.name[len(_PREFIX):])
+
+
+def _checkpoints(directory: Path) -> list[Path]:
+    """The ``step_NNNNNN`` folders of ``directory``, oldest first."""
+    return sorted((p for p in directory.glob(f"{_PREFIX}*") if _STEP_NAME.fullmatch(p.name) and p.is_dir()),
+                  key=_step_of)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -79,12 +102,13 @@ def remove_stale_temporaries(output_dir: str | Path) -> None:
 
 
 def _prune(directory: Path, keep_last: int, current: Path) -> None:
+    """Keep the ``keep_last`` newest checkpoints up to ``current``; later ones (left by an earlier
+    attempt that a resumed run will overwrite) do not count."""
     if keep_last <= 0:
         return
-    complete = sorted((p for p in directory.glob(f"{_PREFIX}*") if p.is_dir()), key=_step_of)
+    complete = [p for p in _checkpoints(directory) if _step_of(p) <= _step_of(current)]
     for path in complete[:-keep_last]:
-        if path != current:
-            shutil.rmtree(path)
+        shutil.rmtree(path)
 
 
 def save_checkpoint(
@@ -113,7 +137,7 @@ def save_checkpoint(
     """
     directory = checkpoint_dir(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{_PREFIX}{step:06d}"
+    target = checkpoint_path(output_dir, step)
     temporary = directory / f"{_TEMP_PREFIX}{target.name}-{os.getpid()}"
     try:
         temporary.mkdir()
@@ -134,3 +158,71 @@ def save_checkpoint(
 def load_trainer_state(path: str | Path) -> dict[str, Any]:
     """The ``trainer_state.pt`` of checkpoint directory ``path`` (tensors on the CPU)."""
     return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a run resumes from.
+
+    Attributes:
+        path: the checkpoint directory.
+        state: its ``trainer_state.pt``.
+        damaged: why each newer checkpoint was skipped (one line each, newest first).
+    """
+
+    path: Path
+    state: dict[str, Any]
+    damaged: tuple[str, ...]
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+
+def _first_sentence(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.split(". ")[0]
+
+
+def _load_intact(path: Path) -> dict[str, Any]:
+    """The trainer state of checkpoint ``path`` once every file of it has been checked.
+
+    Raises:
+        InputFileError: a file is missing, truncated or fails its checksum (the message names it).
+    """
+    if not path.is_dir():
+        raise InputFileError(f"{path} is missing")
+    try:
+        verify_pretrained(path / MODEL_DIR)
+    except (FileNotFoundError, InputFileError) as error:
+        raise InputFileError(str(error)) from None
+    try:
+        return load_trainer_state(path)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as error:
+        raise InputFileError(f"{path / STATE_FILE} is unreadable ({_first_sentence(error)})") from None
+
+
+def resume_point(output_dir: str | Path) -> ResumePoint | None:
+    """The newest intact checkpoint: the one ``latest`` names, else (when it is damaged) the newest
+    intact older one. None when there is no checkpoint.
+
+    Raises:
+        InputFileError: there are checkpoints, but none is intact.
+    """
+    directory = checkpoint_dir(output_dir)
+    pointer = directory / LATEST
+    if not pointer.is_file():
+        return None
+    named = directory / pointer.read_text().strip()
+    newest = _step_of(named) if _STEP_NAME.fullmatch(named.name) else None
+    older = [p for p in reversed(_checkpoints(directory)) if newest is None or _step_of(p) < newest]
+    damaged: list[str] = []
+    for path in [named, *older]:
+        try:
+            state = _load_intact(path)
+        except InputFileError as error:
+            damaged.append(str(error))
+            continue
+        return ResumePoint(path, state, tuple(damaged))
+    raise InputFileError(f"no intact checkpoint in {directory} (the newest: {damaged[0]}); "
+                         "move the folder away to train from scratch")

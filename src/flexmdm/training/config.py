@@ -22,6 +22,7 @@ which the trainer saves as ``output_dir/config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -159,6 +160,8 @@ class TrainConfig:
             block-diagonal attention (:mod:`flexmdm.models.packing`): no work on padding, the same
             objective up to float rounding. DiT and autoregressive networks only.
         device: "auto" (cuda when available), "cpu" or "cuda".
+        tensorboard: also write every metrics row as TensorBoard scalars to
+            ``output_dir/tensorboard`` (needs the ``tensorboard`` package).
     """
 
     steps: int = _field(1000, _POSITIVE)
@@ -184,6 +187,7 @@ class TrainConfig:
     length_buckets: int = _field(1, _POSITIVE)
     packing: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    tensorboard: bool = False
 
     def batching(self, world_size: int) -> tuple[int, int]:
         """``(micro_batch_size, grad_accum)`` for ``world_size`` ranks.
@@ -498,6 +502,9 @@ def config_from_dict(raw: Any, *, check_data: bool = True) -> Config:
         raise ConfigError(f"train.length_buckets applies to FlexMDM states only; model.kind is {model.kind!r}")
     if train.packing and model.architecture != "dit":
         raise ConfigError(f"train.packing needs model.architecture 'dit', got {model.architecture!r}")
+    if train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard: the tensorboard package is not installed; "
+                          "run 'pip install tensorboard' or set train.tensorboard=false")
     return Config(model=model, schedules=schedules, data=data, train=train, output_dir=output_dir, retrofit=retrofit)
 
 

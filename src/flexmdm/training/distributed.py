@@ -49,6 +49,15 @@ class DistributedContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def max_over_ranks(self, value: int) -> int:
+        """The largest ``value`` over ranks (every rank gets the same answer; it travels as a tensor
+        on this rank's device, as NCCL requires)."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())
+
     def shutdown(self) -> None:
         """Leave the process group (if one was created)."""
         if self.enabled and dist.is_initialized():

@@ -20,12 +20,20 @@ positions fed to the network that hold no token: FlexMDM batches are cropped to 
 x_t, or with ``train.length_buckets`` sorted by length and cut into sub-batches cropped each to
 its own longest; with ``train.packing`` FlexMDM and autoregressive networks see no padding;
 MDM ones are full canvases), and ``val_loss`` when computed: the loss of the
-EMA weights (raw weights without EMA) on a fixed held-out set.
+EMA weights (raw weights without EMA) on a fixed held-out set. With ``train.tensorboard`` the
+same rows are also written as TensorBoard scalars to ``output_dir/tensorboard`` (a resumed run
+hides the events logged after its checkpoint).
 
 **Resuming** is automatic: when ``output_dir/checkpoints/latest`` exists, the run continues from
-it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly.
-Only ``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device}`` may
-change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
+it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly; a
+damaged newest checkpoint is skipped for the newest intact one
+(:func:`~flexmdm.training.checkpoint.resume_point`), and both are said on stderr. Only
+``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device, tensorboard}``
+may change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
+
+**Interrupting**: the first SIGINT (Ctrl-C) or SIGTERM lets the current step finish, writes a
+checkpoint and raises :class:`~flexmdm.training.interrupt.TrainingInterrupted` (under ``torchrun``
+the ranks agree on the step to stop after); resuming continues exactly.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,22 +62,26 @@ from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss, sample_times
 from flexmdm.models import ModelConfig, save_pretrained
 from flexmdm.models.retrofit import save_retrofit
 from flexmdm.training.checkpoint import (
-    latest_checkpoint,
-    load_trainer_state,
+    ResumePoint,
+    checkpoint_path,
     remove_stale_temporaries,
+    resume_point,
     save_checkpoint,
 )
 from flexmdm.training.config import Config, ConfigError, config_from_dict
 from flexmdm.training.data import Task, TrainingBatch, keyed_generator
 from flexmdm.training.distributed import DistributedContext, init_distributed
+from flexmdm.training.interrupt import StopRequest, TrainingInterrupted
 from flexmdm.training.network import build_network
 
 __all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
 
 RESUMABLE_CHANGES = frozenset(
-    f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device")
+    f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device",
+                               "tensorboard")
 ) | {"output_dir", "data.cache_dir"}  # where a task caches its data (text) may move
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
 ModelFactory = Callable[[ModelConfig], nn.Module]
 """Builds the network of a run in place of the configuration's own
 (:func:`flexmdm.training.network.build_network`: a fresh network, or a retrofit of the base named
@@ -469,10 +482,10 @@ class _Run:
             )
         self.ctx.barrier()
 
-    def resume(self, path: Path) -> None:
-        """Restore everything from checkpoint directory ``path``."""
-        state = load_trainer_state(path)
-        _check_resumable(config_from_dict(state["config"]).to_dict(), self.config.to_dict(), path)
+    def resume(self, point: ResumePoint) -> None:
+        """Restore everything from the checkpoint ``point``."""
+        state = point.state
+        _check_resumable(config_from_dict(state["config"]).to_dict(), self.config.to_dict(), point.path)
         self.model.load_state_dict(state["model"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
@@ -553,15 +566,62 @@ def train(config: Config, *, model_factory: ModelFactory | None = None, progress
         ctx.shutdown()
 
 
+class _MetricsLog:
+    """Where rank 0 writes metrics rows: ``metrics.jsonl``, and TensorBoard when asked."""
+
+    def __init__(self, output_dir: Path, step: int, tensorboard: bool):
+        self.jsonl = open(output_dir / METRICS_FILE, "a")
+        self.board = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # events after the checkpoint a resumed run restarts from are hidden (rows step + 1, ...)
+            self.board = SummaryWriter(str(output_dir / TENSORBOARD_DIR), purge_step=step + 1)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.board.add_scalar(key, value, row["step"])
+            self.board.flush()
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def _stop_if_requested(run: _Run, stop: StopRequest, saved: bool) -> None:
+    """On every rank: when any rank received SIGINT/SIGTERM, checkpoint this step (unless ``saved``
+    already) and raise :class:`TrainingInterrupted`; the ranks agree through a collective."""
+    signum = run.ctx.max_over_ranks(stop.signum or 0)
+    if signum:
+        if not saved:
+            run.save()
+        raise TrainingInterrupted(signum, run.step, checkpoint_path(run.output_dir, run.step))
+
+
+def _announce_resume(point: ResumePoint, steps: int) -> None:
+    """Say on stderr which damaged checkpoints were skipped and where the run resumes."""
+    for reason in point.damaged:
+        print(f"damaged checkpoint skipped: {reason}", file=sys.stderr)
+    if point.step < steps:
+        print(f"resuming from step {point.step} ({point.path})", file=sys.stderr)
+
+
 def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory | None,
            progress_line: int) -> TrainResult:
     output_dir = Path(config.output_dir)
     metrics_path = output_dir / METRICS_FILE
     run = _Run(config, ctx, model_factory)
-    checkpoint = latest_checkpoint(output_dir)
-    if checkpoint is not None:
-        run.resume(checkpoint)
+    point = resume_point(output_dir)
+    if point is not None:
+        run.resume(point)
     if ctx.is_main:
+        if point is not None:
+            _announce_resume(point, config.train.steps)
         output_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output_dir)
         config.save(output_dir / "config.yaml")
@@ -576,7 +636,10 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
     last_time, tokens_since = start, 0.0
     progress = tqdm(total=cfg.steps, initial=run.step, disable=not ctx.is_main, desc=f"train {output_dir.name}",
                     position=progress_line, dynamic_ncols=True)
-    with progress, open(metrics_path, "a") if ctx.is_main else contextlib.nullcontext() as metrics:
+    stop = StopRequest()
+    metrics = _MetricsLog(output_dir, run.step, cfg.tensorboard) if ctx.is_main else None
+    closing = contextlib.closing(metrics) if metrics is not None else contextlib.nullcontext()
+    with stop.catching(announce=ctx.is_main), progress, closing:
         while run.step < cfg.steps:
             sums, grad_norm, lr = run.train_step()
             step, final = run.step, run.step == cfg.steps
@@ -592,13 +655,15 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
                 if evaluate and ctx.is_main:
                     val_loss = row["val_loss"] = run.validation_loss()
                 if ctx.is_main:
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
+                    metrics.write(row)
                     progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
             if earlier_seconds is not None:
                 run.train_seconds = earlier_seconds + time.perf_counter() - start
-            if final or (cfg.save_every > 0 and step % cfg.save_every == 0):
+            saved = final or (cfg.save_every > 0 and step % cfg.save_every == 0)
+            if saved:
                 run.save()
+            if not final:
+                _stop_if_requested(run, stop, saved)
     elapsed = time.perf_counter() - start
     model_dir = output_dir / MODEL_DIR
     if ctx.is_main:

@@ -24,11 +24,16 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import logging
 import re
 import sysconfig
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from flexmdm.errors import InputFileError
+from flexmdm.tasks.cache import progress
 
 __all__ = [
     "TEXT_FIELD",
@@ -43,6 +48,7 @@ __all__ = [
 TEXT_FIELD = "text"
 """The column / JSON field holding a document's text."""
 
+_HUB_HTTP_LOGGER = "huggingface_hub.utils._http"
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 _SKIPPED_STDLIB_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
 
@@ -125,7 +131,7 @@ def stdlib_docstrings(root: str | Path | None = None) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"standard library folder {root} does not exist")
     docstrings: list[str] = []
-    for path in _stdlib_files(root):
+    for path in progress(_stdlib_files(root), "reading standard-library docstrings", unit="file"):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # invalid escape sequences in old files
@@ -152,19 +158,33 @@ def _read_jsonl(path: Path) -> list[str]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+                raise InputFileError(f"{path}:{number}: not valid JSON ({error.msg}); fix or remove the line") from None
             if not isinstance(row, dict) or not isinstance(row.get(TEXT_FIELD), str):
-                raise ValueError(f"{path}:{number}: expected an object with a string {TEXT_FIELD!r} field")
+                raise InputFileError(f"{path}:{number}: expected an object with a string {TEXT_FIELD!r} field")
             texts.append(row[TEXT_FIELD])
     return texts
 
 
 def _read_file(path: Path) -> list[str]:
-    if path.suffix == ".txt":
-        return [path.read_text(encoding="utf-8")]
-    if path.suffix == ".jsonl":
-        return _read_jsonl(path)
-    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; expected .txt or .jsonl")
+    if path.suffix not in (".txt", ".jsonl"):
+        raise InputFileError(f"{path}: unsupported file type {path.suffix!r}; expected .txt or .jsonl")
+    try:
+        return [path.read_text(encoding="utf-8")] if path.suffix == ".txt" else _read_jsonl(path)
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"{path}: not UTF-8 text (byte {error.start}); convert it to UTF-8") from None
+
+
+@contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """Without network, ``huggingface_hub`` warns about each of its retries (two lines each) before
+    giving up; within the block only its errors are logged."""
+    logger = logging.getLogger(_HUB_HTTP_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _load_hf(spec: str) -> list[str]:
@@ -173,19 +193,26 @@ def _load_hf(spec: str) -> list[str]:
 
     name, _, split = spec.partition(":")
     if not name:
-        raise ValueError("hf: source needs a dataset name, e.g. 'hf:openwebtext:train'")
+        raise InputFileError("hf: source needs a dataset name, e.g. 'hf:openwebtext:train'")
     split = split or "train"
     local = Path(name)
     if local.is_dir() and ((local / "dataset_info.json").is_file() or (local / "dataset_dict.json").is_file()):
         dataset = datasets.load_from_disk(str(local))
         if isinstance(dataset, datasets.DatasetDict):
             if split not in dataset:
-                raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {sorted(dataset)}")
+                raise InputFileError(f"dataset {name!r} has no split {split!r}; splits: {sorted(dataset)}")
             dataset = dataset[split]
     else:
-        dataset = datasets.load_dataset(name, split=split)
+        try:
+            with _quiet_retries():
+                dataset = datasets.load_dataset(name, split=split)
+        except ConnectionError as error:
+            raise InputFileError(
+                f"data source 'hf:{spec}': cannot reach the Hugging Face Hub ({error}); connect to the network, "
+                f"or save the dataset to a folder while online and give 'hf:FOLDER'"
+            ) from None
     if TEXT_FIELD not in dataset.column_names:
-        raise ValueError(f"dataset {name!r} has no {TEXT_FIELD!r} column; columns: {dataset.column_names}")
+        raise InputFileError(f"dataset {name!r} has no {TEXT_FIELD!r} column; columns: {dataset.column_names}")
     return [text for text in dataset[TEXT_FIELD] if isinstance(text, str)]
 
 
@@ -194,8 +221,9 @@ def load_texts(source: str | Path) -> list[str]:
 
     Raises:
         FileNotFoundError: a local path that does not exist.
-        ValueError: an unsupported file type, a malformed JSONL line, a dataset without a
-            ``text`` column, or a folder holding no ``.txt``/``.jsonl`` file.
+        InputFileError: an unsupported file type, a malformed JSONL line, a file that is not
+            UTF-8, a folder holding no ``.txt``/``.jsonl`` file, or a Hugging Face dataset that
+            cannot be reached or lacks the split or the ``text`` column.
     """
     source_text = str(source)
     if source_text == "stdlib":
@@ -212,8 +240,8 @@ def load_texts(source: str | Path) -> list[str]:
     files = sorted((p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file()),
                    key=lambda p: p.relative_to(path).as_posix())
     if not files:
-        raise ValueError(f"folder {path} holds no .txt or .jsonl file")
-    return [text for file in files for text in _read_file(file)]
+        raise InputFileError(f"folder {path} holds no .txt or .jsonl file")
+    return [text for file in progress(files, f"reading {path}", unit="file") for text in _read_file(file)]
 
 
 def _unit_hash(text: str, seed: int) -> float:

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from flexmdm.atomic import atomic_directory
-from flexmdm.tasks.cache import cache_folder, load_or_build, source_identity
+from flexmdm.errors import InputFileError
+from flexmdm.tasks.cache import cache_folder, load_or_build, progress, source_identity
 from flexmdm.tasks.text.corpus import chunk_paragraph, load_texts, paragraphs_of, train_validation_split
 from flexmdm.tasks.text.tokenizer import (
     delimiter_ids,
@@ -71,6 +72,13 @@ def _flatten(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return ids, offsets
 
 
+def _encode(tokenizer: Tokenizer, texts: list[str], description: str, block: int = 1024) -> list[Encoding]:
+    """``tokenizer.encode_batch(texts)`` (no special tokens) in blocks, with a progress bar."""
+    blocks = range(0, len(texts), block)
+    bar = progress(blocks, description, total=len(blocks), unit="block")
+    return [e for start in bar for e in tokenizer.encode_batch(texts[start:start + block], add_special_tokens=False)]
+
+
 def build_corpus(texts: list[str], *, max_length: int, vocab_size: int, tokenizer: Tokenizer | None = None,
                  validation_fraction: float = 0.05, split_seed: int = 0, deduplicate: bool = True,
                  min_tokens: int = 1) -> TextCorpus:
@@ -100,12 +108,13 @@ def build_corpus(texts: list[str], *, max_length: int, vocab_size: int, tokenize
             raise ValueError(f"the {name} split is empty ({len(paragraphs)} paragraphs, "
                              f"validation_fraction={validation_fraction})")
     if tokenizer is None:
-        tokenizer = train_bpe(splits["train"], vocab_size)
+        tokenizer = train_bpe(progress(splits["train"], f"training a BPE of {vocab_size} ids", unit="paragraph"),
+                              vocab_size)
     delimiters = delimiter_ids(tokenizer)
     ids, offsets = {}, {}
     for name, items in splits.items():
-        encoded = tokenizer.encode_batch(items, add_special_tokens=False) if items else []
-        chunks = [chunk for e in encoded for chunk in chunk_paragraph(e.ids, max_length, delimiters)]
+        chunks = [chunk for e in _encode(tokenizer, items, f"tokenizing the {name} split")
+                  for chunk in chunk_paragraph(e.ids, max_length, delimiters)]
         ids[name], offsets[name] = _flatten([c for c in chunks if len(c) >= min_tokens])
     return TextCorpus(tokenizer, ids, offsets)
 
@@ -166,12 +175,22 @@ class TextTask(Task):
         return load_or_build(self.cache_path, self._read_cache, self._build_corpus, self._write_cache)
 
     def _build_corpus(self) -> TextCorpus:
-        return build_corpus(
-            load_texts(self.source), max_length=self.max_length, vocab_size=self.vocab_size,
-            tokenizer=None if self.tokenizer is None else load_tokenizer(self.tokenizer),
-            validation_fraction=self.validation_fraction, split_seed=self.split_seed,
-            deduplicate=self.deduplicate, min_tokens=self.min_tokens,
-        )
+        """Read, split, tokenize and chunk the source.
+
+        Raises:
+            InputFileError: the source cannot be read, or it is too poor for the options (no
+                paragraph, an empty split, too few merges for ``vocab_size``).
+        """
+        texts = load_texts(self.source)
+        tokenizer = None if self.tokenizer is None else load_tokenizer(self.tokenizer)
+        try:
+            return build_corpus(
+                texts, max_length=self.max_length, vocab_size=self.vocab_size, tokenizer=tokenizer,
+                validation_fraction=self.validation_fraction, split_seed=self.split_seed,
+                deduplicate=self.deduplicate, min_tokens=self.min_tokens,
+            )
+        except ValueError as error:
+            raise InputFileError(f"data.source {self.source!r}: {error}") from None
 
     def _read_cache(self, path: Path) -> TextCorpus:
         tokenizer = load_tokenizer(path / "tokenizer.json")

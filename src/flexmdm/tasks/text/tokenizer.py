@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from flexmdm.errors import InputFileError
 from flexmdm.vocab import Vocab
 
 __all__ = [
@@ -95,18 +96,26 @@ def gpt2_tokenizer(directory: str | Path) -> Tokenizer:
     return with_special_tokens(tokenizer)
 
 
+def _tokenizer_file(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception for a malformed file
+        raise InputFileError(f"{path} is not a valid tokenizer ({error})") from None
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """A tokenizer from ``tokenizer.json`` (a file, or a folder holding one) or from GPT-2's
     ``vocab.json`` + ``merges.txt`` in a folder; ``[MASK]`` and ``[PAD]`` are added if missing.
 
     Raises:
         FileNotFoundError: none of these files exists at ``path``.
+        InputFileError: the ``tokenizer.json`` is malformed.
     """
     path = Path(path)
     if path.is_file():
-        return with_special_tokens(Tokenizer.from_file(str(path)))
+        return with_special_tokens(_tokenizer_file(path))
     if (path / "tokenizer.json").is_file():
-        return with_special_tokens(Tokenizer.from_file(str(path / "tokenizer.json")))
+        return with_special_tokens(_tokenizer_file(path / "tokenizer.json"))
     if (path / "vocab.json").is_file() or (path / "merges.txt").is_file():
         return gpt2_tokenizer(path)
     raise FileNotFoundError(f"no tokenizer at {path}: expected tokenizer.json, or vocab.json and merges.txt")
