@@ -52,12 +52,14 @@ def randomise_new_parameters(model, seed=0):
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
 
 
-def test_retrofitted_model_starts_as_the_mdm(base_dir):
+@pytest.mark.parametrize("config", [RetrofitConfig(), RetrofitConfig(time_rank=4, gap_hidden=8)],
+                         ids=["full-modulation", "low-rank-modulation"])
+def test_retrofitted_model_starts_as_the_mdm(base_dir, config):
     mdm = load_llada(base_dir)
     x, t, lengths, frozen = batch()
     with torch.no_grad():
         expected = mdm(x, None, lengths)
-        model = retrofit(load_llada(base_dir), seed=3)
+        model = retrofit(load_llada(base_dir), config, seed=3)
         logits, gaps = model(x, t, lengths, frozen)
         logits_other_time, _ = model(x, 1 - t, lengths, None)
     live_rows = torch.arange(7) < lengths[:, None]
@@ -270,3 +272,27 @@ def test_gap_head_sees_the_state_length(base_dir):
         short = head(hidden, torch.tensor([2]), cond)  # same hidden states, a different length
         long = head(hidden, torch.tensor([3]), cond)
     assert float((short[0, :2] - long[0, :2]).abs().max()) > 1e-5
+
+
+def test_low_rank_time_conditioning_and_narrow_gap_head_sizes(base_dir):
+    """d = 32, 3 blocks in groups of 2: full 2 · (6d² + 6d), rank r 2 · (7dr + 6d); the gap head
+    (3d + 3)·h + 2h + 1 weights and biases, 2d START / END."""
+    d, r, h = 32, 4, 8
+
+    def count(model, prefix):
+        return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
+
+    full = retrofit(load_llada(base_dir))
+    low = retrofit(load_llada(base_dir), RetrofitConfig(time_rank=r, gap_hidden=h))
+    assert count(full, "time_modulations") == 2 * (6 * d * d + 6 * d)
+    assert count(low, "time_modulations") == 2 * (7 * d * r + 6 * d)
+    assert count(full, "gap_head") == (3 * d + 3) * d + 2 * d + 1 + 2 * d
+    assert count(low, "gap_head") == (3 * d + 3) * h + 2 * h + 1 + 2 * d
+    # the zero output layer gets a gradient at the start, so the conditioning can learn
+    x, t, lengths, frozen = batch()
+    logits, gaps = low(x, t, lengths, frozen)
+    (logits[..., LIVE].logsumexp(-1).sum() + gaps.sum()).backward()
+    for name, p in low.named_parameters():
+        if name.startswith("time_modulations"):
+            assert p.requires_grad and p.grad is not None, name
+    assert all(float(module[1].weight.grad.abs().sum()) > 0 for module in low.time_modulations)

@@ -5,6 +5,7 @@
     flexmdm view TRACE.jsonl [--out page.html] [--tokenizer DIR] [--sequence I] [--lengths-png PNG]
     flexmdm bench NAME [--quick] --out FILE.json
     flexmdm eval gsm8k|humaneval-infill --model DIR [--data FILE] [--out FILE.json]
+    flexmdm plan CONFIG [--world-size N] [--micro-batch B] [--seq-len L] [--json]
     flexmdm --version
 
 ``train`` resumes automatically from ``output_dir/checkpoints/latest`` when it exists; run it
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from flexmdm import __version__
+from flexmdm.planner import add_plan_command
 
 __all__ = ["COMMANDS", "UserError", "build_parser", "main"]
 
@@ -539,6 +541,7 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train_command, add_sample_command, add_view_command, add_bench_command, add_eval_command,
+    add_plan_command,
 ]
 """Functions registering one subcommand each (in ``--help`` order)."""
 

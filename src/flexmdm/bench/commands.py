@@ -13,7 +13,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-__all__ = ["BENCHMARKS", "add_bench_command"]
+__all__ = ["BENCHMARKS", "BENCH_OPTIONS", "add_bench_command"]
 
 BENCHMARKS: dict[str, str] = {
     "maze": "FlexMDM vs MDM on subgoal maze planning (paper Table 1)",
@@ -27,6 +27,16 @@ BENCHMARKS: dict[str, str] = {
 """Benchmark name -> one-line help; ``flexmdm.bench.<name>`` implements it."""
 
 
+def _retrofit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--retrofit", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a retrofit setting (a key of the training config's retrofit section), "
+                        "e.g. --retrofit time_rank=32; repeatable; give the variant its own --work-dir")
+
+
+BENCH_OPTIONS = {"retrofit": _retrofit_options}
+"""Benchmark name -> a function adding the options of that benchmark alone."""
+
+
 def add_bench_command(commands: argparse._SubParsersAction) -> None:
     """Register ``flexmdm bench`` with one subcommand per entry of :data:`BENCHMARKS`."""
     parser = commands.add_parser("bench", help="run a benchmark and write its JSON (and plots)")
@@ -38,6 +48,8 @@ def add_bench_command(commands: argparse._SubParsersAction) -> None:
         bench.add_argument("--seed", type=int, default=0)
         bench.add_argument("--work-dir", type=Path, default=None,
                            help="where training runs go (default: next to --out); reruns resume")
+        if name in BENCH_OPTIONS:
+            BENCH_OPTIONS[name](bench)
         bench.set_defaults(run=_runner(name))
 
 

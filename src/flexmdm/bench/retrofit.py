@@ -5,7 +5,10 @@
    ``max_length`` tokens), then write it as a native LLaDA checkpoint (``config.json`` +
    ``model.safetensors``) — the stand-in for LLaDA-8B.
 2. **Retrofit** it (:func:`flexmdm.models.retrofit.retrofit`: adaLN time conditioning, gap
-   head, LoRA; only those train) and fine-tune it with the FlexMDM objective.
+   head, LoRA; only those train) and fine-tune it with the FlexMDM objective, through the
+   training configuration's ``retrofit`` section (``retrofit.base`` = that checkpoint), as
+   ``flexmdm train`` would. ``--retrofit KEY=VALUE`` changes a setting of that section (e.g.
+   ``time_rank=32``), and the scratch run's time conditioning and gap head with it.
 3. Train a FlexMDM **from scratch** of the same architecture (same modules, all trainable) for
    the same number of steps, with the same data, batch, schedules and validation states.
 
@@ -41,14 +44,18 @@ from tqdm import tqdm
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.models import load_pretrained
-from flexmdm.models.llada import load_llada, save_llada
-from flexmdm.models.retrofit import RetrofitConfig, load_retrofit, merge_adapters, retrofit
+from flexmdm.models.llada import save_llada
+from flexmdm.models.retrofit import RetrofitConfig, load_retrofit, merge_adapters
 from flexmdm.sampling import TauLeaping, sample_flexmdm
 from flexmdm.schedules import schedule_from_config
-from flexmdm.training.config import config_from_dict
+from flexmdm.training.config import ConfigError, config_from_dict, parse_override
 from flexmdm.training.trainer import ADAPTERS_DIR, METRICS_FILE, train
 
-__all__ = ["RetrofitBenchSettings", "main", "run_retrofit_benchmark", "steps_to_reach", "length_tv"]
+__all__ = ["RetrofitBenchSettings", "main", "retrofit_overrides", "run_retrofit_benchmark", "steps_to_reach",
+           "length_tv"]
+
+ARCHITECTURE_SETTINGS = ("time_groups", "time_rank", "gap_hidden")
+"""Retrofit settings that the scratch FlexMDM shares (its time conditioning and gap head)."""
 
 
 @dataclass
@@ -107,7 +114,7 @@ def _config(settings: RetrofitBenchSettings, kind: str, output_dir: Path, seed: 
     train = {**settings.train, "steps": steps, "batch_size": settings.batch_size, "lr": lr, "seed": seed,
              "ema_decay": settings.ema_decay, "eval_every": settings.eval_every, "eval_batches": settings.eval_batches}
     if kind == "flexmdm":
-        model["time_groups"] = settings.retrofit.get("time_groups", 2)
+        model.update({key: settings.retrofit[key] for key in ARCHITECTURE_SETTINGS if key in settings.retrofit})
         train["time_power"] = settings.flex_time_power
     return {
         "model": model,
@@ -116,6 +123,33 @@ def _config(settings: RetrofitBenchSettings, kind: str, output_dir: Path, seed: 
         "train": train,
         "output_dir": str(output_dir),
     }
+
+
+def _retrofit_config(settings: RetrofitBenchSettings, base_dir: Path, output_dir: Path, seed: int,
+                     cache_dir: Path) -> dict[str, Any]:
+    """The retrofit run: the scratch run's data and training, the network from ``retrofit.base``."""
+    config = _config(settings, "flexmdm", output_dir, seed, settings.flex_steps, settings.retrofit_lr, cache_dir)
+    del config["model"]  # the base's
+    config["retrofit"] = {"base": str(base_dir), **settings.retrofit}
+    return config
+
+
+def retrofit_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["time_rank=32", ...]`` (``--retrofit``) as ``{"time_rank": 32, ...}``, checked against
+    :class:`~flexmdm.models.retrofit.RetrofitConfig`.
+
+    Raises:
+        ConfigError: a malformed pair, an unknown key or an invalid value (one line).
+    """
+    values = {}
+    for pair in pairs:
+        keys, value = parse_override(pair)
+        values[".".join(keys)] = value
+    try:
+        RetrofitConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--retrofit: {error}") from None
+    return values
 
 
 def _validation_curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -166,11 +200,18 @@ def _plot(curves: dict[str, list[tuple[int, float]]], target: float, reached: in
 
 
 def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
-                           work_dir: str | Path | None = None, argv: list[str] | None = None) -> dict[str, Any]:
-    """Pretrain, retrofit, train from scratch, sample; write JSON + PNG and return the record."""
+                           work_dir: str | Path | None = None, argv: list[str] | None = None,
+                           retrofit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Pretrain, retrofit, train from scratch, sample; write JSON + PNG and return the record.
+
+    ``retrofit`` updates the retrofit settings (:func:`retrofit_overrides`); give such a variant
+    its own ``work_dir``.
+    """
     watch = Stopwatch()
     out = Path(out)
     settings = RetrofitBenchSettings.quick() if quick else RetrofitBenchSettings()
+    settings.retrofit.update(retrofit or {})
+    RetrofitConfig.from_dict(settings.retrofit)  # fail before pretraining
     work = Path(work_dir) if work_dir is not None else out.with_suffix("")
     cache = work / "cache"
     phases: dict[str, float] = {}
@@ -187,23 +228,23 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     pretrained = timed("pretrain_seconds", train, pretrain_cfg)
     mdm, _ = load_pretrained(pretrained.model_dir)
     base_dir = save_llada(mdm, work / "base-llada")  # the native LLaDA checkpoint the retrofit starts from
-    retrofit_settings = RetrofitConfig.from_dict(settings.retrofit)
-
-    def retrofitted(_model_config) -> torch.nn.Module:
-        return retrofit(load_llada(base_dir, dtype=torch.float32), retrofit_settings, seed=seed)
 
     runs = {}
-    for name, lr, factory in (("scratch", settings.scratch_lr, None), ("retrofit", settings.retrofit_lr, retrofitted)):
-        cfg = config_from_dict(copy.deepcopy(_config(settings, "flexmdm", work / f"{name}-flexmdm", seed,
-                                                     settings.flex_steps, lr, cache)))
+    for name, raw in (
+        ("scratch", _config(settings, "flexmdm", work / "scratch-flexmdm", seed, settings.flex_steps,
+                            settings.scratch_lr, cache)),
+        ("retrofit", _retrofit_config(settings, base_dir, work / "retrofit-flexmdm", seed, cache)),
+    ):
+        cfg = config_from_dict(raw)
         print(f"training the {name} FlexMDM ({settings.flex_steps} steps) in {cfg.output_dir}", flush=True)
-        runs[name] = timed(f"{name}_seconds", train, cfg, model_factory=factory)
+        runs[name] = timed(f"{name}_seconds", train, cfg)
     task = cfg.data.build_task()
 
     # The run wrote its adapters on their own; re-attach them to the base checkpoint for sampling.
     adapter_dir = runs["retrofit"].output_dir / ADAPTERS_DIR
     model, record_meta = load_retrofit(base_dir, adapter_dir)
     total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     merge_adapters(model)  # same outputs, no LoRA overhead while sampling
     adapter_bytes = sum(f.stat().st_size for f in adapter_dir.iterdir())
     base_bytes = sum(f.stat().st_size for f in base_dir.iterdir())
@@ -225,7 +266,6 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     out.parent.mkdir(parents=True, exist_ok=True)
     _plot(curves, target, reached, {"data (train)": data_lengths, "retrofit samples": retrofit_lengths,
                                     "scratch samples": scratch_lengths}, settings.max_length, png)
-    trainable = sum(p.numel() for n, p in retrofitted(None).named_parameters() if p.requires_grad)
     record = {
         "command": command_line(argv),
         "seed": seed,
@@ -261,6 +301,7 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
 
 def main(args: argparse.Namespace) -> int:
     """``flexmdm bench retrofit``."""
-    run_retrofit_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv)
+    run_retrofit_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv,
+                           retrofit=retrofit_overrides(args.retrofit))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

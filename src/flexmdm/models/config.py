@@ -35,6 +35,10 @@ class ModelConfig:
             :class:`flexmdm.models.retrofit.LLaDAFlexMDM`'s time conditioning and gap head).
         n_kv_heads: key/value heads of the "llada" architecture (None: ``n_heads``, no GQA).
         time_groups: "llada" FlexMDM only: consecutive blocks sharing one adaLN parameter set.
+        time_rank: "llada" FlexMDM only: 0 gives each group of blocks a ``d → 6d`` modulation
+            layer (6d² + 6d parameters); r >= 1 a low-rank ``d → r → 6d`` one (7dr + 6d).
+        gap_hidden: "llada" FlexMDM only: hidden width of the gap head's MLP (0: ``d_model``);
+            its first layer has ``(3d + 3) · gap_hidden`` weights.
         length_conditioning: "dit" FlexMDM only: a learned embedding of the state length n is
             added to the time conditioning of every block. Rotary positions give the trunk only
             relative offsets, so without it the gap head must infer n through attention; how much
@@ -61,6 +65,8 @@ class ModelConfig:
     architecture: str = "dit"
     n_kv_heads: int | None = None
     time_groups: int = 2
+    time_rank: int = 0
+    gap_hidden: int = 0
     length_conditioning: bool = False
     count_cap: int = 0
 
@@ -84,6 +90,11 @@ class ModelConfig:
             raise ValueError(f"n_kv_heads={self.n_kv_heads} must be >= 1 and divide n_heads={self.n_heads}")
         if self.time_groups < 1:
             raise ValueError(f"time_groups must be >= 1, got {self.time_groups}")
+        for name in ("time_rank", "gap_hidden"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            if getattr(self, name) and (self.kind != "flexmdm" or self.architecture != "llada"):
+                raise ValueError(f"{name} is for the 'llada' FlexMDM only")
         if self.length_conditioning and (self.kind != "flexmdm" or self.architecture != "dit"):
             raise ValueError("length_conditioning is for the 'dit' FlexMDM only")
         if self.count_cap < 0:

@@ -59,6 +59,8 @@ __all__ = [
     "LLaDAModel",
     "Modulation",
     "llada_config_from_model_config",
+    "model_config_from_llada",
+    "read_llada_config",
     "load_llada",
     "save_llada",
     "write_tiny_llada_checkpoint",
@@ -214,6 +216,16 @@ def llada_config_from_model_config(config: ModelConfig) -> LLaDAConfig:
     )
 
 
+def model_config_from_llada(config: LLaDAConfig) -> ModelConfig:
+    """The flexmdm :class:`ModelConfig` (kind "mdm") of a LLaDA network read from its ``config.json``."""
+    return ModelConfig(
+        kind="mdm", architecture="llada", vocab_size=config.vocab_size, mask_id=config.mask_token_id,
+        pad_id=config.pad_token_id, d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads,
+        n_kv_heads=config.n_kv_heads, mlp_ratio=config.mlp_hidden_size / config.d_model,
+        max_length=config.max_sequence_length, rope_theta=config.rope_theta,
+    )
+
+
 @dataclass
 class Modulation:
     """adaLN parameters for one block, each ``[B, 1, d]``: norms become ``norm(h)·(1+scale)+shift``
@@ -295,12 +307,7 @@ class LLaDAModel(nn.Module):
     def __init__(self, config: LLaDAConfig, model_config: ModelConfig | None = None) -> None:
         super().__init__()
         self.llada_config = config
-        self.config = model_config or ModelConfig(
-            kind="mdm", architecture="llada", vocab_size=config.vocab_size, mask_id=config.mask_token_id,
-            pad_id=config.pad_token_id, d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads,
-            n_kv_heads=config.n_kv_heads, mlp_ratio=config.mlp_hidden_size / config.d_model,
-            max_length=config.max_sequence_length, rope_theta=config.rope_theta,
-        )
+        self.config = model_config or model_config_from_llada(config)
         self.model = nn.Module()
         self.model.transformer = _Transformer(config)
         self.reset_parameters()
@@ -374,6 +381,22 @@ def _read_tensors(directory: Path, dtype: torch.dtype | None) -> dict[str, Tenso
     return tensors
 
 
+def read_llada_config(path: str | Path) -> LLaDAConfig:
+    """The network described by a LLaDA ``config.json`` (a file, or a checkpoint folder holding one).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an unsupported or incomplete config.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / LLADA_CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent} is not a LLaDA checkpoint: {path.name} is missing"
+                                if path.name == LLADA_CONFIG_NAME else f"no LLaDA config file at {path}")
+    return LLaDAConfig.from_json_dict(json.loads(path.read_text()))
+
+
 def load_llada(directory: str | Path, *, dtype: torch.dtype | None = None) -> LLaDAModel:
     """A LLaDA checkpoint (``config.json`` + safetensors, single file or sharded) as a :class:`LLaDAModel`.
 
@@ -389,10 +412,7 @@ def load_llada(directory: str | Path, *, dtype: torch.dtype | None = None) -> LL
         ValueError: unsupported config, or missing / unexpected / mis-shaped tensors (named).
     """
     directory = Path(directory)
-    config_path = directory / LLADA_CONFIG_NAME
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{directory} is not a LLaDA checkpoint: {LLADA_CONFIG_NAME} is missing")
-    config = LLaDAConfig.from_json_dict(json.loads(config_path.read_text()))
+    config = read_llada_config(directory / LLADA_CONFIG_NAME)
     tensors = _read_tensors(directory, dtype)
     with torch.device("meta"):
         model = LLaDAModel(config)

@@ -5,17 +5,20 @@ a FlexMDM. :func:`retrofit` adds what is missing and trains only that:
 
 * **time conditioning** — sinusoidal features of ``t · time_scale`` through an MLP, then adaLN on
   every block: ``norm(h)·(1+scale)+shift`` before attention and MLP, ``(1+gate)·branch`` on the
-  residuals. One modulation layer (``d → 6d``) serves each group of ``time_groups``
-  consecutive blocks. Its weights start at zero, so the retrofitted network starts out
-  computing exactly the MDM's token logits;
+  residuals. One modulation (:func:`time_modulation`: ``d → 6d``, or low-rank ``d → r → 6d``
+  with ``time_rank`` r) serves each group of ``time_groups`` consecutive blocks. Its output
+  layer starts at zero, so the retrofitted network starts out computing exactly the MDM's token
+  logits. At LLaDA-8B's width (d = 4096, 32 blocks, groups of 2) the full modulation is
+  16 · 6d² ≈ 1.61 B parameters, the rank-64 one 16 · (7 · 64 · d + 6d) ≈ 30 M;
 * a learned **frozen-token vector** added to the embeddings of prompt tokens (zero at start);
 * a **gap head** over the n + 1 gap slots: gap i sits between tokens i − 1 and i, and its
   expected size is ``softplus(MLP([left_i; right_i; c(t)]))`` of the final hidden states on
   both sides (a learned START vector left of slot 0, a learned END vector right of the tail
   slot), of the time features c(t) — without them the empty state, where sampling starts,
   would get one expected length whatever the time — and of the slot index i and the state
-  length n (both over ``max_length``): RoPE gives the hidden states only relative positions, and
-  how much is left to insert depends on how long the state already is;
+  length n (both over ``max_length``); its hidden width is ``gap_hidden`` (default d). RoPE
+  gives the hidden states only relative positions, and how much is left to insert depends on
+  how long the state already is;
 * **LoRA** adapters (``peft``) on the query/key/value projections, on the per-block MLP
   matrices selected (``ff_proj`` gate, ``up_proj``, and the per-block down projection
   ``blocks.N.ff_out`` — selected by full path, not by the bare name ``ff_out`` that LLaDA also
@@ -61,7 +64,9 @@ __all__ = [
     "merge_adapters",
     "merged_state_dict",
     "retrofit",
+    "retrofit_model_config",
     "save_retrofit",
+    "time_modulation",
     "ADAPTER_WEIGHTS_NAME",
     "RETROFIT_CONFIG_NAME",
 ]
@@ -77,12 +82,13 @@ class GapHead(nn.Module):
     """Expected insertions per gap slot: ``(hidden [B, n, d], lengths [B], cond [B, d]) -> [B, n + 1]``
     (0 past a row's tail)."""
 
-    def __init__(self, d_model: int, max_length: int) -> None:
+    def __init__(self, d_model: int, max_length: int, hidden: int | None = None) -> None:
         super().__init__()
         self.max_length = max_length
+        hidden = hidden or d_model
         self.start = nn.Parameter(torch.randn(d_model) * 0.02)
         self.end = nn.Parameter(torch.randn(d_model) * 0.02)
-        self.mlp = nn.Sequential(nn.Linear(3 * d_model + 3, d_model), nn.SiLU(), nn.Linear(d_model, 1))
+        self.mlp = nn.Sequential(nn.Linear(3 * d_model + 3, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
     def forward(self, hidden: Tensor, lengths: Tensor, cond: Tensor) -> Tensor:
         batch, n, d = hidden.shape
@@ -98,13 +104,27 @@ class GapHead(nn.Module):
         return torch.where(slots <= lengths[:, None], gaps, 0.0)
 
 
+def time_modulation(d_model: int, rank: int = 0) -> nn.Module:
+    """The adaLN parameters of one group of blocks: ``cond [B, d] -> [B, 6d]``, zero at start.
+
+    ``rank`` 0: one ``d → 6d`` linear layer, 6d² + 6d parameters, weights and bias at zero.
+    ``rank`` r: ``d → r`` (no bias, default init) then ``r → 6d`` (zero), 7dr + 6d parameters;
+    the zero second layer makes the output zero at start while the first one's output still
+    gives it a gradient (as in LoRA).
+    """
+    up = nn.Linear(rank or d_model, 6 * d_model)
+    nn.init.zeros_(up.weight)
+    nn.init.zeros_(up.bias)
+    return up if rank == 0 else nn.Sequential(nn.Linear(d_model, rank, bias=False), up)
+
+
 class LLaDAFlexMDM(nn.Module):
     """A LLaDA backbone with adaLN time conditioning, a frozen-token vector and a gap head.
 
     Args:
         backbone: the LLaDA network (its weights are used as they are).
-        config: ``kind="flexmdm"``, ``architecture="llada"``; ``time_groups`` and
-            ``time_scale`` shape the time conditioning.
+        config: ``kind="flexmdm"``, ``architecture="llada"``; ``time_groups``, ``time_rank``
+            and ``time_scale`` shape the time conditioning, ``gap_hidden`` the gap head.
     """
 
     def __init__(self, backbone: LLaDAModel, config: ModelConfig) -> None:
@@ -116,12 +136,10 @@ class LLaDAFlexMDM(nn.Module):
         d, layers = backbone.llada_config.d_model, backbone.llada_config.n_layers
         self.time_groups = config.time_groups
         self.time_embedding = TimeEmbedding(d, config.time_scale)
-        self.time_modulations = nn.ModuleList(nn.Linear(d, 6 * d) for _ in range(-(-layers // config.time_groups)))
-        for layer in self.time_modulations:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        self.time_modulations = nn.ModuleList(time_modulation(d, config.time_rank)
+                                              for _ in range(-(-layers // config.time_groups)))
         self.frozen_embedding = nn.Parameter(torch.zeros(d))
-        self.gap_head = GapHead(d, config.max_length)
+        self.gap_head = GapHead(d, config.max_length, config.gap_hidden)
 
     def modulations(self, cond: Tensor) -> list[Modulation]:
         """One :class:`Modulation` per block from the time features ``cond [B, d]``; blocks of a group share theirs."""
@@ -149,7 +167,7 @@ def build_llada_model(config: ModelConfig) -> nn.Module:
         raise ValueError("the llada architecture has no dropout; set model.dropout to 0")
     if config.kind not in ("mdm", "flexmdm"):
         raise ValueError(f"the llada architecture builds 'mdm' or 'flexmdm' networks, not {config.kind!r}")
-    mdm_config = dataclasses.replace(config, kind="mdm")
+    mdm_config = dataclasses.replace(config, kind="mdm", time_rank=0, gap_hidden=0)
     backbone = LLaDAModel(llada_config_from_model_config(mdm_config), mdm_config)
     return backbone if config.kind == "mdm" else LLaDAFlexMDM(backbone, config)
 
@@ -170,6 +188,9 @@ class RetrofitConfig:
         lora_token_head: also adapt the LM head ``transformer.ff_out``.
         time_groups: consecutive blocks sharing one adaLN parameter set.
         time_scale: t is multiplied by this before its sinusoidal features.
+        time_rank: 0 for a ``d → 6d`` modulation per group, r for a low-rank ``d → r → 6d``
+            one (:func:`time_modulation`).
+        gap_hidden: hidden width of the gap head (0: the base's ``d_model``).
     """
 
     lora_rank: int = 16
@@ -179,11 +200,16 @@ class RetrofitConfig:
     lora_token_head: bool = True
     time_groups: int = 2
     time_scale: float = 1000.0
+    time_rank: int = 0
+    gap_hidden: int = 0
 
     def __post_init__(self) -> None:
         self.attention_targets, self.mlp_targets = tuple(self.attention_targets), tuple(self.mlp_targets)
-        if self.lora_rank < 1 or self.time_groups < 1:
-            raise ValueError(f"lora_rank and time_groups must be >= 1, got {self.lora_rank}, {self.time_groups}")
+        for name, least in (("lora_rank", 1), ("time_groups", 1), ("time_rank", 0), ("gap_hidden", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
+        if self.time_scale <= 0:
+            raise ValueError(f"time_scale must be > 0, got {self.time_scale}")
         for name, allowed in (("attention_targets", ATTENTION_PROJECTIONS), ("mlp_targets", MLP_MATRICES)):
             bad = [m for m in getattr(self, name) if m not in allowed]
             if bad:
@@ -217,6 +243,13 @@ def is_retrofit_parameter(name: str) -> bool:
     return name.split(".")[0] in NEW_MODULES or ".lora_" in name
 
 
+def retrofit_model_config(base: ModelConfig, config: RetrofitConfig) -> ModelConfig:
+    """The :class:`ModelConfig` of the FlexMDM that :func:`retrofit` makes of a base network of config ``base``."""
+    return dataclasses.replace(base, kind="flexmdm", architecture="llada", time_groups=config.time_groups,
+                               time_scale=config.time_scale, time_rank=config.time_rank,
+                               gap_hidden=config.gap_hidden)
+
+
 def retrofit(mdm: LLaDAModel, config: RetrofitConfig | None = None, *, seed: int = 0) -> LLaDAFlexMDM:
     """Turn a pretrained LLaDA MDM into a FlexMDM whose only trainable parameters are the new ones.
 
@@ -231,8 +264,7 @@ def retrofit(mdm: LLaDAModel, config: RetrofitConfig | None = None, *, seed: int
     from peft import LoraConfig, inject_adapter_in_model
 
     config = config or RetrofitConfig()
-    model_config = dataclasses.replace(mdm.config, kind="flexmdm", architecture="llada",
-                                       time_groups=config.time_groups, time_scale=config.time_scale)
+    model_config = retrofit_model_config(mdm.config, config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LLaDAFlexMDM(mdm, model_config)

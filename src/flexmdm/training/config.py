@@ -1,6 +1,6 @@
 """Training configuration: a YAML file read into nested dataclasses.
 
-A configuration has five top-level keys::
+A configuration has five top-level keys, and a sixth for a retrofit::
 
     model:      fields of flexmdm.models.ModelConfig; vocab_size, mask_id and pad_id default to
                 the task's vocabulary (and must match it when given)
@@ -8,6 +8,10 @@ A configuration has five top-level keys::
     data:       {task: <registered task name>, ...that task's parameters}
     train:      optimisation, logging and checkpointing (see TrainConfig)
     output_dir: where metrics, checkpoints and the exported model go (relative to the cwd)
+    retrofit:   {base: DIR, ...} turns the native LLaDA checkpoint DIR into a FlexMDM and trains
+                only what it adds (see RetrofitSection). The network, its dimensions and its
+                vocabulary are the base's: ``model`` may be left out, and a value it gives must
+                equal the base's; the task's vocabulary must be the base's.
 
 ``load_config(path, overrides)`` applies ``a.b=value`` overrides (each value parsed with
 ``yaml.safe_load``), rejects unknown keys and invalid values with a :class:`ConfigError` naming
@@ -31,6 +35,8 @@ import yaml
 from flexmdm.atomic import write_text_atomic
 from flexmdm.losses import MAX_TIME
 from flexmdm.models import ModelConfig
+from flexmdm.models.llada import LLaDAConfig, model_config_from_llada, read_llada_config
+from flexmdm.models.retrofit import RetrofitConfig, retrofit_model_config
 from flexmdm.schedules import Schedule, schedule_from_config
 from flexmdm.tasks.base import Task, get_task_class
 
@@ -38,6 +44,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "RetrofitSection",
     "ScheduleConfig",
     "TrainConfig",
     "apply_overrides",
@@ -46,7 +53,7 @@ __all__ = [
     "parse_override",
 ]
 
-TOP_LEVEL_KEYS = ("model", "schedules", "data", "train", "output_dir")
+TOP_LEVEL_KEYS = ("model", "schedules", "data", "train", "output_dir", "retrofit")
 VOCAB_FIELDS = ("vocab_size", "mask_id", "pad_id")
 
 
@@ -205,6 +212,51 @@ class TrainConfig:
 
 
 @dataclass
+class RetrofitSection(RetrofitConfig):
+    """``retrofit:``: a native LLaDA checkpoint and what :func:`flexmdm.models.retrofit.retrofit` adds to it.
+
+    Attributes:
+        base: the checkpoint folder (``config.json`` + safetensors, see :mod:`flexmdm.models.llada`),
+            relative to the cwd.
+        base_config: a LLaDA ``config.json`` to read the architecture from instead of
+            ``base/config.json``, so that a configuration can be checked and planned
+            (``flexmdm plan``) without the weights; training checks that the base agrees.
+
+    The other fields are :class:`~flexmdm.models.retrofit.RetrofitConfig`'s (LoRA rank, alpha and
+    targets, time conditioning, gap head width).
+    """
+
+    base: str = ""
+    base_config: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.base:
+            raise ValueError("base must name a LLaDA checkpoint folder")
+
+    @property
+    def adapters(self) -> RetrofitConfig:
+        """The retrofit settings alone (what is saved beside the adapters)."""
+        return RetrofitConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RetrofitConfig)})
+
+    def llada_config(self) -> LLaDAConfig:
+        """The base network, from ``base_config`` or ``base/config.json`` (no weights are read).
+
+        Raises:
+            ConfigError: no such file, or a config this implementation does not support.
+        """
+        key, path = ("base_config", self.base_config) if self.base_config else ("base", Path(self.base) / "config.json")
+        try:
+            return read_llada_config(path)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"retrofit.{key}: {error}") from None
+
+    def model_config(self) -> ModelConfig:
+        """The FlexMDM the retrofit makes of the base."""
+        return retrofit_model_config(model_config_from_llada(self.llada_config()), self.adapters)
+
+
+@dataclass
 class Config:
     """A resolved training configuration (see the module docstring)."""
 
@@ -213,16 +265,20 @@ class Config:
     data: DataConfig
     train: TrainConfig
     output_dir: str
+    retrofit: RetrofitSection | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-ready dict; :func:`config_from_dict` inverts it."""
-        return {
+        out = {
             "model": _plain(self.model.to_dict()),
             "schedules": self.schedules.to_dict(),
             "data": _plain(self.data.to_dict()),
             "train": _plain(dataclasses.asdict(self.train)),
             "output_dir": self.output_dir,
         }
+        if self.retrofit is not None:
+            out["retrofit"] = _plain(self.retrofit.to_dict())
+        return out
 
     def save(self, path: str | Path) -> None:
         """Write the resolved configuration as YAML, atomically."""
@@ -281,6 +337,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: must be a string, got {value!r}")
         return value
+    if origin is tuple and get_args(hint)[-1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: must be a list, got {value!r}")
+        return tuple(_coerce(v, get_args(hint)[0], f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         items = get_args(hint)
         if not isinstance(value, (list, tuple)) or len(value) != len(items):
@@ -384,8 +444,37 @@ def _build_model(raw: Any, task: Task) -> ModelConfig:
     return model
 
 
-def config_from_dict(raw: Any) -> Config:
+def _build_retrofit_model(raw: Any, retrofit: RetrofitSection, task: Task | None) -> ModelConfig:
+    """The base's FlexMDM; ``model`` values must equal it, the task's vocabulary must be the base's."""
+    derived = retrofit.model_config()
+    raw = _check_mapping(raw, "model")
+    _reject_unknown(raw, [f.name for f in dataclasses.fields(ModelConfig)], "model.")
+    hints = get_type_hints(ModelConfig)
+    for name in raw:
+        if _coerce(raw[name], hints[name], f"model.{name}") != getattr(derived, name):
+            raise ConfigError(f"model.{name}={raw[name]!r} contradicts the retrofit of {retrofit.base} "
+                              f"({name}={getattr(derived, name)!r}); leave it out to take the base's")
+    if task is not None:
+        ours = {"vocab_size": task.vocab.size, "mask_id": task.vocab.mask_id, "pad_id": task.vocab.pad_id}
+        theirs = {name: getattr(derived, name) for name in VOCAB_FIELDS}
+        if ours != theirs:
+            raise ConfigError(f"retrofit.base: the task's vocabulary {ours} is not the base's {theirs}; a retrofit "
+                              "keeps its base's tokenizer")
+        if task.max_length > derived.max_length:
+            raise ConfigError(f"retrofit.base: the task's longest sequence ({task.max_length}) exceeds the base's "
+                              f"max_sequence_length ({derived.max_length})")
+    return derived
+
+
+def config_from_dict(raw: Any, *, check_data: bool = True) -> Config:
     """Validate a configuration given as nested dicts (as read from YAML).
+
+    Args:
+        raw: the configuration.
+        check_data: build the task and check the model against it. With ``False`` a retrofit
+            configuration, whose network is its base's, is resolved without its data (for
+            :mod:`flexmdm.planner`); ``data`` is then kept as given, unchecked. Other
+            configurations take their vocabulary from the task, which is then built anyway.
 
     Raises:
         ConfigError: unknown key, missing ``output_dir`` or invalid value; the message names
@@ -396,8 +485,17 @@ def config_from_dict(raw: Any) -> Config:
     if "output_dir" not in raw:
         raise ConfigError("missing required key 'output_dir'")
     output_dir = _coerce(raw["output_dir"], str, "output_dir")
-    data, task = _build_data(raw.get("data"), _check_mapping(raw.get("model"), "model").get("kind"))
-    model = _build_model(raw.get("model"), task)
+    retrofit = None if raw.get("retrofit") is None else _build(RetrofitSection, raw["retrofit"], "retrofit.")
+    if retrofit is not None and not check_data:
+        data_raw = _check_mapping(raw.get("data"), "data")
+        data, task = DataConfig(task=data_raw.pop("task", "toy"), options=data_raw), None
+    else:
+        kind = "flexmdm" if retrofit is not None else _check_mapping(raw.get("model"), "model").get("kind")
+        data, task = _build_data(raw.get("data"), kind)
+    if retrofit is None:
+        model = _build_model(raw.get("model"), task)
+    else:
+        model = _build_retrofit_model(raw.get("model"), retrofit, task)
     schedules = _build(ScheduleConfig, raw.get("schedules"), "schedules.")
     train = _build(TrainConfig, raw.get("train"), "train.")
     if train.length_buckets > 1 and model.kind != "flexmdm":
@@ -407,7 +505,7 @@ def config_from_dict(raw: Any) -> Config:
     if train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("train.tensorboard: the tensorboard package is not installed; "
                           "run 'pip install tensorboard' or set train.tensorboard=false")
-    return Config(model=model, schedules=schedules, data=data, train=train, output_dir=output_dir)
+    return Config(model=model, schedules=schedules, data=data, train=train, output_dir=output_dir, retrofit=retrofit)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -443,8 +541,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return raw
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML configuration, apply ``a.b=value`` overrides and validate it.
+def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_data: bool = True) -> Config:
+    """Read a YAML configuration, apply ``a.b=value`` overrides and validate it
+    (``check_data``: see :func:`config_from_dict`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -457,7 +556,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(error)})") from None
-    return config_from_dict(apply_overrides(_check_mapping(raw, ""), overrides))
+    return config_from_dict(apply_overrides(_check_mapping(raw, ""), overrides), check_data=check_data)
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

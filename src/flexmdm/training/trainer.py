@@ -59,7 +59,7 @@ from tqdm import tqdm
 from flexmdm.atomic import write_text_atomic
 from flexmdm.interpolant import FlexBatch, FlexInterpolant, MDMBatch, MDMInterpolant
 from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss, sample_times
-from flexmdm.models import ModelConfig, build_model, save_pretrained
+from flexmdm.models import ModelConfig, save_pretrained
 from flexmdm.models.retrofit import save_retrofit
 from flexmdm.tasks.base import Task, TrainingBatch
 from flexmdm.training.checkpoint import (
@@ -72,6 +72,7 @@ from flexmdm.training.checkpoint import (
 from flexmdm.training.config import Config, ConfigError, config_from_dict
 from flexmdm.training.distributed import DistributedContext, init_distributed
 from flexmdm.training.interrupt import StopRequest, TrainingInterrupted
+from flexmdm.training.network import build_network
 from flexmdm.training.streams import keyed_generator
 
 __all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
@@ -83,8 +84,9 @@ RESUMABLE_CHANGES = frozenset(
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 ModelFactory = Callable[[ModelConfig], nn.Module]
-"""Builds the network of a run (default :func:`flexmdm.models.build_model`); e.g. a retrofit of a
-pretrained model. Only parameters with ``requires_grad`` are optimised."""
+"""Builds the network of a run in place of the configuration's own
+(:func:`flexmdm.training.network.build_network`: a fresh network, or a retrofit of the base named
+by ``retrofit.base``). Only parameters with ``requires_grad`` are optimised."""
 MODEL_DIR = "model"
 ADAPTERS_DIR = "adapters"
 """Where a run of a retrofitted network (one with a ``retrofit_config``) also writes its adapters
@@ -333,7 +335,7 @@ class _Run:
         self.objective = objective(config, self.task)
 
         torch.manual_seed(self.train_cfg.seed)
-        self.model = (model_factory or build_model)(config.model).to(ctx.device)
+        self.model = (model_factory(config.model) if model_factory else build_network(config)).to(ctx.device)
         self.ema = EMA(self.model, self.train_cfg.ema_decay) if self.train_cfg.ema_decay > 0 else None
         self.network: nn.Module = self.model
         if ctx.enabled:
