@@ -216,7 +216,7 @@ ERRORS = [
     Case("humaneval on a reasoning model", ["eval", "humaneval-infill", "--model", "{model}", "--num", "1"],
          "'reasoning' task"),
     Case("humaneval malformed", ["eval", "humaneval-infill", "--model", "{model}", "--data", "{tmp}/he.jsonl"],
-         "he.jsonl line 1 lacks", setup=lambda tmp, model: (tmp / "he.jsonl").write_text('{"task_id": "x"}\n')),
+         "he.jsonl:1: lacks", setup=lambda tmp, model: (tmp / "he.jsonl").write_text('{"task_id": "x"}\n')),
 ]
 
 

@@ -80,7 +80,7 @@ def test_gsm8k_loader_on_a_fixture(tmp_path):
     with pytest.raises(ValueError, match="answer"):
         load_gsm8k(bad)
     bad.write_text(json.dumps(GSM8K_FIXTURE[0]) + "\n\n" + '{"question": "q", "answer": 3\n')
-    with pytest.raises(ValueError, match="bad.jsonl line 3 is not JSON"):
+    with pytest.raises(ValueError, match="bad.jsonl:3: not JSON"):
         load_gsm8k(bad)
 
 

@@ -134,7 +134,7 @@ def test_load_texts_errors(tmp_path):
     with pytest.raises(ValueError, match="bad.jsonl:2: expected an object with a string 'text'"):
         load_texts(bad)
     bad.write_text("{not json\n")
-    with pytest.raises(ValueError, match="bad.jsonl:1: not valid JSON"):
+    with pytest.raises(ValueError, match="bad.jsonl:1: not JSON"):
         load_texts(bad)
     (tmp_path / "x.csv").write_text("a")
     with pytest.raises(ValueError, match="unsupported file type '.csv'"):
@@ -335,5 +335,5 @@ def test_malformed_sources_are_input_file_errors(tmp_path):
     with pytest.raises(InputFileError, match=r"latin1\.txt: not UTF-8 text"):
         load_texts(tmp_path / "latin1.txt")
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"text": \n')
-    with pytest.raises(InputFileError, match=r"bad\.jsonl:2: not valid JSON"):
+    with pytest.raises(InputFileError, match=r"bad\.jsonl:2: not JSON"):
         load_texts(tmp_path / "bad.jsonl")

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from flexmdm.errors import jsonl_records
 from flexmdm.sampling.trace import Trace, apply_step
 
 __all__ = [
@@ -173,13 +174,7 @@ def read_trace_jsonl(path: str | Path) -> tuple[dict[str, Any], list[dict[str, A
     header: dict[str, Any] | None = None
     events: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+        for number, record in jsonl_records(path, handle):
             if isinstance(record, dict) and record.get("type") == "header":
                 if header is not None or events:
                     raise ValueError(f"{path}:{number}: a header must be the first line, and only one")

@@ -19,7 +19,6 @@ guard against accidents, not a security sandbox for hostile code.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import signal
 import subprocess
@@ -30,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from flexmdm.errors import jsonl_records
 
 __all__ = [
     "PROBLEM_FIELDS",
@@ -132,16 +133,10 @@ def load_problems(path: str | Path | None = None) -> dict[str, dict]:
             lines = list(handle)
         except (OSError, EOFError, UnicodeDecodeError) as error:
             raise ValueError(f"{path} cannot be read: {error}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} line {number} is not JSON ({error.msg})") from None
+    for number, record in jsonl_records(path, lines):
         missing = [k for k in PROBLEM_FIELDS if not isinstance(record, dict) or not isinstance(record.get(k), str)]
         if missing:
-            raise ValueError(f"{path} line {number} lacks the text field(s) {missing}")
+            raise ValueError(f"{path}:{number}: lacks the text field(s) {missing}")
         problems[record["task_id"]] = record
     return problems
 

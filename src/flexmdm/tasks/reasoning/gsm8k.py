@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flexmdm.atomic import write_text_atomic
+from flexmdm.errors import jsonl_records
 
 __all__ = [
     "accuracy",
@@ -42,18 +43,12 @@ def load_gsm8k(path: str | Path) -> list[dict[str, str]]:
         raise FileNotFoundError(f"no GSM8K file at {path}")
     records = []
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} line {number} is not JSON ({error.msg})") from None
+        for number, record in jsonl_records(path, handle):
             if not isinstance(record, dict):
-                raise ValueError(f"{path} line {number} is not a JSON object")
+                raise ValueError(f"{path}:{number}: not a JSON object")
             missing = [key for key in ("question", "answer") if not isinstance(record.get(key), str)]
             if missing:
-                raise ValueError(f"{path} line {number} lacks the text field(s) {missing}")
+                raise ValueError(f"{path}:{number}: lacks the text field(s) {missing}")
             records.append({"question": record["question"], "answer": record["answer"]})
     return records
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import logging
 import re
 import sysconfig
@@ -32,7 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from flexmdm.errors import InputFileError
+from flexmdm.errors import InputFileError, jsonl_records
 from flexmdm.tasks.cache import progress
 
 __all__ = [
@@ -152,13 +151,7 @@ def stdlib_docstrings(root: str | Path | None = None) -> list[str]:
 def _read_jsonl(path: Path) -> list[str]:
     texts = []
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputFileError(f"{path}:{number}: not valid JSON ({error.msg}); fix or remove the line") from None
+        for number, row in jsonl_records(path, handle):
             if not isinstance(row, dict) or not isinstance(row.get(TEXT_FIELD), str):
                 raise InputFileError(f"{path}:{number}: expected an object with a string {TEXT_FIELD!r} field")
             texts.append(row[TEXT_FIELD])
