@@ -12,6 +12,7 @@ from flexmdm.cli import build_parser, main
 from flexmdm.models import ModelConfig, build_model, load_pretrained
 from flexmdm.models.llada import load_llada, save_llada, write_tiny_llada_checkpoint
 from flexmdm.models.retrofit import ADAPTER_WEIGHTS_NAME, RetrofitConfig, load_retrofit, retrofit
+from flexmdm.pipeline import Pipeline
 from flexmdm.training.config import ConfigError, config_from_dict, load_config
 from flexmdm.training.network import build_network
 from flexmdm.training.trainer import ADAPTERS_DIR, train
@@ -85,6 +86,8 @@ def test_low_rank_conditioning_trains_and_exports(base_dir, tmp_path):
     live = torch.arange(4) < lengths[:, None]
     torch.testing.assert_close(exported_logits[live][:, :2], logits[live][:, :2], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(exported_gaps, gaps, rtol=1e-4, atol=1e-5)
+    texts = Pipeline.from_pretrained(result.model_dir).generate("a b", num=3, steps=4).texts  # the 3-line use
+    assert len(texts) == 3 and all(text.startswith("a b") for text in texts)
 
 
 @pytest.mark.parametrize("change, message", [
