@@ -199,7 +199,7 @@ ERRORS = [
     Case("missing data file",
          ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/none.jsonl", "--out", "{tmp}/r.json"],
          "none.jsonl", absent=["r.json"]),
-    Case("malformed line", ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/bad.jsonl"], "bad.jsonl line 2",
+    Case("malformed line", ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/bad.jsonl"], "bad.jsonl:2: not JSON",
          setup=lambda tmp, model: (tmp / "bad.jsonl").write_text(json.dumps(GOOD) + '\n{"question": "x", \n')),
     Case("real GSM8K question", ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/data.jsonl"],
          "cannot read this question",
