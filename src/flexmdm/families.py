@@ -47,7 +47,8 @@ class SamplingOptions:
         rule: the unmasking rule (default τ-leaping).
         temperature: 0 for argmax.
         final_fill: masks left at t = 1: "sequential" (one per call, exact), "parallel", or "rule"
-            (FlexMDM, rate-free rules); default "rule" for rate-free rules, else "sequential".
+            (FlexMDM, rate-free rules); default "rule" for a FlexMDM with a rate-free rule, else
+            "sequential".
         insertion: FlexMDM arrivals (default: the paper's Algorithm 1).
         early_exit: rows for which it holds are finished from that step's posterior.
         trace: record the sampler's events (FlexMDM).
@@ -69,7 +70,7 @@ class SamplingOptions:
 
     @property
     def fill(self) -> str:
-        """The final fill, its default resolved."""
+        """A FlexMDM's final fill, its default resolved."""
         return self.final_fill or ("sequential" if self.rule.uses_rates else "rule")
 
 
@@ -185,7 +186,8 @@ class FlexMDMFamily(Family):
 
 
 class MDMFamily(Family):
-    """Fill a canvas of ``max_length`` slots: prefix, MASKs, suffix, then PAD (:func:`~flexmdm.sampling.sample_mdm`)."""
+    """Fill the conditioning's canvas (:func:`~flexmdm.sampling.sample_mdm`); ``max_length`` is unused: the
+    canvas has its width (:class:`Affixes`: prefix, MASKs, suffix, then PAD up to ``width``)."""
 
     kind = "mdm"
 
