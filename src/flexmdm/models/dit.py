@@ -122,8 +122,7 @@ class FlexMDMModel(nn.Module):
         layout = (Packing if packed else Padded)(lengths + 1, n + 1)
         hidden = self.trunk(layout.pack(extended), t, lengths + 1, None if frozen is None else layout.pack(frozen),
                             layout)
-        logits = layout.unpack(self.token_head(hidden).float())[:, :n]
-        logits = _forbid(logits, [self.config.mask_id, self.config.pad_id])
+        logits = _forbid(self._token_logits(hidden, layout, lengths, n), [self.config.mask_id, self.config.pad_id])
         gaps = layout.unpack(F.softplus(self.gap_head(hidden).squeeze(-1).float()))
         exists = slots <= lengths[:, None]
         gaps = torch.where(exists, gaps, 0.0)
@@ -133,6 +132,19 @@ class FlexMDMModel(nn.Module):
         nothing = count_log_probs.new_full((count_log_probs.shape[-1],), float("-inf"))
         nothing[0] = 0.0
         return logits, gaps, torch.where(exists[..., None], count_log_probs, nothing)
+
+
+    def _token_logits(self, hidden: Tensor, layout: Padded | Packing, lengths: Tensor, n: int) -> Tensor:
+        """``[B, n, V]`` token logits from the n token slots only: the END slots hold no token, and
+        leaving them out of the head (not only out of its output) keeps the padded path's float
+        rounding, gradients included, what it was before packing existed."""
+        if isinstance(layout, Padded):
+            return self.token_head(hidden[:, :n]).float()
+        tokens = layout.positions < lengths[layout.segment]  # [T]: not an END slot
+        out = self.token_head(hidden[0, tokens]).float()  # [T - B, V]
+        where = (layout.segment * n + layout.positions)[tokens]
+        batch = lengths.shape[0]
+        return out.new_zeros(batch * n, out.shape[-1]).index_copy(0, where, out).view(batch, n, out.shape[-1])
 
 
 class MDMModel(nn.Module):
