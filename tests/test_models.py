@@ -270,3 +270,32 @@ def test_weights_that_do_not_fit_the_config_are_named(tmp_path):
     (tmp_path / "mixed" / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputFileError, match="does not fit the network of config.json"):
         load_pretrained(tmp_path / "mixed")
+
+
+def test_flexmdm_token_head_sees_only_the_token_slots():
+    """The padded network's gradients are those of the head applied to the n token slots, bit for
+    bit: running the head over the END slot too and slicing changes the weight gradient's rounding,
+    and with it every recorded training run."""
+    torch.manual_seed(0)
+    config = ModelConfig(kind="flexmdm", vocab_size=40, mask_id=38, pad_id=39, d_model=128, n_layers=2, n_heads=4,
+                         max_length=64, dropout=0.0)
+    model = build_model(config)
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    batch, n = 16, 37
+    x, lengths, t = torch.randint(0, 38, (batch, n)), torch.randint(0, n + 1, (batch,)), torch.rand(batch)
+
+    def head_gradient(logits_of) -> torch.Tensor:
+        model.zero_grad()
+        logits = logits_of()
+        torch.where(torch.isfinite(logits), logits, 0.0).square().mean().backward()
+        return model.token_head.weight.grad.clone()
+
+    def by_hand() -> torch.Tensor:
+        slots = torch.arange(n + 1)[None, :]
+        extended = torch.cat([x, x.new_full((batch, 1), config.pad_id)], dim=1)
+        extended = torch.where(slots == lengths[:, None], config.vocab_size, extended)
+        logits = model.token_head(model.trunk(extended, t, lengths + 1, None)[:, :n]).float()
+        return logits.index_fill(-1, torch.tensor([config.mask_id, config.pad_id]), float("-inf"))
+
+    assert torch.equal(head_gradient(lambda: model(x, t, lengths)[0]), head_gradient(by_hand))
