@@ -142,14 +142,7 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--final-fill", choices=("sequential", "parallel", "rule"), default=None,
                         help="masks left at t = 1: one per call (exact), all at once, or by the policy "
                         "(rate-free policies, FlexMDM); default: rule for rate-free policies, else sequential")
-    parser.add_argument("--insertion", choices=("poisson", "binomial", "exact"), default="poisson",
-                        help="FlexMDM arrivals: poisson (Algorithm 1), binomial (exact interval probability) "
-                        "or exact (one at a time; needs a rate-free policy; --steps is then a call budget)")
-    parser.add_argument("--certainty", type=float, default=None, metavar="C",
-                        help="FlexMDM: insert at once every gap count at least this probable (a model with a "
-                        "count head)")
-    parser.add_argument("--refresh", action="store_true",
-                        help="FlexMDM grid arrivals: re-estimate the gaps after each step's reveals (one more call)")
+    add_insertion_options(parser)
     parser.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None,
@@ -194,6 +187,18 @@ def _unmasking_rule(policy: str, param: float | None) -> Any:
     if policy == "confidence":
         return ConfidenceThreshold(0.9 if param is None else param)
     return Adaptive(policy, window_factor=param)
+
+
+def add_insertion_options(parser: argparse.ArgumentParser) -> None:
+    """``--insertion``, ``--certainty`` and ``--refresh`` (read back by :func:`_insertion`)."""
+    parser.add_argument("--insertion", choices=("poisson", "binomial", "exact"), default="poisson",
+                        help="FlexMDM arrivals: poisson (Algorithm 1), binomial (exact interval probability) "
+                        "or exact (one at a time; needs a rate-free policy; --steps is then a call budget)")
+    parser.add_argument("--certainty", type=float, default=None, metavar="C",
+                        help="FlexMDM: insert at once every gap count at least this probable (a model with a "
+                        "count head)")
+    parser.add_argument("--refresh", action="store_true",
+                        help="FlexMDM grid arrivals: re-estimate the gaps after each step's reveals (one more call)")
 
 
 def _insertion(args: argparse.Namespace, rule: Any, inserts: bool, config: dict[str, Any]) -> Any:

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from flexmdm.cli import POLICIES, UserError
+from flexmdm.cli import POLICIES, UserError, add_insertion_options
 
 __all__ = ["add_eval_command"]
 
@@ -79,11 +79,7 @@ def _add_common_options(parser: argparse.ArgumentParser, *, policy: str, batch_s
     parser.add_argument("--policy", choices=EVAL_POLICIES, default=policy, help=f"unmasking policy (default {policy})")
     parser.add_argument("--param", type=float, default=None, help="the policy's λ / γ / threshold")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 for argmax (default 0)")
-    parser.add_argument("--insertion", choices=("poisson", "binomial", "exact"), default="poisson",
-                        help="FlexMDM arrivals, as in 'flexmdm sample' (default poisson)")
-    parser.add_argument("--certainty", type=float, default=None, metavar="C",
-                        help="FlexMDM: insert at once every gap count at least this probable (a count head)")
-    parser.add_argument("--refresh", action="store_true", help="FlexMDM grid arrivals: re-estimate the gaps")
+    add_insertion_options(parser)
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"problems per batch (default {batch_size})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.json", help="write the JSON record here")
