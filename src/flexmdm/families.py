@@ -5,6 +5,9 @@ fills a fixed canvas of MASKs laid out around the same frozen tokens; an autoreg
 scores text here (it is the length benchmark's reference). :func:`family` maps the ``kind`` of a
 saved model to its family, and this is the module that knows what each kind needs.
 
+Each family also builds the objective its models train on (:meth:`Family.objective`, see
+:mod:`flexmdm.objectives`).
+
 A request is a :class:`Conditioning`: the same batch as a FlexMDM prompt and as an MDM canvas
 (:class:`Affixes` for prefixes and suffixes; tasks define their own, e.g. maze subgoals or a
 reasoning template), and a way to read the generated sequences back. The family picks its side.
@@ -21,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from flexmdm.constraints import Prompt
+from flexmdm.objectives import AutoregressiveObjective, FlexMDMObjective, MDMObjective, Objective
 from flexmdm.sampling import (
     Insertion,
     SampleOutput,
@@ -164,6 +168,13 @@ class Family(ABC):
     def read(self, conditioning: Conditioning, sequences: list[list[int]]) -> list[Any]:
         """What the generated ``sequences`` mean to the task that made ``conditioning``."""
 
+    @abstractmethod
+    def objective(self, schedules: dict[str, Schedule], vocab: Vocab, max_length: int, *,
+                  packed: bool = False) -> Objective:
+        """What models of this kind train on (:mod:`flexmdm.objectives`): ``schedules`` as in
+        :meth:`generate`, ``max_length`` the task's longest sequence, ``packed`` the network's
+        packed mode (``train.packing``)."""
+
 
 class FlexMDMFamily(Family):
     """Insert and unmask from the frozen tokens alone (:func:`~flexmdm.sampling.sample_flexmdm`)."""
@@ -183,6 +194,9 @@ class FlexMDMFamily(Family):
 
     def read(self, conditioning, sequences):
         return conditioning.read_flexmdm(sequences)
+
+    def objective(self, schedules, vocab, max_length, *, packed=False):
+        return FlexMDMObjective(schedules["insertion"], schedules["unmasking"], vocab, packed=packed)
 
 
 class MDMFamily(Family):
@@ -210,6 +224,9 @@ class MDMFamily(Family):
     def read(self, conditioning, sequences):
         return conditioning.read_mdm(sequences)
 
+    def objective(self, schedules, vocab, max_length, *, packed=False):
+        return MDMObjective(schedules["unmasking"], vocab, max_length, packed=packed)
+
 
 class AutoregressiveFamily(Family):
     """A left-to-right language model: it scores text (``log_likelihood``) and does not generate here."""
@@ -222,6 +239,9 @@ class AutoregressiveFamily(Family):
 
     def read(self, conditioning, sequences):
         return sequences
+
+    def objective(self, schedules, vocab, max_length, *, packed=False):
+        return AutoregressiveObjective(vocab, packed=packed)
 
 
 FAMILIES: dict[str, Family] = {f.kind: f for f in (FlexMDMFamily(), MDMFamily(), AutoregressiveFamily())}
