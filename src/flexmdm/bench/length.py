@@ -48,7 +48,7 @@ from tqdm import tqdm
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.bench.train_config import benchmark_train_config
-from flexmdm.families import Affixes, SamplingOptions
+from flexmdm.families import Affixes, SamplingOptions, family
 from flexmdm.models import load_pretrained
 from flexmdm.pipeline import Pipeline
 from flexmdm.sampling import TauLeaping
@@ -100,7 +100,7 @@ class LengthBenchSettings:
 
 
 def _train_config(settings: LengthBenchSettings, kind: str, work: Path, seed: int) -> dict[str, Any]:
-    steps = settings.reference_steps if kind == "autoregressive" else settings.steps[kind]
+    steps = settings.steps[kind] if family(kind).generates else settings.reference_steps
     return benchmark_train_config(
         kind, model=settings.model, max_length=settings.data["max_length"],
         data={"task": "text", **settings.data, "cache_dir": str(work / "corpus-cache")}, train=settings.train,
@@ -153,7 +153,7 @@ def _plot_histograms(reference: np.ndarray, lengths: dict[tuple[str, int], np.nd
         ax.hist(reference, bins=bins, density=True, color="0.75", label="held-out data")
         for kind, color in zip(DIFFUSION_KINDS, ("tab:blue", "tab:red")):
             ax.hist(lengths[kind, step], bins=bins, density=True, histtype="step", lw=1.6, color=color,
-                    label="FlexMDM" if kind == "flexmdm" else "MDM")
+                    label=family(kind).label)
         ax.set_title(f"{step} sampling steps", fontsize=10)
         ax.set_xlabel("length (tokens)")
     axes[0][0].set_ylabel("fraction of samples")
@@ -166,10 +166,13 @@ def _plot_histograms(reference: np.ndarray, lengths: dict[tuple[str, int], np.nd
 
 def _plot_perplexity(results: list[dict[str, Any]], data_ppl: float, out_png: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.6))
+    curves: dict[str, list[dict[str, Any]]] = {kind: [] for kind in DIFFUSION_KINDS}
+    for row in results:
+        curves[row["model"]].append(row)
     for kind, color in zip(DIFFUSION_KINDS, ("tab:blue", "tab:red")):
-        rows = [r for r in results if r["model"] == kind]
+        rows = curves[kind]
         ax.plot([r["steps"] for r in rows], [r["gen_ppl"] for r in rows], "o-", color=color,
-                label="FlexMDM" if kind == "flexmdm" else "MDM")
+                label=family(kind).label)
     ax.axhline(data_ppl, color="0.4", ls="--", label="held-out data")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sampling steps")

@@ -43,6 +43,7 @@ import torch
 from tqdm import tqdm
 
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.families import family
 from flexmdm.models import load_pretrained
 from flexmdm.models.llada import save_llada
 from flexmdm.models.retrofit import RetrofitConfig, load_retrofit, merge_adapters
@@ -113,7 +114,7 @@ def _config(settings: RetrofitBenchSettings, kind: str, output_dir: Path, seed: 
     model = {"kind": kind, "architecture": "llada", **settings.model, "max_length": settings.max_length}
     train = {**settings.train, "steps": steps, "batch_size": settings.batch_size, "lr": lr, "seed": seed,
              "ema_decay": settings.ema_decay, "eval_every": settings.eval_every, "eval_batches": settings.eval_batches}
-    if kind == "flexmdm":
+    if family(kind).inserts:
         model.update({key: settings.retrofit[key] for key in ARCHITECTURE_SETTINGS if key in settings.retrofit})
         train["time_power"] = settings.flex_time_power
     return {
