@@ -20,7 +20,8 @@ from flexmdm.tasks.text.metrics import (
 from flexmdm.tasks.toy import ToyLanguage
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.streams import keyed_generator
-from flexmdm.training.trainer import _AutoregressiveObjective, train
+from flexmdm.families import family
+from flexmdm.training.trainer import train
 
 
 def test_length_distances_known_answers():
@@ -100,7 +101,7 @@ def test_autoregressive_objective_is_the_causal_likelihood():
                                          "max_length": 40}, "output_dir": "unused"})
     torch.manual_seed(0)
     model = AutoregressiveLM(config.model).eval()
-    objective = _AutoregressiveObjective(config, task)
+    objective = family("autoregressive").objective({}, task.vocab, task.max_length)
     generator = keyed_generator(0, "test")
     batch = task.sample_batch(8, generator)
     states = objective.states(batch, torch.zeros(8), generator)

@@ -5,6 +5,9 @@ fills a fixed canvas of MASKs laid out around the same frozen tokens; an autoreg
 scores text here (it is the length benchmark's reference). :func:`family` maps the ``kind`` of a
 saved model to its family, and this is the module that knows what each kind needs.
 
+Each family also builds the objective its models train on (:meth:`Family.objective`, see
+:mod:`flexmdm.objectives`).
+
 A request is a :class:`Conditioning`: the same batch as a FlexMDM prompt and as an MDM canvas
 (:class:`Affixes` for prefixes and suffixes; tasks define their own, e.g. maze subgoals or a
 reasoning template), and a way to read the generated sequences back. The family picks its side.
@@ -21,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from flexmdm.constraints import Prompt
+from flexmdm.objectives import AutoregressiveObjective, FlexMDMObjective, MDMObjective, Objective
 from flexmdm.sampling import (
     Insertion,
     SampleOutput,
@@ -34,7 +38,7 @@ from flexmdm.sampling.flexmdm import ExitCriterion
 from flexmdm.schedules import Schedule
 from flexmdm.vocab import Vocab
 
-__all__ = ["FAMILIES", "Affixes", "Conditioning", "Family", "SamplingOptions", "family"]
+__all__ = ["FAMILIES", "LAYOUTS", "Affixes", "Conditioning", "Family", "SamplingOptions", "family", "layout_family"]
 
 
 @dataclass(frozen=True)
@@ -144,9 +148,18 @@ class Affixes(Conditioning):
 
 
 class Family(ABC):
-    """What one kind of model (``kind`` in its saved config) needs to generate."""
+    """What one kind of model (``kind`` in its saved config) needs to train and generate.
+
+    Attributes:
+        kind: the ``model.kind`` of its models.
+        label: its name in tables and plots.
+        generates: its models generate (else they only score text).
+        inserts: its models grow sequences by insertion (a task's FlexMDM layout: frozen tokens
+            with regions open to insertion) rather than filling a fixed canvas (the MDM layout).
+    """
 
     kind: str
+    label: str
     generates: bool = True
     inserts: bool = False
 
@@ -157,6 +170,26 @@ class Family(ABC):
         """Sequences for ``conditioning`` (see :class:`SamplingOptions`); a FlexMDM's at most ``max_length``
         long. The conditioning's tensors go to ``device``, the model's."""
 
+    @property
+    def layout(self) -> str:
+        """The ``layout`` option of the tasks its models train on (see :func:`layout_family`)."""
+        return self.kind
+
+    def task_layout(self, layout: str | None) -> str:
+        """A task's ``layout`` for this family's models: its own when None.
+
+        Raises:
+            ValueError: ``layout`` is another family's.
+        """
+        if layout is not None and layout != self.layout:
+            raise ValueError(f"layout={layout!r} contradicts model.kind={self.kind!r}: the layout follows the model; "
+                             "leave data.layout out")
+        return self.layout
+
+    @abstractmethod
+    def network(self, config: Any) -> nn.Module:
+        """A fresh DiT-architecture network for the ``ModelConfig`` ``config``."""
+
     def check(self, options: SamplingOptions) -> None:
         """Raise ValueError for options this family cannot use (:meth:`generate` calls it too)."""
 
@@ -164,12 +197,25 @@ class Family(ABC):
     def read(self, conditioning: Conditioning, sequences: list[list[int]]) -> list[Any]:
         """What the generated ``sequences`` mean to the task that made ``conditioning``."""
 
+    @abstractmethod
+    def objective(self, schedules: dict[str, Schedule], vocab: Vocab, max_length: int, *,
+                  packed: bool = False) -> Objective:
+        """What models of this kind train on (:mod:`flexmdm.objectives`): ``schedules`` as in
+        :meth:`generate`, ``max_length`` the task's longest sequence, ``packed`` the network's
+        packed mode (``train.packing``)."""
+
 
 class FlexMDMFamily(Family):
     """Insert and unmask from the frozen tokens alone (:func:`~flexmdm.sampling.sample_flexmdm`)."""
 
     kind = "flexmdm"
+    label = "FlexMDM"
     inserts = True
+
+    def network(self, config):
+        from flexmdm.models.dit import FlexMDMModel  # the models import this module
+
+        return FlexMDMModel(config)
 
     def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator, device="cpu"):
         limit = conditioning.length_limit(max_length)
@@ -184,12 +230,21 @@ class FlexMDMFamily(Family):
     def read(self, conditioning, sequences):
         return conditioning.read_flexmdm(sequences)
 
+    def objective(self, schedules, vocab, max_length, *, packed=False):
+        return FlexMDMObjective(schedules["insertion"], schedules["unmasking"], vocab, packed=packed)
+
 
 class MDMFamily(Family):
     """Fill the conditioning's canvas (:func:`~flexmdm.sampling.sample_mdm`); ``max_length`` is unused: the
     canvas has its width (:class:`Affixes`: prefix, MASKs, suffix, then PAD up to ``width``)."""
 
     kind = "mdm"
+    label = "MDM"
+
+    def network(self, config):
+        from flexmdm.models.dit import MDMModel  # the models import this module
+
+        return MDMModel(config)
 
     def check(self, options):
         if options.insertion is not None or options.trace:
@@ -210,12 +265,21 @@ class MDMFamily(Family):
     def read(self, conditioning, sequences):
         return conditioning.read_mdm(sequences)
 
+    def objective(self, schedules, vocab, max_length, *, packed=False):
+        return MDMObjective(schedules["unmasking"], vocab, max_length, packed=packed)
+
 
 class AutoregressiveFamily(Family):
     """A left-to-right language model: it scores text (``log_likelihood``) and does not generate here."""
 
     kind = "autoregressive"
+    label = "autoregressive"
     generates = False
+
+    def network(self, config):
+        from flexmdm.models.autoregressive import AutoregressiveLM  # the models import this module
+
+        return AutoregressiveLM(config)
 
     def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator, device="cpu"):
         raise ValueError("autoregressive models score text here; generate with a FlexMDM or an MDM")
@@ -223,9 +287,16 @@ class AutoregressiveFamily(Family):
     def read(self, conditioning, sequences):
         return sequences
 
+    def objective(self, schedules, vocab, max_length, *, packed=False):
+        return AutoregressiveObjective(vocab, packed=packed)
+
 
 FAMILIES: dict[str, Family] = {f.kind: f for f in (FlexMDMFamily(), MDMFamily(), AutoregressiveFamily())}
 """Every family by the ``kind`` its models are saved with."""
+
+
+LAYOUTS: tuple[str, ...] = tuple(kind for kind, f in FAMILIES.items() if f.generates)
+"""The layouts a task can lay its sequences out in: one per generating family, named by its kind."""
 
 
 def family(kind: str) -> Family:
@@ -234,3 +305,14 @@ def family(kind: str) -> Family:
         return FAMILIES[kind]
     except KeyError:
         raise ValueError(f"unknown model kind {kind!r}; known kinds: {sorted(FAMILIES)}") from None
+
+
+def layout_family(layout: str) -> Family:
+    """The generating family whose layout a task's ``layout`` option names.
+
+    Raises:
+        ValueError: ``layout`` is not one of :data:`LAYOUTS`.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be {' or '.join(map(repr, LAYOUTS))}, got {layout!r}")
+    return FAMILIES[layout]

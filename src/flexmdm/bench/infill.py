@@ -37,13 +37,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
 from tqdm import tqdm
 
+from flexmdm.bench.figures import infill_bars
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.bench.train_config import benchmark_train_config
@@ -150,22 +147,6 @@ def _score(examples: list[InfillExample], middles: list[list[int]], task: Infill
                           [len(e.middle) for e in examples])
 
 
-def _plot(rows: list[dict[str, Any]], out_png: Path) -> None:
-    metrics = (("exact_match", "exact match"), ("parse_rate", "ast.parse rate"),
-               ("length_abs_error", "|middle length error| (tokens)"))
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-    labels = [f"{r['model']}\n{r['setting']}" for r in rows]
-    colors = ["tab:blue", "tab:orange", "tab:red"][:len(rows)]
-    for ax, (key, title) in zip(axes, metrics):
-        ax.bar(range(len(rows)), [r[key] for r in rows], color=colors)
-        ax.set_xticks(range(len(rows)), labels, fontsize=8)
-        ax.set_title(title, fontsize=10)
-    fig.suptitle(f"Infilling held-out standard-library functions (n = {rows[0]['n']})")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-
-
 def run_infill_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
                          argv: list[str] | None = None, settings: InfillBenchSettings | None = None) -> dict[str, Any]:
     """Train both models, fill held-out middles in the three settings, write JSON + PNG, return the record."""
@@ -212,7 +193,7 @@ def run_infill_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
 
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
-    _plot(rows, png)
+    infill_bars(rows, png)
     corpus = task.corpus
     record = {
         "command": command_line(argv),

@@ -37,18 +37,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from flexmdm.bench.figures import length_figures
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.bench.train_config import benchmark_train_config
-from flexmdm.families import Affixes, SamplingOptions
+from flexmdm.families import Affixes, SamplingOptions, family
 from flexmdm.models import load_pretrained
 from flexmdm.pipeline import Pipeline
 from flexmdm.sampling import TauLeaping
@@ -100,7 +97,7 @@ class LengthBenchSettings:
 
 
 def _train_config(settings: LengthBenchSettings, kind: str, work: Path, seed: int) -> dict[str, Any]:
-    steps = settings.reference_steps if kind == "autoregressive" else settings.steps[kind]
+    steps = settings.steps[kind] if family(kind).generates else settings.reference_steps
     return benchmark_train_config(
         kind, model=settings.model, max_length=settings.data["max_length"],
         data={"task": "text", **settings.data, "cache_dir": str(work / "corpus-cache")}, train=settings.train,
@@ -142,42 +139,6 @@ def _statistics(sequences: list[list[int]], reference_lengths: np.ndarray, score
 def _finite(value: float) -> float | None:
     """``value``, or None (JSON null) when it is NaN: e.g. no sample long enough to score."""
     return None if math.isnan(value) else value
-
-
-def _plot_histograms(reference: np.ndarray, lengths: dict[tuple[str, int], np.ndarray], steps: tuple[int, ...],
-                     max_length: int, out_png: Path) -> None:
-    columns = len(steps)
-    fig, axes = plt.subplots(1, columns, figsize=(3.6 * columns, 3.2), squeeze=False, sharey=True)
-    bins = np.arange(max_length + 2) - 0.5
-    for ax, step in zip(axes[0], steps):
-        ax.hist(reference, bins=bins, density=True, color="0.75", label="held-out data")
-        for kind, color in zip(DIFFUSION_KINDS, ("tab:blue", "tab:red")):
-            ax.hist(lengths[kind, step], bins=bins, density=True, histtype="step", lw=1.6, color=color,
-                    label="FlexMDM" if kind == "flexmdm" else "MDM")
-        ax.set_title(f"{step} sampling steps", fontsize=10)
-        ax.set_xlabel("length (tokens)")
-    axes[0][0].set_ylabel("fraction of samples")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle("Length distribution of generated paragraphs vs held-out data")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-
-
-def _plot_perplexity(results: list[dict[str, Any]], data_ppl: float, out_png: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for kind, color in zip(DIFFUSION_KINDS, ("tab:blue", "tab:red")):
-        rows = [r for r in results if r["model"] == kind]
-        ax.plot([r["steps"] for r in rows], [r["gen_ppl"] for r in rows], "o-", color=color,
-                label="FlexMDM" if kind == "flexmdm" else "MDM")
-    ax.axhline(data_ppl, color="0.4", ls="--", label="held-out data")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("sampling steps")
-    ax.set_ylabel("generative perplexity (reference LM)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
 
 
 def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
@@ -227,8 +188,7 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
     out.parent.mkdir(parents=True, exist_ok=True)
     histogram_png = out.with_suffix(".png")
     perplexity_png = out.with_name(f"{out.stem}-ppl.png")
-    _plot_histograms(reference, lengths, settings.sampling_steps, task.max_length, histogram_png)
-    _plot_perplexity(results, data_ppl, perplexity_png)
+    length_figures(reference, lengths, results, data_ppl, task.max_length, histogram_png, perplexity_png)
     record = {
         "command": command_line(argv),
         "seed": seed,

@@ -16,13 +16,12 @@ which each cell was revealed.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
 from flexmdm.bench.side_by_side import train_side_by_side
+from flexmdm.bench.skeleton import BenchRun, Column, bench_main, choose, format_rows, train_fields
 from flexmdm.families import SamplingOptions
 from flexmdm.pipeline import Pipeline
 from flexmdm.sampling import Adaptive, ConfidenceThreshold, Insertion, SampleOutput
@@ -63,23 +62,18 @@ class MazeBenchSettings:
         return settings
 
 
-def _train_config(settings: MazeBenchSettings, layout: str, output_dir: Path, seed: int) -> dict[str, Any]:
-    task = {"task": "maze", "rooms": settings.rooms, "num_pairs": settings.num_pairs, "maze_seed": seed,
-            "k_max": max(settings.ks), "layout": layout}
-    return {
-        "model": {"kind": layout, **settings.model, "max_length": 4 * settings.rooms**2 + 16},
-        "data": task,
-        "train": {**settings.train, "steps": settings.steps[layout], "seed": seed},
-        "output_dir": str(output_dir / layout),
-    }
+def _train_config(settings: MazeBenchSettings, kind: str, output_dir: Path, seed: int) -> dict[str, Any]:
+    data = {"task": "maze", "rooms": settings.rooms, "num_pairs": settings.num_pairs, "maze_seed": seed,
+            "k_max": max(settings.ks)}
+    return {"model": {"kind": kind, **settings.model, "max_length": 4 * settings.rooms**2 + 16}, "data": data,
+            "train": {**settings.train, "steps": settings.steps[kind], "seed": seed},
+            "output_dir": str(output_dir / kind)}
 
 
 def _generate(pipe: Pipeline, task: MazeTask, subgoals: list[list[Cell]], settings: MazeBenchSettings,
               seed: int) -> tuple[list[list[Cell] | None], SampleOutput]:
-    """Paths generated for each subgoal list (None where the output is not a list of cells), and the
-    sampler's output (with its trace for FlexMDM). Both models reveal the most probable masks first
-    at the same temperature (0: each revealed cell is its posterior's argmax); FlexMDM inserts as
-    ``settings.flexmdm_insertion`` says (see the module docstring)."""
+    """Paths generated for each subgoal list (None: not a list of cells) and the sampler's output (FlexMDM:
+    with its trace); the sampling options of the module docstring."""
     exact = pipe.family.inserts and settings.flexmdm_insertion == "exact"
     options = SamplingOptions(
         steps=settings.sampling_steps, rule=ConfidenceThreshold(1.0) if exact else Adaptive("top_probability"),
@@ -114,67 +108,43 @@ def _plot_reveal(task: MazeTask, paths: list[list[Cell] | None], subgoals: list[
 
 
 def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
-                       argv: list[str] | None = None) -> dict[str, Any]:
+                       argv: list[str] | None = None, settings: MazeBenchSettings | None = None) -> dict[str, Any]:
     """Train both models, evaluate them for every K, write JSON + PNG and return the record."""
-    watch = Stopwatch()
-    out = Path(out)
-    settings = MazeBenchSettings.quick() if quick else MazeBenchSettings()
-    work = Path(work_dir) if work_dir is not None else out.with_suffix("")
-    configs = {layout: _train_config(settings, layout, work, seed) for layout in LAYOUTS}
-    trained, threads = train_side_by_side(configs)
-
-    task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed, k_max=max(settings.ks))
-    results, panels = [], []
-    reveal_png, reveal_plot = out.with_name(out.stem + "-reveal.png"), None
+    run = BenchRun.start(out, seed=seed, work_dir=work_dir, argv=argv)
+    settings = choose(MazeBenchSettings, quick, settings)
+    trained, threads = train_side_by_side({layout: _train_config(settings, layout, run.work, seed)
+                                           for layout in LAYOUTS})
+    tasks = {layout: MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed,
+                              k_max=max(settings.ks), layout=layout) for layout in LAYOUTS}
+    pipes = {layout: Pipeline.from_pretrained(trained[layout].model_dir) for layout in LAYOUTS}
+    task = tasks["flexmdm"]
+    results, panels, reveal_plot = [], [], None
     for k in settings.ks:
-        examples = task.evaluation_set(k, settings.eval_per_k, seed)
-        subgoals = [goals for _, goals in examples]
+        subgoals = [goals for _, goals in task.evaluation_set(k, settings.eval_per_k, seed)]
         for kind in LAYOUTS:
-            kind_task = MazeTask(rooms=settings.rooms, num_pairs=settings.num_pairs, maze_seed=seed,
-                                 k_max=max(settings.ks), layout=kind)
-            pipe = Pipeline.from_pretrained(trained[kind].model_dir)
-            paths, samples = _generate(pipe, kind_task, subgoals, settings, seed)
-            metrics = evaluate_paths(task.maze, paths, subgoals)
-            if pipe.family.inserts and k == max(settings.ks):
-                reveal_plot = _plot_reveal(task, paths, subgoals, samples, reveal_png)
-            results.append({"model": kind, "K": k, **metrics, "mean_nfe": float(samples.nfe.double().mean()),
-                            "train_seconds": trained[kind].train_seconds,
-                            "train_threads": threads, "train_steps": trained[kind].steps})
+            paths, samples = _generate(pipes[kind], tasks[kind], subgoals, settings, seed)
+            if pipes[kind].family.inserts and k == max(settings.ks):
+                reveal_plot = _plot_reveal(task, paths, subgoals, samples, run.png("-reveal"))
+            results.append({"model": kind, "K": k, **evaluate_paths(task.maze, paths, subgoals),
+                            "mean_nfe": float(samples.nfe.double().mean()), **train_fields(trained[kind], threads)})
             panels += [(kind, paths[i], subgoals[i]) for i in range(min(2, len(paths)))]
 
-    png = out.with_suffix(".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    render_samples(task.maze, [(path, goals, path is not None and path_success(task.maze, path, goals))
-                               for _, path, goals in panels],
-                   png, "Generated paths on held-out subgoals (blue dots, numbered in order)",
+    shown = [(path, goals, path is not None and path_success(task.maze, path, goals)) for _, path, goals in panels]
+    render_samples(task.maze, shown, run.png(), "Generated paths on held-out subgoals (blue dots, numbered in order)",
                    labels=[kind for kind, _, _ in panels])
-    record = {
-        "command": command_line(argv),
-        "seed": seed,
-        "wall_seconds": watch.seconds,
+    record = run.write({
         "config": {**asdict(settings), "maze_shape": list(task.maze.shape),
                    "validation_pairs": len(task.pairs["validation"]), "max_length": task.max_length},
-        "machine": machine_info(),
-        "results": results,
-        "plot": png.name,
-        "reveal_plot": reveal_plot,
-    }
-    write_json(record, out)
-    print(format_table(results))
+        "results": results, "plot": run.png().name, "reveal_plot": reveal_plot,
+    })
+    print(format_rows(results, TABLE))
     return record
 
 
-def format_table(results: list[dict[str, Any]]) -> str:
-    """The success table as text."""
-    lines = [f"{'model':<8} {'K':>3} {'success':>8} {'len/shortest':>13} {'calls':>7} {'n':>4}"]
-    for row in results:
-        lines.append(f"{row['model']:<8} {row['K']:>3} {row['success_rate']:>8.3f} "
-                     f"{row['mean_length_ratio']:>13.2f} {row['mean_nfe']:>7.1f} {row['n']:>4}")
-    return "\n".join(lines)
+TABLE: list[Column] = [("model", "model", "<8"), ("K", "K", ">3"), ("success", "success_rate", ">8.3f"),
+                       ("len/shortest", "mean_length_ratio", ">13.2f"), ("calls", "mean_nfe", ">7.1f"),
+                       ("n", "n", ">4")]
 
 
-def main(args: argparse.Namespace) -> int:
-    """``flexmdm bench maze``."""
-    run_maze_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv)
-    print(f"wrote {args.out} and the pictures beside it")
-    return 0
+main = bench_main(run_maze_benchmark)
+"""``flexmdm bench maze``."""

@@ -34,15 +34,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from flexmdm.bench.figures import retrofit_figure
 from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.families import family
 from flexmdm.models import load_pretrained
 from flexmdm.models.llada import save_llada
 from flexmdm.models.retrofit import RetrofitConfig, load_retrofit, merge_adapters
@@ -113,7 +111,7 @@ def _config(settings: RetrofitBenchSettings, kind: str, output_dir: Path, seed: 
     model = {"kind": kind, "architecture": "llada", **settings.model, "max_length": settings.max_length}
     train = {**settings.train, "steps": steps, "batch_size": settings.batch_size, "lr": lr, "seed": seed,
              "ema_decay": settings.ema_decay, "eval_every": settings.eval_every, "eval_batches": settings.eval_batches}
-    if kind == "flexmdm":
+    if family(kind).inserts:
         model.update({key: settings.retrofit[key] for key in ARCHITECTURE_SETTINGS if key in settings.retrofit})
         train["time_power"] = settings.flex_time_power
     return {
@@ -171,32 +169,6 @@ def _sample_lengths(model, saved: dict[str, Any], settings: RetrofitBenchSetting
         lengths.append(out.lengths.numpy())
         examples += out.sequences()[: max(0, 6 - len(examples))]
     return np.concatenate(lengths), examples
-
-
-def _plot(curves: dict[str, list[tuple[int, float]]], target: float, reached: int | None,
-          histograms: dict[str, np.ndarray], max_length: int, out_png: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, curve in curves.items():
-        steps, losses = zip(*curve)
-        left.plot(steps, losses, marker=".", label=name)
-    left.axhline(target, color="grey", ls="--", lw=1, label=f"scratch final {target:.3f}")
-    if reached is not None:
-        left.axvline(reached, color="tab:green", ls=":", lw=1, label=f"retrofit reaches it at step {reached}")
-    left.set_xlabel("optimizer step")
-    left.set_ylabel("validation loss (FlexMDM, per token)")
-    left.set_title("Validation loss: retrofitted MDM vs FlexMDM from scratch")
-    left.set_ylim(top=min(max(l for c in curves.values() for _, l in c), 3 * target))
-    left.legend()
-    bins = np.arange(max_length + 2) - 0.5
-    for name, lengths in histograms.items():
-        right.hist(lengths, bins=bins, density=True, histtype="step", lw=1.5, label=name)
-    right.set_xlabel("length (tokens)")
-    right.set_ylabel("frequency")
-    right.set_title("Sample lengths vs data")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
 
 
 def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
@@ -264,7 +236,7 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
 
     png = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _plot(curves, target, reached, {"data (train)": data_lengths, "retrofit samples": retrofit_lengths,
+    retrofit_figure(curves, target, reached, {"data (train)": data_lengths, "retrofit samples": retrofit_lengths,
                                     "scratch samples": scratch_lengths}, settings.max_length, png)
     record = {
         "command": command_line(argv),

@@ -8,13 +8,9 @@ answer or path (``accuracy``), a reasoning trace not written exactly (``trace_ex
 distance to the truth (``tv``, where the support is enumerable). ``mean_nfe`` counts every call,
 the final fill and refresh calls included.
 
-The samplers differ in how they insert (:class:`~flexmdm.sampling.Insertion`) and reveal:
-
-* the paper's Algorithm 1 (Poisson τ-leaping on the grid), with τ-leaping or MED reveals;
-* grid variants: binomial arrivals with the exact interval probability, gaps refreshed after the
-  reveals, certain counts inserted at once;
-* exact insertion: arrivals one at a time by thinning, reveals between them (one uncertain
-  token per call, or MED), certain counts and tokens at once.
+The samplers differ in how they insert (:class:`~flexmdm.sampling.Insertion`: the paper's Algorithm 1,
+Poisson τ-leaping on the grid; binomial arrivals on it, gaps refreshed, certain counts at once; exact
+arrivals one at a time by thinning) and reveal (τ-leaping, MED, one uncertain token per call).
 
 The toy oracle also runs the unmasking rules at 200 steps under Algorithm 1 (Prop. 3: any order
 is exact). Nothing is tuned: every sampler runs with its stated settings on every oracle.
@@ -24,52 +20,33 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
-from flexmdm.sampling import (
-    Adaptive,
-    ConfidenceThreshold,
-    EntropyBounded,
-    Insertion,
-    TauLeaping,
-    UnmaskingRule,
-    sample_flexmdm,
-)
-from flexmdm.schedules import LinearSchedule
+from flexmdm.bench.figures import sampler_figure
+from flexmdm.bench.record import Stopwatch
+from flexmdm.bench.skeleton import BenchRun, choose
+from flexmdm.families import SamplingOptions
+from flexmdm.sampling import Adaptive, ConfidenceThreshold, EntropyBounded, Insertion, TauLeaping
+from flexmdm.sampling.unmasking import UnmaskingRule
 from flexmdm.testing.structured import OracleCase, oracle_case
 
 __all__ = ["SAMPLERS", "RULES_AT_200", "SamplerBenchSettings", "main", "run_sampler_benchmark"]
 
 
-@dataclass(frozen=True)
-class SamplerSpec:
-    """One sampler: an unmasking rule and insertion options (final fill: sequential for rate rules)."""
-
-    rule: UnmaskingRule
-    insertion: Insertion
-
-    @property
-    def final_fill(self) -> str:
-        return "sequential" if self.rule.uses_rates else "rule"
-
-
-SAMPLERS: dict[str, SamplerSpec] = {
-    "poisson (Algorithm 1)": SamplerSpec(TauLeaping(), Insertion()),
-    "poisson + MED": SamplerSpec(EntropyBounded(0.2), Insertion()),
-    "binomial": SamplerSpec(TauLeaping(), Insertion("binomial")),
-    "binomial + refresh": SamplerSpec(TauLeaping(), Insertion("binomial", refresh=True)),
-    "binomial + certain + refresh": SamplerSpec(TauLeaping(), Insertion("binomial", certainty=1.0, refresh=True)),
-    "exact": SamplerSpec(ConfidenceThreshold(1.0), Insertion("exact")),
-    "exact + certain": SamplerSpec(ConfidenceThreshold(1.0), Insertion("exact", certainty=1.0)),
-    "exact + certain + MED": SamplerSpec(EntropyBounded(0.2), Insertion("exact", certainty=1.0)),
+SAMPLERS: dict[str, SamplingOptions] = {
+    "poisson (Algorithm 1)": SamplingOptions(rule=TauLeaping(), insertion=Insertion()),
+    "poisson + MED": SamplingOptions(rule=EntropyBounded(0.2), insertion=Insertion()),
+    "binomial": SamplingOptions(rule=TauLeaping(), insertion=Insertion("binomial")),
+    "binomial + refresh": SamplingOptions(rule=TauLeaping(), insertion=Insertion("binomial", refresh=True)),
+    "binomial + certain + refresh": SamplingOptions(rule=TauLeaping(), insertion=Insertion("binomial", 1.0, True)),
+    "exact": SamplingOptions(rule=ConfidenceThreshold(1.0), insertion=Insertion("exact")),
+    "exact + certain": SamplingOptions(rule=ConfidenceThreshold(1.0), insertion=Insertion("exact", certainty=1.0)),
+    "exact + certain + MED": SamplingOptions(rule=EntropyBounded(0.2), insertion=Insertion("exact", certainty=1.0)),
 }
-"""The samplers compared on every oracle. ``ConfidenceThreshold(1.0)`` reveals every token whose
-posterior is certain and otherwise the single most confident one: the exact one-at-a-time order."""
+"""The samplers compared on every oracle (``steps`` set per run). ``ConfidenceThreshold(1.0)`` reveals every
+certain token, else the single most confident one: the exact one-at-a-time order."""
 
 RULES_AT_200: dict[str, UnmaskingRule] = {
     "adaptive top_probability": Adaptive("top_probability"),
@@ -86,8 +63,7 @@ RULES_AT_200: dict[str, UnmaskingRule] = {
 
 @dataclass
 class SamplerBenchSettings:
-    """Samples per oracle and the step budgets (``steps``: grid intervals, or the call budget of
-    exact insertion)."""
+    """Samples per oracle and step budgets (``steps``: grid intervals, or exact insertion's call budget)."""
 
     samples: dict[str, int] = field(default_factory=lambda: {
         "toy": 20_000, "brackets": 10_000, "anbn": 10_000, "reasoning": 300, "maze": 200})
@@ -104,16 +80,10 @@ class SamplerBenchSettings:
                    rules_at_200=False)
 
 
-def _run(case: OracleCase, rule: UnmaskingRule, insertion: Insertion, final_fill: str, steps: int,
-         seed: int) -> dict[str, Any]:
+def _run(case: OracleCase, options: SamplingOptions, seed: int) -> dict[str, Any]:
     watch = Stopwatch()
-    schedule = LinearSchedule()
-    out = sample_flexmdm(
-        case.oracle, vocab=case.vocab, insertion_schedule=schedule, unmasking_schedule=schedule, steps=steps,
-        max_length=case.max_length, prompt=case.prompt, rule=rule, insertion=insertion, final_fill=final_fill,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return {"steps": steps, "mean_nfe": float(out.nfe.double().mean()), **case.score(out.tokens, out.lengths),
+    out = case.sample(options, seed)
+    return {"steps": options.steps, "mean_nfe": float(out.nfe.double().mean()), **case.score(out.tokens, out.lengths),
             "samples": case.prompt.batch_size, "dropped_insertions": int(out.dropped_insertions.sum()),
             "seconds": watch.seconds}
 
@@ -138,78 +108,32 @@ def _criteria(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def plot_sampler_benchmark(rows: list[dict[str, Any]], out_png: str | Path) -> Path:
-    """One panel per oracle: its headline metric against mean network calls, a line per sampler."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    panels = [("toy", "tv", "total variation"), ("brackets", "invalid_rate", "invalid rate"),
-              ("anbn", "invalid_rate", "invalid rate"), ("reasoning", "trace_exact", "fully correct traces"),
-              ("maze", "accuracy", "valid paths")]
-    figure = Figure(figsize=(17, 4.2))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(panels))
-    for ax, (oracle, key, label) in zip(axes, panels):
-        for name in SAMPLERS:
-            points = sorted((r["mean_nfe"], r[key]) for r in rows if r["oracle"] == oracle and r["sampler"] == name
-                            and r[key] is not None)
-            if points:
-                ax.plot(*zip(*points), marker="o", ms=3, lw=1.2, label=name)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("mean network calls (log scale)")
-        ax.set_ylabel(label)
-        ax.set_title(oracle)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
-                  bbox_to_anchor=(0.5, -0.06))
-    figure.suptitle("FlexMDM samplers driven by exact oracles (no network)")
-    figure.subplots_adjust(wspace=0.3)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png, dpi=130, bbox_inches="tight")
-    return out_png
-
-
 def run_sampler_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, argv: list[str] | None = None,
-                          progress: Callable[[str], None] = print) -> dict[str, Any]:
+                          progress: Callable[[str], None] = print,
+                          settings: SamplerBenchSettings | None = None) -> dict[str, Any]:
     """Run every sampler on every oracle and write the JSON record (and a plot beside it)."""
-    watch = Stopwatch()
-    settings = SamplerBenchSettings.quick() if quick else SamplerBenchSettings()
+    run = BenchRun.start(out, seed=seed, argv=argv)
+    settings = choose(SamplerBenchSettings, quick, settings)
     rows = []
     for oracle, budgets in settings.steps.items():
         case = oracle_case(oracle, settings.samples[oracle])
-        for steps in budgets:
-            for name, spec in SAMPLERS.items():
-                row = {"oracle": oracle, "sampler": name,
-                       **_run(case, spec.rule, spec.insertion, spec.final_fill, steps, seed)}
-                rows.append(row)
-                progress(_describe(row))
+        runs = [(name, replace(options, steps=steps)) for steps in budgets for name, options in SAMPLERS.items()]
         if oracle == "toy" and settings.rules_at_200:
-            for name, rule in RULES_AT_200.items():
-                row = {"oracle": oracle, "sampler": f"poisson + {name}",
-                       **_run(case, rule, Insertion(), "sequential", 200, seed)}
-                rows.append(row)
-                progress(_describe(row))
-    plot = plot_sampler_benchmark(rows, Path(out).with_suffix(".png"))
-    record = {
-        "command": command_line(argv),
-        "seed": seed,
+            runs += [(f"poisson + {name}", SamplingOptions(200, rule, insertion=Insertion(), final_fill="sequential"))
+                     for name, rule in RULES_AT_200.items()]
+        for name, options in runs:
+            rows.append({"oracle": oracle, "sampler": name, **_run(case, options, seed)})
+            progress(_describe(rows[-1]))
+    plot = sampler_figure(rows, list(SAMPLERS), run.png())
+    return run.write({
         "settings": asdict(settings),
-        "samplers": {name: {"rule": repr(spec.rule), "insertion": asdict(spec.insertion),
-                            "final_fill": spec.final_fill} for name, spec in SAMPLERS.items()},
+        "samplers": {name: {"rule": repr(options.rule), "insertion": asdict(options.insertion),
+                            "final_fill": options.fill} for name, options in SAMPLERS.items()},
         "tuned": "nothing: every sampler runs with the settings above on every oracle",
         "criteria": _criteria(rows),
         "results": rows,
         "plot": plot.name,
-        "machine": machine_info(),
-        "wall_seconds": watch.seconds,
-    }
-    write_json(record, out)
-    return record
+    })
 
 
 def _describe(row: dict[str, Any]) -> str:
@@ -221,7 +145,6 @@ def _describe(row: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     """``flexmdm bench sampler`` (``--work-dir`` is unused: nothing is trained)."""
     record = run_sampler_benchmark(args.out, quick=args.quick, seed=args.seed, argv=args.argv)
-    for key, value in record["criteria"].items():
-        print(f"{key}: {value}")
+    print("\n".join(f"{key}: {value}" for key, value in record["criteria"].items()))
     print(f"wall time {record['wall_seconds']:.0f} s; wrote {args.out}")
     return 0

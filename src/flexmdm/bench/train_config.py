@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from flexmdm.families import family
+
 __all__ = ["benchmark_train_config"]
 
 
@@ -25,7 +27,7 @@ def benchmark_train_config(kind: str, *, model: dict[str, Any], max_length: int,
         "train": {**train, "steps": steps, "seed": seed},
         "output_dir": str(output_dir),
     }
-    if kind == "flexmdm":
+    if family(kind).inserts:
         config["model"].update(flexmdm_model or {})
         config["schedules"] = {"insertion": flexmdm_insertion_schedule}
         config["train"]["length_buckets"] = flexmdm_length_buckets

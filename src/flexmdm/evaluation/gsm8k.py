@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from flexmdm.evaluation.common import task_options
+from flexmdm.families import family
 from flexmdm.pipeline import Pipeline
 from flexmdm.sampling import Insertion, UnmaskingRule
 from flexmdm.sampling.flexmdm import ExitCriterion
@@ -59,7 +60,7 @@ def reasoning_task(model: Pipeline) -> ReasoningTask:
 
 def default_steps(kind: str, template: ReasoningTemplate) -> int:
     """The benchmark's budget: 8 insertion steps (FlexMDM); one call per canvas slot (MDM)."""
-    return 8 if kind == "flexmdm" else template.reasoning_width + template.answer_width
+    return 8 if family(kind).inserts else template.reasoning_width + template.answer_width
 
 
 def encode_records(records: Sequence[dict[str, str]], template: ReasoningTemplate, source: str | Path) -> GSM8KSet:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from flexmdm.families import FAMILIES, family
 from flexmdm.vocab import Vocab
 
 __all__ = ["ModelConfig", "MODEL_KINDS", "ARCHITECTURES"]
 
-MODEL_KINDS = ("flexmdm", "mdm", "autoregressive")
+MODEL_KINDS = tuple(FAMILIES)
 ARCHITECTURES = ("dit", "llada")
 
 
@@ -90,16 +91,17 @@ class ModelConfig:
             raise ValueError(f"n_kv_heads={self.n_kv_heads} must be >= 1 and divide n_heads={self.n_heads}")
         if self.time_groups < 1:
             raise ValueError(f"time_groups must be >= 1, got {self.time_groups}")
+        inserts = family(self.kind).inserts
         for name in ("time_rank", "gap_hidden"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-            if getattr(self, name) and (self.kind != "flexmdm" or self.architecture != "llada"):
+            if getattr(self, name) and (not inserts or self.architecture != "llada"):
                 raise ValueError(f"{name} is for the 'llada' FlexMDM only")
-        if self.length_conditioning and (self.kind != "flexmdm" or self.architecture != "dit"):
+        if self.length_conditioning and (not inserts or self.architecture != "dit"):
             raise ValueError("length_conditioning is for the 'dit' FlexMDM only")
         if self.count_cap < 0:
             raise ValueError(f"count_cap must be >= 0, got {self.count_cap}")
-        if self.count_cap and (self.kind != "flexmdm" or self.architecture != "dit"):
+        if self.count_cap and (not inserts or self.architecture != "dit"):
             raise ValueError("count_cap (a count head) is for the 'dit' FlexMDM only")
         Vocab(self.vocab_size, self.mask_id, self.pad_id)  # validates the ids
 

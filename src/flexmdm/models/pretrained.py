@@ -22,9 +22,8 @@ from torch import Tensor, nn
 
 from flexmdm.atomic import atomic_directory
 from flexmdm.errors import InputFileError
-from flexmdm.models.autoregressive import AutoregressiveLM
+from flexmdm.families import family
 from flexmdm.models.config import ModelConfig
-from flexmdm.models.dit import FlexMDMModel, MDMModel
 
 __all__ = [
     "CHECKSUM_KEY",
@@ -42,7 +41,6 @@ CONFIG_NAME = "config.json"
 TOKENIZER_NAME = "tokenizer.json"
 CHECKSUM_KEY = "weights_sha256"
 """The ``config.json`` entry holding the SHA-256 of ``model.safetensors`` (checked at load)."""
-_CLASSES = {"flexmdm": FlexMDMModel, "mdm": MDMModel, "autoregressive": AutoregressiveLM}
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -51,7 +49,7 @@ def build_model(config: ModelConfig) -> nn.Module:
         from flexmdm.models.retrofit import build_llada_model  # imports this module
 
         return build_llada_model(config)
-    return _CLASSES[config.kind](config)
+    return family(config.kind).network(config)
 
 
 def _package_version() -> str:

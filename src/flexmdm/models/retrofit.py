@@ -49,6 +49,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from flexmdm.atomic import atomic_directory
+from flexmdm.families import family
 from flexmdm.models.config import ModelConfig
 from flexmdm.models.layers import TimeEmbedding
 from flexmdm.models.llada import LLaDAModel, Modulation, llada_config_from_model_config, load_llada
@@ -129,7 +130,7 @@ class LLaDAFlexMDM(nn.Module):
 
     def __init__(self, backbone: LLaDAModel, config: ModelConfig) -> None:
         super().__init__()
-        if config.kind != "flexmdm":
+        if not family(config.kind).inserts:
             raise ValueError(f"LLaDAFlexMDM needs a config of kind 'flexmdm', got {config.kind!r}")
         self.config = config
         self.backbone = backbone
@@ -165,11 +166,11 @@ def build_llada_model(config: ModelConfig) -> nn.Module:
     """A fresh LLaDA-architecture network: :class:`LLaDAModel` (mdm) or :class:`LLaDAFlexMDM` (flexmdm)."""
     if config.dropout > 0:
         raise ValueError("the llada architecture has no dropout; set model.dropout to 0")
-    if config.kind not in ("mdm", "flexmdm"):
+    if not family(config.kind).generates:
         raise ValueError(f"the llada architecture builds 'mdm' or 'flexmdm' networks, not {config.kind!r}")
     mdm_config = dataclasses.replace(config, kind="mdm", time_rank=0, gap_hidden=0)
     backbone = LLaDAModel(llada_config_from_model_config(mdm_config), mdm_config)
-    return backbone if config.kind == "mdm" else LLaDAFlexMDM(backbone, config)
+    return LLaDAFlexMDM(backbone, config) if family(config.kind).inserts else backbone
 
 
 # -- retrofitting ---------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ import torch
 from torch import Tensor
 
 from flexmdm.constraints import Prompt
+from flexmdm.families import SamplingOptions
+from flexmdm.sampling import SampleOutput, sample_flexmdm
 from flexmdm.schedules import LinearSchedule, Schedule
 from flexmdm.testing.exact import ExactFlexOracle, empirical_distribution, total_variation
 from flexmdm.vocab import Vocab
@@ -65,6 +67,15 @@ class OracleCase:
     max_length: int | Tensor
     judge: Callable[[int, tuple[int, ...]], tuple[bool, bool, bool | None]]
     target: dict[tuple[int, ...], float] | None = None
+
+    def sample(self, options: SamplingOptions, seed: int) -> SampleOutput:
+        """Samples of every prompt row from the exact oracle (linear schedules, as the oracle's)."""
+        schedule = LinearSchedule()
+        return sample_flexmdm(
+            self.oracle, vocab=self.vocab, insertion_schedule=schedule, unmasking_schedule=schedule,
+            steps=options.steps, max_length=self.max_length, prompt=self.prompt, rule=options.rule,
+            insertion=options.insertion, final_fill=options.fill, generator=torch.Generator().manual_seed(seed),
+        )
 
     def score(self, tokens: Tensor, lengths: Tensor) -> dict[str, float | None]:
         """``invalid_rate``, ``accuracy``, ``trace_exact`` and ``tv`` of a batch of samples."""

@@ -33,6 +33,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from flexmdm.atomic import write_text_atomic
+from flexmdm.families import FAMILIES, family
 from flexmdm.losses import MAX_TIME
 from flexmdm.models import ModelConfig
 from flexmdm.models.llada import LLaDAConfig, model_config_from_llada, read_llada_config
@@ -411,17 +412,19 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def _build_data(raw: Any, kind: Any) -> tuple[DataConfig, Task]:
-    """The task of ``data``; a task with a ``layout`` (FlexMDM or MDM) takes the one of ``kind``."""
+    """The task of ``data``; a task with a ``layout`` (FlexMDM or MDM) takes the one of ``kind``'s family."""
     raw = _check_mapping(raw, "data")
     name = _coerce(raw.pop("task", "toy"), str, "data.task")
     try:
         task_class = get_task_class(name)
     except KeyError as error:
         raise ConfigError(f"data.task: {error.args[0]}") from None
-    if "layout" in {f.name for f in dataclasses.fields(task_class) if f.init} and isinstance(kind, str):
-        if raw.setdefault("layout", kind) != kind:
-            raise ConfigError(f"data.layout={raw['layout']!r} contradicts model.kind={kind!r}: the layout follows "
-                              "the model; leave data.layout out")
+    model_family = FAMILIES.get(kind) if isinstance(kind, str) else None
+    if "layout" in {f.name for f in dataclasses.fields(task_class) if f.init} and model_family is not None:
+        try:
+            raw["layout"] = model_family.task_layout(raw.get("layout"))
+        except ValueError as error:
+            raise ConfigError(f"data.{error}") from None
     task = _build(task_class, raw, "data.")
     options = {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.init}
     return DataConfig(task=name, options=options), task
@@ -498,7 +501,7 @@ def config_from_dict(raw: Any, *, check_data: bool = True) -> Config:
         model = _build_retrofit_model(raw.get("model"), retrofit, task)
     schedules = _build(ScheduleConfig, raw.get("schedules"), "schedules.")
     train = _build(TrainConfig, raw.get("train"), "train.")
-    if train.length_buckets > 1 and model.kind != "flexmdm":
+    if train.length_buckets > 1 and not family(model.kind).inserts:
         raise ConfigError(f"train.length_buckets applies to FlexMDM states only; model.kind is {model.kind!r}")
     if train.packing and model.architecture != "dit":
         raise ConfigError(f"train.packing needs model.architecture 'dit', got {model.architecture!r}")

@@ -57,11 +57,11 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from flexmdm.atomic import write_text_atomic
-from flexmdm.interpolant import FlexBatch, FlexInterpolant, MDMBatch, MDMInterpolant
-from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss, sample_times
+from flexmdm.families import family
+from flexmdm.losses import LossOutput, sample_times
 from flexmdm.models import ModelConfig, save_pretrained
 from flexmdm.models.retrofit import save_retrofit
-from flexmdm.tasks.base import Task, TrainingBatch
+from flexmdm.tasks.base import TrainingBatch
 from flexmdm.training.checkpoint import (
     ResumePoint,
     checkpoint_path,
@@ -194,127 +194,6 @@ class _Stats:
         return torch.stack([v.to(generated.device) for v in values])
 
 
-def _network_options(config: Config) -> dict[str, Any]:
-    """Keyword arguments of every network call: ``packed=True`` with ``train.packing`` (the DiT and
-    autoregressive networks run on the live positions only, :mod:`flexmdm.models.packing`)."""
-    return {"packed": True} if config.train.packing else {}
-
-
-class _FlexObjective:
-    """FlexMDM: joint interpolant, eq. 7, states cropped to the longest x_t (or packed)."""
-
-    def __init__(self, config: Config, task: Task):
-        self.insertion, self.unmasking = config.schedules.build()
-        self.interpolant = FlexInterpolant(self.insertion, self.unmasking, task.vocab)
-        self.options = _network_options(config)
-
-    def normaliser(self, batch: TrainingBatch) -> Tensor:
-        return batch.num_generated
-
-    def states(self, batch: TrainingBatch, t: Tensor, generator: torch.Generator) -> FlexBatch:
-        return self.interpolant.sample(
-            batch.x1, batch.lengths, t, frozen=batch.frozen, allowed_regions=batch.allowed_regions,
-            generator=generator,
-        )
-
-    def live(self, batch: TrainingBatch, states: FlexBatch) -> Tensor:
-        """Positions fed to the network that hold a token of x_t."""
-        return states.lengths.sum()
-
-    def positions(self, states: FlexBatch) -> int:
-        """Positions fed to the network (packed: the tokens of x_t only)."""
-        return int(states.lengths.sum()) if self.options else states.tokens.numel()
-
-    def passes(self, states: FlexBatch, buckets: int) -> list[FlexBatch]:
-        """The sub-batches the network runs on (see ``TrainConfig.length_buckets``)."""
-        return states.split_by_length(buckets) if buckets > 1 else [states]
-
-    def loss(self, model: nn.Module, states: FlexBatch) -> LossOutput:
-        token_logits, expected_gaps, *count = model(states.tokens, states.t, states.lengths, states.frozen,
-                                                    **self.options)
-        return flexmdm_loss(token_logits, expected_gaps, states, self.insertion, self.unmasking, *count)
-
-
-class _MDMObjective:
-    """MDM: a fixed canvas of the task's maximum length, PAD a target, eq. 4."""
-
-    def __init__(self, config: Config, task: Task):
-        _, self.unmasking = config.schedules.build()
-        self.interpolant = MDMInterpolant(self.unmasking, task.vocab)
-        self.width, self.pad_id = task.max_length, task.vocab.pad_id
-        self.options = _network_options(config)
-
-    def normaliser(self, batch: TrainingBatch) -> Tensor:
-        return batch.x1.shape[0] * self.width - batch.frozen.sum()
-
-    def states(self, batch: TrainingBatch, t: Tensor, generator: torch.Generator) -> MDMBatch:
-        canvas, frozen = batch.canvas(self.width, self.pad_id)
-        return self.interpolant.sample(canvas, t, frozen=frozen, generator=generator)
-
-    def live(self, batch: TrainingBatch, states: MDMBatch) -> Tensor:
-        """Canvas positions that hold a data token (the rest is PAD)."""
-        return batch.lengths.sum()
-
-    def positions(self, states: MDMBatch) -> int:
-        """The whole canvas, packed or not."""
-        return states.tokens.numel()
-
-    def passes(self, states: MDMBatch, buckets: int) -> list[MDMBatch]:
-        return [states]
-
-    def loss(self, model: nn.Module, states: MDMBatch) -> LossOutput:
-        token_logits = model(states.tokens, states.t, states.lengths, states.frozen, **self.options)
-        return mdm_loss(token_logits, states, self.unmasking)
-
-
-@dataclass
-class _CausalBatch:
-    """Clean sequences for the causal reference LM, cropped to the longest one (no time, no noise)."""
-
-    tokens: Tensor
-    lengths: Tensor
-    frozen: Tensor
-
-
-class _AutoregressiveObjective:
-    """Causal LM: next-token cross-entropy, the end of each sequence (target PAD) included."""
-
-    def __init__(self, config: Config, task: Task):
-        self.pad_id = task.vocab.pad_id
-        self.options = _network_options(config)
-
-    def normaliser(self, batch: TrainingBatch) -> Tensor:
-        return batch.num_generated + batch.x1.shape[0]
-
-    def states(self, batch: TrainingBatch, t: Tensor, generator: torch.Generator) -> _CausalBatch:
-        width = int(batch.lengths.max()) if len(batch.lengths) else 0
-        return _CausalBatch(batch.x1[:, :width], batch.lengths, batch.frozen[:, :width])
-
-    def live(self, batch: TrainingBatch, states: _CausalBatch) -> Tensor:
-        return batch.lengths.sum()
-
-    def positions(self, states: _CausalBatch) -> int:
-        """Positions fed to the network (packed: the tokens only)."""
-        return int(states.lengths.sum()) if self.options else states.tokens.numel()
-
-    def passes(self, states: _CausalBatch, buckets: int) -> list[_CausalBatch]:
-        return [states]
-
-    def loss(self, model: nn.Module, states: _CausalBatch) -> LossOutput:
-        batch, n = states.tokens.shape
-        slots = torch.arange(n + 1, device=states.tokens.device)[None, :]
-        targets = torch.cat([states.tokens, states.tokens.new_full((batch, 1), self.pad_id)], dim=1)
-        targets = torch.where(slots == states.lengths[:, None], self.pad_id, targets)
-        frozen = torch.cat([states.frozen, torch.zeros_like(states.frozen[:, :1])], dim=1)
-        scored = (slots <= states.lengths[:, None]) & ~frozen
-        nll = torch.nn.functional.cross_entropy(model(states.tokens, states.lengths, **self.options).transpose(1, 2),
-                                                targets, reduction="none")
-        per_sequence = torch.where(scored, nll, 0.0).sum(dim=1)
-        num_tokens = scored.sum()
-        token_loss = per_sequence.sum() / num_tokens.clamp(min=1)
-        return LossOutput(token_loss, token_loss, torch.zeros_like(token_loss), num_tokens, per_sequence)
-
-
 def _to_device(states: Any, device: torch.device) -> Any:
     if device.type == "cpu":
         return states
@@ -330,9 +209,11 @@ class _Run:
         self.output_dir = Path(config.output_dir)
         self.task = config.data.build_task()
         self.micro, self.accum = self.train_cfg.batching(ctx.world_size)
-        objective = {"flexmdm": _FlexObjective, "mdm": _MDMObjective,
-                     "autoregressive": _AutoregressiveObjective}[config.model.kind]
-        self.objective = objective(config, self.task)
+        insertion, unmasking = config.schedules.build()
+        self.objective = family(config.model.kind).objective(
+            {"insertion": insertion, "unmasking": unmasking}, self.task.vocab, self.task.max_length,
+            packed=config.train.packing,
+        )
 
         torch.manual_seed(self.train_cfg.seed)
         self.model = (model_factory(config.model) if model_factory else build_network(config)).to(ctx.device)

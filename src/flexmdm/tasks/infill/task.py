@@ -37,6 +37,7 @@ from tokenizers import Tokenizer
 
 from flexmdm.atomic import atomic_directory
 from flexmdm.constraints import Prompt
+from flexmdm.families import layout_family
 from flexmdm.tasks.cache import cache_folder, load_or_build, source_identity
 from flexmdm.tasks.infill.functions import FunctionSource, split_by_module, stdlib_functions
 from flexmdm.tasks.infill.spans import SPAN_KINDS, InfillExample, SpanKind, candidate_spans, cut
@@ -123,8 +124,7 @@ class InfillTask(Task):
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.layout not in ("flexmdm", "mdm"):
-            raise ValueError(f"layout must be 'flexmdm' or 'mdm', got {self.layout!r}")
+        layout_family(self.layout)  # raises for a layout no generating family trains on
         if self.max_function_tokens < 2 or self.max_middle_tokens < 1:
             raise ValueError("max_function_tokens must be >= 2 and max_middle_tokens >= 1")
         if self.max_span_lines < 2:
@@ -234,7 +234,7 @@ class InfillTask(Task):
         width, pad = self.max_length, self.vocab.pad_id
         x1 = torch.full((batch_size, width), pad, dtype=torch.long)
         frozen = torch.zeros(batch_size, width, dtype=torch.bool)
-        if self.layout == "flexmdm":
+        if layout_family(self.layout).inserts:
             for b, e in enumerate(draws):
                 row = e.prefix + e.middle + e.suffix
                 x1[b, :len(row)] = torch.tensor(row)

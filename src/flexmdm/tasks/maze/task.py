@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from flexmdm.constraints import Prompt
-from flexmdm.families import Conditioning
+from flexmdm.families import Conditioning, layout_family
 from flexmdm.tasks.maze.data import (
     Cell,
     Maze,
@@ -62,8 +62,7 @@ class MazeTask(Task):
     def __post_init__(self) -> None:
         if self.rooms < 1:
             raise ValueError(f"rooms must be >= 1, got {self.rooms}")
-        if self.layout not in ("flexmdm", "mdm"):
-            raise ValueError(f"layout must be 'flexmdm' or 'mdm', got {self.layout!r}")
+        layout_family(self.layout)  # raises for a layout no generating family trains on
         if not 2 <= self.k_min <= self.k_max:
             raise ValueError(f"k_min and k_max need 2 <= k_min <= k_max, got {self.k_min}, {self.k_max}")
 
@@ -95,11 +94,11 @@ class MazeTask(Task):
     @property
     def max_length(self) -> int:
         """Longest path (FlexMDM), or K_max + 1 + longest path (the MDM canvas)."""
-        extra = self.k_max + 1 if self.layout == "mdm" else 0
+        extra = 0 if layout_family(self.layout).inserts else self.k_max + 1
         return self.dataset.longest_path + extra
 
     def sample_batch(self, batch_size: int, generator: torch.Generator, split: Split = "train") -> TrainingBatch:
-        if self.layout == "flexmdm":
+        if layout_family(self.layout).inserts:
             x1, lengths, frozen, allowed = flexmdm_training_batch(
                 self.dataset, batch_size, self.k_choices, generator, self.tokens, split=split
             )

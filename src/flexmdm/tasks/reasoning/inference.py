@@ -187,42 +187,12 @@ def answer_log_probability(
     """
     if not len(questions) == len(reasonings) == len(answers):
         raise ValueError(f"{len(questions)} questions, {len(reasonings)} reasonings, {len(answers)} answers")
-    vocab = template.vocab
-    _, _, a_open, a_close = template.delimiter_ids
-    if kind == "mdm":
-        canvas, frozen = template.mdm_canvas(questions)
-        start = torch.tensor([len(q) + 1 for q in questions])
-        targets = canvas.clone()
-        for b, (reasoning, answer) in enumerate(zip(reasonings, answers)):
-            if len(reasoning) > template.reasoning_width or len(answer) > template.answer_width:
-                raise ValueError(f"row {b}: the reasoning or the answer exceeds its region")
-            s = int(start[b])
-            canvas[b, s : s + len(reasoning)] = torch.tensor(list(reasoning), dtype=torch.long)  # clean, not frozen
-        region = answer_region(canvas, a_open, a_close)
-        padded = [list(a) + [vocab.pad_id] * (template.answer_width - len(a)) for a in answers]
-        targets[region] = torch.tensor([tok for row in padded for tok in row], dtype=torch.long)
-        lengths = torch.full((len(questions),), canvas.shape[1])
-        forbid = [vocab.mask_id]
-    elif kind == "flexmdm":
-        rows, flags = [], []
-        r_open, r_close, _, _ = template.delimiter_ids
-        for question, reasoning, answer in zip(questions, reasonings, answers):
-            rows.append([*question, r_open, *reasoning, r_close, a_open, *answer, a_close])
-            flags.append([True] * (len(question) + 1) + [False] * len(reasoning) + [True, True]
-                         + [False] * len(answer) + [True])
-        width = max(len(r) for r in rows)
-        targets = torch.full((len(rows), width), vocab.pad_id, dtype=torch.long)
-        frozen = torch.zeros(len(rows), width, dtype=torch.bool)
-        for b, (row, flag) in enumerate(zip(rows, flags)):
-            targets[b, : len(row)] = torch.tensor(row)
-            frozen[b, : len(row)] = torch.tensor(flag)
-        lengths = torch.tensor([len(r) for r in rows])
-        region = answer_region(targets, a_open, a_close)
-        canvas = torch.where(region, vocab.mask_id, targets)
-        forbid = [vocab.mask_id, vocab.pad_id]
-    else:
+    model_family = family(kind)
+    if not model_family.generates:
         raise ValueError(f"kind must be 'flexmdm' or 'mdm', got {kind!r}")
-
+    state = _flexmdm_answer_state if model_family.inserts else _mdm_answer_state
+    canvas, targets, frozen, lengths, region, forbid = state(template, questions, reasonings, answers)
+    vocab = template.vocab
     generated = (~frozen) & (torch.arange(canvas.shape[1])[None, :] < lengths[:, None])
     if t is None:
         clean = (generated & (canvas != vocab.mask_id)).sum(dim=1) / generated.sum(dim=1).clamp(min=1)
@@ -245,3 +215,51 @@ def answer_log_probability(
         canvas[rows[live], slot[live]] = target[live]
         remaining[rows[live], slot[live]] = False
     return total
+
+
+AnswerState = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, list[int]]
+"""``(canvas [B, n], targets [B, n], frozen [B, n], lengths [B], answer region [B, n], forbidden ids)``."""
+
+
+def _mdm_answer_state(template: ReasoningTemplate, questions: Sequence[Sequence[int]],
+                      reasonings: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> AnswerState:
+    """The MDM canvas: the rest of the reasoning region MASK, the answer region scored with its PAD filler."""
+    vocab = template.vocab
+    _, _, a_open, a_close = template.delimiter_ids
+    canvas, frozen = template.mdm_canvas(questions)
+    start = torch.tensor([len(q) + 1 for q in questions])
+    targets = canvas.clone()
+    for b, (reasoning, answer) in enumerate(zip(reasonings, answers)):
+        if len(reasoning) > template.reasoning_width or len(answer) > template.answer_width:
+            raise ValueError(f"row {b}: the reasoning or the answer exceeds its region")
+        s = int(start[b])
+        canvas[b, s : s + len(reasoning)] = torch.tensor(list(reasoning), dtype=torch.long)  # clean, not frozen
+    region = answer_region(canvas, a_open, a_close)
+    padded = [list(a) + [vocab.pad_id] * (template.answer_width - len(a)) for a in answers]
+    targets[region] = torch.tensor([tok for row in padded for tok in row], dtype=torch.long)
+    lengths = torch.full((len(questions),), canvas.shape[1])
+    forbid = [vocab.mask_id]
+    return canvas, targets, frozen, lengths, region, forbid
+
+
+def _flexmdm_answer_state(template: ReasoningTemplate, questions: Sequence[Sequence[int]],
+                          reasonings: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> AnswerState:
+    """The FlexMDM state: the answer region holds exactly ``len(answer)`` masks."""
+    vocab = template.vocab
+    r_open, r_close, a_open, a_close = template.delimiter_ids
+    rows, flags = [], []
+    for question, reasoning, answer in zip(questions, reasonings, answers):
+        rows.append([*question, r_open, *reasoning, r_close, a_open, *answer, a_close])
+        flags.append([True] * (len(question) + 1) + [False] * len(reasoning) + [True, True]
+                     + [False] * len(answer) + [True])
+    width = max(len(r) for r in rows)
+    targets = torch.full((len(rows), width), vocab.pad_id, dtype=torch.long)
+    frozen = torch.zeros(len(rows), width, dtype=torch.bool)
+    for b, (row, flag) in enumerate(zip(rows, flags)):
+        targets[b, : len(row)] = torch.tensor(row)
+        frozen[b, : len(row)] = torch.tensor(flag)
+    lengths = torch.tensor([len(r) for r in rows])
+    region = answer_region(targets, a_open, a_close)
+    canvas = torch.where(region, vocab.mask_id, targets)
+    forbid = [vocab.mask_id, vocab.pad_id]
+    return canvas, targets, frozen, lengths, region, forbid

@@ -10,6 +10,7 @@ from typing import Literal
 
 import torch
 
+from flexmdm.families import layout_family
 from flexmdm.tasks.reasoning.problems import Problem, generate_problem
 from flexmdm.tasks.reasoning.template import ReasoningTemplate, template_parts
 from flexmdm.tasks.base import Split, Task, TrainingBatch, register_task
@@ -53,8 +54,7 @@ class ReasoningTask(Task):
     layout: Literal["flexmdm", "mdm"] = "flexmdm"
 
     def __post_init__(self) -> None:
-        if self.layout not in ("flexmdm", "mdm"):
-            raise ValueError(f"layout must be 'flexmdm' or 'mdm', got {self.layout!r}")
+        layout_family(self.layout)  # raises for a layout no generating family trains on
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
         if self.max_value < 9:
@@ -114,7 +114,7 @@ class ReasoningTask(Task):
         """Every split in the task's layout, as padded tensors."""
         out = {}
         for name, data in self.splits.items():
-            if self.layout == "flexmdm":
+            if layout_family(self.layout).inserts:
                 rows = [self.template.flexmdm_example(q, r, a) for q, r, a in
                         zip(data.questions, data.reasonings, data.answers)]
                 width = max(len(ids) for ids, _, _ in rows)
@@ -137,7 +137,7 @@ class ReasoningTask(Task):
     def sample_batch(self, batch_size: int, generator: torch.Generator, split: Split = "train") -> TrainingBatch:
         arrays = self._arrays[split]
         index = torch.randint(arrays[0].shape[0], (batch_size,), generator=generator)
-        if self.layout == "flexmdm":
+        if layout_family(self.layout).inserts:
             x1, lengths, frozen, regions = (a[index] for a in arrays)
             width = int(lengths.max())
             slots = torch.arange(width + 1)[None, :]
