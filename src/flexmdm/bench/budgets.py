@@ -13,13 +13,17 @@ model's score at three budgets:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
+from flexmdm.pipeline import Pipeline
 from flexmdm.training.checkpoint import checkpoint_dir, load_trainer_state
 
-__all__ = ["Checkpoint", "budget_rows", "saved_checkpoints"]
+__all__ = ["Checkpoint", "budget_rows", "learning_curve", "saved_checkpoints"]
 
 BUDGETS = ("equal_steps", "equal_cpu", "plateau")
 
@@ -42,6 +46,13 @@ def saved_checkpoints(output_dir: str | Path) -> list[Checkpoint]:
     if not found:
         raise FileNotFoundError(f"{output_dir}: no checkpoints (set train.save_every)")
     return sorted(found, key=lambda c: c.step)
+
+
+def learning_curve(output_dir: str | Path, score: Callable[[Pipeline], dict[str, Any]], *,
+                   label: str = "") -> list[dict[str, Any]]:
+    """``{"step", "train_seconds", **score(pipeline)}`` for every checkpoint of the run in ``output_dir``."""
+    return [{"step": c.step, "train_seconds": c.train_seconds, **score(Pipeline.from_pretrained(c.model_dir))}
+            for c in tqdm(saved_checkpoints(output_dir), desc=f"curve {label}".strip())]
 
 
 def _last_within(curve: list[dict[str, Any]], key: str, limit: float) -> dict[str, Any]:

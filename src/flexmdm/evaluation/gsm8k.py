@@ -37,17 +37,27 @@ from flexmdm.tasks.reasoning import (
     parse_question,
 )
 from flexmdm.tasks.reasoning.inference import generate
+from flexmdm.tasks.reasoning.task import EncodedProblems
 
 __all__ = ["GSM8KSet", "default_steps", "encode_records", "evaluate_gsm8k", "reasoning_task"]
 
 
 @dataclass(frozen=True)
 class GSM8KSet:
-    """Records ready for the model: question ids and reference answers (normalised numbers)."""
+    """Records ready for the model: question ids and reference answers (normalised numbers), and
+    the gold reasoning as the template decodes it where known (it adds ``trace_exact``)."""
 
     questions: list[list[int]]
     references: list[str]
     texts: list[str]
+    reasonings: list[str] | None = None
+
+    @classmethod
+    def from_problems(cls, template: ReasoningTemplate, data: EncodedProblems) -> GSM8KSet:
+        """A reasoning task's own problems (e.g. its validation or test split), gold reasoning included."""
+        return cls([list(q) for q in data.questions], [str(p.answer) for p in data.problems],
+                   [p.compact_question() for p in data.problems],
+                   [" ".join(template.symbols[i] for i in r) for r in data.reasonings])
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -114,7 +124,8 @@ def evaluate_gsm8k(
 
     Metrics: ``accuracy`` (answers equal to the reference), ``mean_nfe`` (network calls per
     problem, as counted by the samplers), ``mean_reasoning_length`` (tokens), ``well_formed``
-    (share of outputs whose reasoning and answer regions both decode), ``n``.
+    (share of outputs whose reasoning and answer regions both decode), ``n``; with gold reasoning,
+    ``trace_exact`` (share of outputs whose reasoning is the gold one).
     """
     rows = []
     with tqdm(total=len(data), desc="gsm8k", unit="problem", disable=not progress, dynamic_ncols=True) as bar:
@@ -131,6 +142,7 @@ def evaluate_gsm8k(
                     "reasoning": decoded.reasoning, "reasoning_length": decoded.reasoning_length,
                     "well_formed": decoded.answer is not None and decoded.reasoning is not None,
                     "nfe": int(out.nfe[row]),
+                    **({} if data.reasonings is None else {"trace_exact": decoded.reasoning == data.reasonings[index]}),
                 })
             bar.update(len(questions))
     n = len(rows)
@@ -141,4 +153,6 @@ def evaluate_gsm8k(
         "well_formed": sum(r["well_formed"] for r in rows) / n,
         "n": n,
     }
+    if data.reasonings is not None:
+        metrics["trace_exact"] = sum(r["trace_exact"] for r in rows) / n
     return metrics, rows

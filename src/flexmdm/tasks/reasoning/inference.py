@@ -11,6 +11,7 @@ All three read the template's explicit answer region (:mod:`~flexmdm.tasks.reaso
   frozen (posterior sampling of reasoning: the answer can never change).
 * :func:`answer_log_probability` — log p(answer | question, partial reasoning) under the model,
   by the chain rule over the answer positions (one call per answer position).
+* :func:`infilling_scores` — both, measured on problems with known answers and reasoning.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from flexmdm.constraints import Prompt
 from flexmdm.families import Conditioning, SamplingOptions, family
 from flexmdm.sampling import Insertion, SampleOutput
 from flexmdm.sampling.flexmdm import ExitCriterion
-from flexmdm.sampling.unmasking import UnmaskingRule, entropy
+from flexmdm.sampling.unmasking import EntropyBounded, UnmaskingRule, entropy
 from flexmdm.schedules import Schedule
+from flexmdm.tasks.reasoning.task import EncodedProblems
 from flexmdm.tasks.reasoning.template import ReasoningTemplate
 
-__all__ = ["AnswerEntropyExit", "ReasoningConditioning", "answer_log_probability", "answer_region", "generate"]
+__all__ = ["AnswerEntropyExit", "ReasoningConditioning", "answer_log_probability", "answer_region", "generate",
+           "infilling_scores"]
 
 
 def answer_region(tokens: Tensor, open_id: int, close_id: int) -> Tensor:
@@ -263,3 +266,40 @@ def _flexmdm_answer_state(template: ReasoningTemplate, questions: Sequence[Seque
     canvas = torch.where(region, vocab.mask_id, targets)
     forbid = [vocab.mask_id, vocab.pad_id]
     return canvas, targets, frozen, lengths, region, forbid
+
+
+def infilling_scores(
+    kind: str,
+    model: nn.Module,
+    template: ReasoningTemplate,
+    schedules: dict[str, Schedule],
+    data: EncodedProblems,
+    *,
+    steps: int,
+    insertion: Insertion | None,
+    prefix_fractions: Sequence[float],
+    seed: int,
+) -> dict[str, Any]:
+    """Reasoning as infilling on ``data``, decoded at temperature 0.
+
+    Returns:
+        ``answer_unchanged`` and ``gold_reasoning``: shares of the posterior samples (MED λ = 0.2,
+        the answers frozen) that keep the gold answer (always, by construction) and whose
+        reasoning is the gold one; their ``mean_nfe``; ``mean_log_p_gold_answer_by_prefix``:
+        mean log p(gold answer | question, the first fraction of the gold reasoning), by fraction.
+    """
+    out = generate(kind, model, template, schedules, data.questions, answers=data.answers, rule=EntropyBounded(0.2),
+                   steps=steps, insertion=insertion, generator=torch.Generator().manual_seed(seed))
+    kept = gold = 0
+    for row, seq in enumerate(out.sequences()):
+        decoded = template.decode(seq, out.frozen[row, : len(seq)].tolist())
+        kept += decoded.answer == "".join(template.symbols[i] for i in data.answers[row])
+        gold += decoded.reasoning == " ".join(template.symbols[i] for i in data.reasonings[row])
+    scores = {}
+    for fraction in prefix_fractions:
+        prefixes = [r[: round(fraction * len(r))] for r in data.reasonings]
+        logp = answer_log_probability(kind, model, template, schedules["unmasking"], data.questions, prefixes,
+                                      data.answers)
+        scores[str(fraction)] = float(logp.mean())
+    return {"n": len(data), "answer_unchanged": kept / len(data), "gold_reasoning": gold / len(data),
+            "mean_nfe": float(out.nfe.float().mean()), "mean_log_p_gold_answer_by_prefix": scores}
