@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from flexmdm.bench.record import Stopwatch, machine_info, write_json
-from flexmdm.bench.speed import LengthOracleGaps
+from flexmdm.bench.oracle_gaps import LengthOracleGaps
 from flexmdm.models import FlexMDMModel, ModelConfig
 from flexmdm.sampling import sample_flexmdm
 from flexmdm.schedules import LinearSchedule

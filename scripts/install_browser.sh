@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Debian's Chromium and its WebDriver for the browser test (tests/test_page_browser.py).
+# Install Debian's Chromium and its WebDriver for the browser test (tests/viz/test_page_browser.py).
 #
 #   bash scripts/install_browser.sh
 #

@@ -15,8 +15,8 @@ import torch
 from flexmdm.cli import build_parser, main
 from flexmdm.tasks.toy import ToyLanguage
 from flexmdm.viz import read_trace_jsonl, replay_sequence
-from tests.test_training import subprocess_env, write_config
-from tests.test_viz import embedded_page_data
+from tests.training.test_training import subprocess_env, write_config
+from tests.viz.test_viz import embedded_page_data
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = ToyLanguage().vocab

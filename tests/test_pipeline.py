@@ -12,7 +12,7 @@ from flexmdm.cli import main
 from flexmdm.constraints import Prompt
 from flexmdm.families import family
 from flexmdm.sampling import EntropyBounded, Insertion, mdm_canvas, sample_flexmdm, sample_mdm
-from tests.test_training import write_config
+from tests.training.test_training import write_config
 
 
 @pytest.fixture(scope="module")

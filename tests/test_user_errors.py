@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flexmdm.cli import main
-from tests.test_training import write_config
+from tests.training.test_training import write_config
 from tests.user_errors import Case, check_user_error
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from flexmdm.cli import main
-from tests.test_training import TINY, write_config
+from tests.training.test_training import TINY, write_config
 from tests.user_errors import Case, check_user_error
 
 pytestmark = pytest.mark.e2e

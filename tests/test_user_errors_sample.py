@@ -31,7 +31,7 @@ import flexmdm
 from flexmdm.cli import main
 from flexmdm.tasks.toy import ToyLanguage
 from flexmdm.viz import read_trace_jsonl, replay_sequence
-from tests.test_training import subprocess_env, write_config
+from tests.training.test_training import subprocess_env, write_config
 from tests.user_errors import Case, check_user_error, run_flexmdm
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 
 from flexmdm.atomic import write_text_atomic
 
-__all__ = ["machine_info", "command_line", "write_json", "Stopwatch"]
+__all__ = ["machine_info", "command_line", "write_json", "Stopwatch", "spread"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -50,3 +51,8 @@ class Stopwatch:
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median and range of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}

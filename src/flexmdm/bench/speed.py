@@ -1,11 +1,10 @@
 """``flexmdm bench speed``: how fast training and sampling run on this machine.
 
 Everything is measured in one run, so the ratios are comparable even on a noisy shared machine.
-Each quantity is measured in every configuration (``padded``: batches cropped to their longest
-sequence; ``packed``: :mod:`flexmdm.models.packing`), alternating the configurations within each
-of ``repeats`` rounds; the record gives each one's median with its range (``configurations``),
-and at the top level the medians of the configuration with the higher real-token training
-throughput (``recommended``):
+Each quantity is measured in every configuration (:data:`CONFIGURATIONS`: padded or packed, eager
+or compiled), alternating the configurations within each of ``repeats`` rounds; the record gives
+each one's median with its range (``configurations``), and at the top level the medians of the
+configuration with the higher real-token training throughput (``recommended``):
 
 * ``matmul_peak_gflops``: fp32 ``2048 × 2048`` matmuls, best of several repetitions.
 * ``train_real_tokens_per_s`` and ``mfu_real_tokens``: full FlexMDM training steps
@@ -17,10 +16,14 @@ throughput (``recommended``):
   instead, as the earlier records did; ``padding_fraction`` is the share of those positions that
   hold no token, ``attention_padding_fraction`` the share of attention scores computed outside a
   sequence's own block.
+* ``train_first_step_seconds`` and ``sample_first_seconds``: the first training step and the first
+  FlexMDM and MDM samples of each configuration (a repeat of the sample cost), compiling included
+  (inductor's on-disk cache shortens it on later runs). Every configuration warms up twice, in
+  turn, before the timings.
 * ``sampler_overhead_fraction``: share of FlexMDM sampling wall time (batch 64) spent outside
   the network calls — the rules, insertions, bookkeeping.
 * ``flexmdm_vs_mdm_sample_cost``: wall time of one FlexMDM sample over one MDM sample of the
-  same data, same network and the same number of steps. Data lengths are uniform on
+  same data, same network run the same way (eager or compiled) and the same number of steps. Data lengths are uniform on
   [L/8, L]; MDM fills a canvas of L (padded: it has no padding), FlexMDM grows each sequence and
   runs only its live sequences, cropped to the longest or packed. To make FlexMDM grow realistic
   lengths without a trained model, the network's gap head is replaced by the exact expected gap
@@ -37,7 +40,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -47,12 +49,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.bench.attention import measure_attention
+from flexmdm.bench.oracle_gaps import LengthOracleGaps
+from flexmdm.bench.record import Stopwatch, command_line, machine_info, spread, write_json
 from flexmdm.interpolant import FlexInterpolant
 from flexmdm.losses import flexmdm_loss, sample_times
 from flexmdm.models import FlexMDMModel, MDMModel, ModelConfig
-from flexmdm.models.layers import Padded
-from flexmdm.models.packing import Packing, first_fit_decreasing
+from flexmdm.models.compiled import CompiledNetwork
+from flexmdm.models.packing import first_fit_decreasing
 from flexmdm.sampling import mdm_canvas, sample_flexmdm, sample_mdm
 from flexmdm.schedules import LinearSchedule, Schedule
 
@@ -74,6 +78,7 @@ class SpeedSettings:
     sample_steps: int = 64
     cost_batch: int = 16
     repeats: int = 3
+    compiled: bool = True
     seed: int = 0
 
     @classmethod
@@ -108,28 +113,43 @@ def _flops_per_token(model: torch.nn.Module, config: ModelConfig, positions: int
     return 6.0 * dense + 12.0 * config.n_layers * config.d_model * positions
 
 
-CONFIGURATIONS = ("padded", "packed")
-"""How the networks are fed: padded batches cropped to their longest sequence, or packed
-(:mod:`flexmdm.models.packing`)."""
+CONFIGURATIONS = {"padded": (False, False), "packed": (True, False),
+                  "padded_compiled": (False, True), "packed_compiled": (True, True)}
+"""``(packed, compiled)`` of every configuration: padded batches are cropped to their longest
+sequence, packed ones hold none (:mod:`flexmdm.models.packing`); compiled networks run through
+``torch.compile`` (:class:`~flexmdm.models.compiled.CompiledNetwork`)."""
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    """Median and range of repeated measurements."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+def _configurations(settings: SpeedSettings) -> dict[str, tuple[bool, bool]]:
+    return {name: how for name, how in CONFIGURATIONS.items() if settings.compiled or not how[1]}
+
+
+def _run(network: torch.nn.Module, compiled: bool) -> torch.nn.Module:
+    return CompiledNetwork(network) if compiled else network
+
+
+def _alternate(repeats: int, measures: dict[str, Callable[[], dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Every measurement ``repeats`` times, alternating them: the median and range of each key."""
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in measures}
+    for _ in range(repeats):
+        for name, measure in measures.items():
+            samples[name].append(measure())
+    return {name: {key: spread([row[key] for row in rows]) for key in rows[0]} for name, rows in samples.items()}
 
 
 class _TrainingRun:
     """Full FlexMDM training steps of the reference model in one configuration.
 
     Every configuration starts from the same weights and draws the same sequence of batches, so
-    repeat r of each configuration times the same work.
+    repeat r of each configuration times the same work. The first step (compiling) is timed apart.
     """
 
-    def __init__(self, settings: SpeedSettings, packed: bool) -> None:
+    def __init__(self, settings: SpeedSettings, packed: bool, compiled: bool) -> None:
         torch.manual_seed(settings.seed)
         self.settings, self.packed = settings, packed
         self.config = _model_config(settings, "flexmdm")
         self.model = FlexMDMModel(self.config)
+        self.network = _run(self.model, compiled)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.schedule = LinearSchedule()
         self.interpolant = FlexInterpolant(self.schedule, self.schedule, self.config.vocab)
@@ -137,13 +157,15 @@ class _TrainingRun:
         length = settings.sequence_length
         self.x1 = torch.randint(0, settings.vocab_size - 2, (settings.train_batch, length), generator=self.generator)
         self.lengths = torch.full((settings.train_batch,), length)
-        self.step()  # warm-up
+        watch = Stopwatch()
+        self.step()
+        self.first_step_seconds = watch.seconds
 
     def step(self) -> Tensor:
         """One step; returns the state lengths ``[B]``."""
         t = sample_times(self.settings.train_batch, generator=self.generator)
         batch = self.interpolant.sample(self.x1, self.lengths, t, generator=self.generator)
-        logits, gaps = self.model(batch.tokens, batch.t, batch.lengths, batch.frozen, packed=self.packed)
+        logits, gaps = self.network(batch.tokens, batch.t, batch.lengths, batch.frozen, packed=self.packed)
         loss = flexmdm_loss(logits, gaps, batch, self.schedule, self.schedule).loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -192,62 +214,12 @@ def measure_training(settings: SpeedSettings, peak_gflops: float) -> dict[str, d
     (each attending over its own sequence) per second, over the matmul peak; ``mfu`` counts
     every processed position as the reference record did.
     """
-    runs = {name: _TrainingRun(settings, packed=name == "packed") for name in CONFIGURATIONS}
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGURATIONS}
-    for _ in range(settings.repeats):
-        for name, run in runs.items():
-            samples[name].append(run.measure(peak_gflops))
-    return {name: {key: _spread([s[key] for s in samples[name]]) for key in samples[name][0]}
-            for name in CONFIGURATIONS}
-
-
-def measure_attention(settings: SpeedSettings, flex: bool) -> dict[str, dict[str, float]]:
-    """Milliseconds of the attention alone on one batch of FlexMDM states (n + 1 slots each):
-    padded SDPA and packed rows with SDPA (what ``packed`` uses), forward and forward + backward;
-    with ``flex``, FlexAttention with a document mask over the whole packed sequence, compiled
-    once outside the timing, forward only where it has no backward (CPU, torch 2.13)."""
-    generator = torch.Generator().manual_seed(settings.seed)
-    length, heads = settings.sequence_length, settings.n_heads
-    dim = settings.d_model // heads
-    slots = (sample_times(settings.train_batch, generator=generator) * length).long() + 1
-    width = int(slots.max())
-    padded, packing = Padded(slots, width), Packing(slots, width)
-    padded_qkv = [torch.randn(settings.train_batch, heads, width, dim, generator=generator) for _ in range(3)]
-    packed_qkv = [packing.pack(x.transpose(1, 2)).transpose(1, 2) for x in padded_qkv]  # [1, H, T, D]
-    kernels: dict[str, tuple[Callable[..., Tensor], list[Tensor], bool]] = {
-        "padded_sdpa": (padded.attend, padded_qkv, True),
-        "packed_rows_sdpa": (packing.attend, packed_qkv, True),
-    }
-    if flex:
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-        segment = packing.segment
-        block_mask = create_block_mask(lambda b, h, q, k: segment[q] == segment[k], None, None,
-                                       packing.tokens, packing.tokens, device=segment.device.type)
-        compiled = torch.compile(flex_attention)
-
-        def document(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            return compiled(q, k, v, block_mask=block_mask)
-
-        backward = segment.device.type != "cpu"
-        kernels["packed_flex_document"] = (document, packed_qkv, backward)
-        _attend(document, packed_qkv, backward)  # compile
-    samples: dict[str, list[float]] = {}
-    for _ in range(settings.repeats):
-        for name, (attend, qkv, trainable) in kernels.items():
-            for mode in ("forward", "forward_backward") if trainable else ("forward",):
-                watch = Stopwatch()
-                _attend(attend, qkv, mode == "forward_backward")
-                samples.setdefault(f"{name}_{mode}", []).append(watch.seconds * 1000)
-    return {name: _spread(values) for name, values in samples.items()}
-
-
-def _attend(attend: Callable[..., Tensor], qkv: list[Tensor], backward: bool) -> None:
-    with torch.set_grad_enabled(backward):
-        q, k, v = (x.detach().requires_grad_(backward) for x in qkv)
-        out = attend(q, k, v)
-        if backward:
-            out.sum().backward()
+    runs = {name: _TrainingRun(settings, *how) for name, how in _configurations(settings).items()}
+    for run in runs.values():  # once all are compiled (see measure_sampling)
+        run.step()
+    training = _alternate(settings.repeats, {name: functools.partial(run.measure, peak_gflops)
+                                             for name, run in runs.items()})
+    return {name: {**training[name], "train_first_step_seconds": run.first_step_seconds} for name, run in runs.items()}
 
 
 class _TimedDenoiser:
@@ -266,80 +238,64 @@ class _TimedDenoiser:
         return out
 
 
-class LengthOracleGaps(torch.nn.Module):
-    """A network whose gap head is replaced by the exact expected gaps of a length distribution.
+class _Sampling:
+    """FlexMDM and MDM sampling in every configuration: the reference FlexMDM network (its gaps
+    exact for lengths uniform on [L/8, L]) and an MDM of the same size, run eagerly or compiled.
+    The MDM fills full canvases of L, padded (it has no padding)."""
 
-    For data whose lengths follow ``length_probs [L + 1]`` and whose positions are exchangeable,
-    the posterior of the data length given a state of length n at time t is
-    p(ℓ) · C(ℓ, n) · α_t^n · (1 − α_t)^(ℓ − n); the remaining ℓ − n tokens are spread evenly
-    over the n + 1 gaps.
-    """
+    def __init__(self, settings: SpeedSettings) -> None:
+        self.settings, self.schedule = settings, LinearSchedule()
+        flex, mdm = _flex_network(settings, self.schedule), MDMModel(_model_config(settings, "mdm")).eval()
+        modes = {compiled for _, compiled in _configurations(settings).values()}
+        self.networks = {compiled: (_run(flex, compiled), _run(mdm, compiled)) for compiled in modes}
+        self.vocab = flex.network.config.vocab
+        self.canvas, self.frozen = mdm_canvas([[]] * settings.cost_batch, settings.sequence_length, self.vocab)
+        self.first_seconds: dict[str, float] = {}
 
-    def __init__(self, network: torch.nn.Module, length_probs: Tensor, schedule: Schedule) -> None:
-        super().__init__()
-        self.network = network
-        self.log_probs = length_probs.double().log()
-        self.schedule = schedule
-
-    def forward(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor,
-                packed: bool = False) -> tuple[Tensor, Tensor]:
-        logits, _ = self.network(x, t, lengths, frozen, packed=packed)
-        ell = torch.arange(len(self.log_probs), dtype=torch.float64)
-        n = lengths.double()[:, None]
-        a = self.schedule.value(t.double()).clamp(1e-12, 1 - 1e-12)[:, None]
-        log_choose = torch.lgamma(ell + 1) - torch.lgamma(n + 1) - torch.lgamma((ell - n).clamp(min=0) + 1)
-        log_w = self.log_probs + log_choose + n * a.log() + (ell - n) * torch.log1p(-a)
-        log_w = torch.where(ell >= n, log_w, float("-inf"))
-        remaining = (torch.softmax(log_w, dim=1) * (ell - n).clamp(min=0)).sum(dim=1)
-        slots = torch.arange(x.shape[1] + 1) <= lengths[:, None]
-        gaps = torch.where(slots, (remaining / (lengths + 1))[:, None], 0.0)
-        return logits, gaps.float()
-
-
-def measure_sampling(settings: SpeedSettings) -> dict[str, dict[str, Any]]:
-    """The FlexMDM / MDM cost per sample in every configuration (medians and ranges of alternating
-    repeats, each ratio taken within one repeat); the MDM fills full canvases, padded."""
-    schedule = LinearSchedule()
-    flex_network = _flex_network(settings, schedule)
-    mdm_network = MDMModel(_model_config(settings, "mdm")).eval()
-    vocab = flex_network.network.config.vocab
-    canvas, frozen = mdm_canvas([[]] * settings.cost_batch, settings.sequence_length, vocab)
-    _sample_flexmdm(settings, flex_network, schedule, 2)  # warm-up
-
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGURATIONS}
-    for _ in range(settings.repeats):
+    def warm_up(self, name: str) -> None:
+        """Sample what :meth:`cost` samples (compiling every shape it meets); the first time is
+        kept in ``first_seconds``."""
         watch = Stopwatch()
-        sample_mdm(mdm_network, vocab=vocab, unmasking_schedule=schedule, steps=settings.sample_steps, canvas=canvas,
-                   frozen=frozen, final_fill="parallel", generator=torch.Generator().manual_seed(settings.seed))
-        mdm_seconds = watch.seconds / settings.cost_batch
-        for name in CONFIGURATIONS:
-            denoiser = functools.partial(flex_network, packed=name == "packed")
-            watch = Stopwatch()
-            out = _sample_flexmdm(settings, denoiser, schedule, settings.cost_batch)
-            flex_seconds = watch.seconds / settings.cost_batch
-            samples[name].append({
-                "flexmdm_sample_seconds": flex_seconds,
-                "mdm_sample_seconds": mdm_seconds,
+        self.cost(name)
+        self.first_seconds.setdefault(name, watch.seconds)
+
+    def cost(self, name: str) -> dict[str, float]:
+        """Seconds per sample of FlexMDM and MDM sampling (batch ``cost_batch``) and their ratio."""
+        packed, compiled = CONFIGURATIONS[name]
+        flex, mdm = self.networks[compiled]
+        batch = self.settings.cost_batch
+        watch = Stopwatch()
+        sample_mdm(mdm, vocab=self.vocab, unmasking_schedule=self.schedule, steps=self.settings.sample_steps,
+                   canvas=self.canvas, frozen=self.frozen, final_fill="parallel",
+                   generator=torch.Generator().manual_seed(self.settings.seed))
+        mdm_seconds = watch.seconds / batch
+        watch = Stopwatch()
+        out = _sample_flexmdm(self.settings, functools.partial(flex, packed=packed), self.schedule, batch)
+        flex_seconds = watch.seconds / batch
+        return {"flexmdm_sample_seconds": flex_seconds, "mdm_sample_seconds": mdm_seconds,
                 "flexmdm_mean_length": float(out.lengths.float().mean()),
-                "flexmdm_vs_mdm_sample_cost": flex_seconds / mdm_seconds,
-            })
-    return {name: {key: _spread([s[key] for s in samples[name]]) for key in samples[name][0]}
-            for name in CONFIGURATIONS}
+                "flexmdm_vs_mdm_sample_cost": flex_seconds / mdm_seconds}
+
+    def overhead(self, name: str) -> dict[str, float]:
+        """Share of FlexMDM sampling wall time (batch ``sample_batch``) outside the network calls."""
+        packed, compiled = CONFIGURATIONS[name]
+        timed = _TimedDenoiser(functools.partial(self.networks[compiled][0], packed=packed))
+        watch = Stopwatch()
+        out = _sample_flexmdm(self.settings, timed, self.schedule, self.settings.sample_batch)
+        total = watch.seconds
+        return {"sampler_overhead_fraction": 1.0 - timed.seconds / total, "sampler_seconds_batch": total,
+                "sampler_network_calls": timed.calls, "sampler_mean_length": float(out.lengths.float().mean())}
 
 
-def measure_sampler_overhead(settings: SpeedSettings, packed: bool) -> dict[str, float]:
-    """Share of FlexMDM sampling wall time (batch ``sample_batch``) outside the network calls."""
-    schedule = LinearSchedule()
-    timed = _TimedDenoiser(functools.partial(_flex_network(settings, schedule), packed=packed))
-    watch = Stopwatch()
-    out = _sample_flexmdm(settings, timed, schedule, settings.sample_batch)
-    total = watch.seconds
-    return {
-        "sampler_overhead_fraction": 1.0 - timed.seconds / total,
-        "sampler_seconds_batch": total,
-        "sampler_network_calls": timed.calls,
-        "sampler_mean_length": float(out.lengths.float().mean()),
-    }
+def measure_sampling(settings: SpeedSettings, sampling: _Sampling) -> dict[str, dict[str, Any]]:
+    """The FlexMDM / MDM cost per sample in every configuration: medians and ranges of alternating
+    repeats (each ratio taken within one repeat), and each one's first sampling time."""
+    names = list(_configurations(settings))
+    for _ in range(2):  # compiling a configuration may cost the previous one a recompile (guards shared)
+        for name in names:
+            sampling.warm_up(name)
+    costs = _alternate(settings.repeats, {name: functools.partial(sampling.cost, name) for name in names})
+    return {name: {**costs[name], "sample_first_seconds": sampling.first_seconds[name]} for name in names}
 
 
 def _flex_network(settings: SpeedSettings, schedule: Schedule) -> LengthOracleGaps:
@@ -362,7 +318,7 @@ def _sample_flexmdm(settings: SpeedSettings, denoiser: Any, schedule: Schedule, 
 
 def _recommended(training: dict[str, dict[str, Any]]) -> str:
     """The configuration with the higher median real-token training throughput."""
-    return max(CONFIGURATIONS, key=lambda name: training[name]["train_real_tokens_per_s"]["median"])
+    return max(training, key=lambda name: training[name]["train_real_tokens_per_s"]["median"])
 
 
 def run_speed_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, argv: list[str] | None = None) -> dict:
@@ -374,13 +330,14 @@ def run_speed_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, 
     settings.seed = seed
     peak = matmul_peak_gflops()
     training = measure_training(settings, peak)
-    sampling = measure_sampling(settings)
+    sampler = _Sampling(settings)
+    sampling = measure_sampling(settings, sampler)
     recommended = _recommended(training)
     record: dict[str, Any] = {"matmul_peak_gflops": peak, "recommended": recommended}
     for summary in (training[recommended], sampling[recommended]):
-        record.update({key: value["median"] for key, value in summary.items()})
-    record.update(measure_sampler_overhead(settings, packed=recommended == "packed"))
-    record["configurations"] = {name: {**training[name], **sampling[name]} for name in CONFIGURATIONS}
+        record.update({key: value["median"] for key, value in summary.items() if isinstance(value, dict)})
+    record.update(sampler.overhead(recommended))
+    record["configurations"] = {name: {**training[name], **sampling[name]} for name in training}
     record["attention_ms"] = measure_attention(settings, flex=not quick)
     record.update({
         "command": command_line(argv),
@@ -403,7 +360,9 @@ def main(args: argparse.Namespace) -> int:
     for name, summary in record["configurations"].items():
         print(f"{name:>28}: " + ", ".join(
             f"{key} {summary[key]['median']:.4g} [{summary[key]['min']:.4g}, {summary[key]['max']:.4g}]"
-            for key in ("mfu_real_tokens", "padding_fraction", "flexmdm_vs_mdm_sample_cost")))
+            for key in ("mfu_real_tokens", "padding_fraction", "flexmdm_vs_mdm_sample_cost"))
+            + f", first step {summary['train_first_step_seconds']:.3g} s, "
+            f"first samples {summary['sample_first_seconds']:.3g} s")
     for name, summary in record["attention_ms"].items():
         print(f"{'attention ' + name:>28}: {summary['median']:.4g} ms [{summary['min']:.4g}, {summary['max']:.4g}]")
     return 0

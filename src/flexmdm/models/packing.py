@@ -65,6 +65,7 @@ class Packing:
             row's tail attends to itself, so that no query is empty.
     """
 
+    @torch.compiler.disable
     def __init__(self, lengths: Tensor, width: int, budget: int | None = None, causal: bool = False) -> None:
         device = lengths.device
         self.batch, self.width = lengths.shape[0], width

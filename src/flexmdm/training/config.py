@@ -160,6 +160,10 @@ class TrainConfig:
         packing: the network runs on the live positions of every sequence only, packed with
             block-diagonal attention (:mod:`flexmdm.models.packing`): no work on padding, the same
             objective up to float rounding. DiT and autoregressive networks only.
+        compile: the training forward and backward passes run through ``torch.compile``
+            (:class:`flexmdm.models.compiled.CompiledNetwork`: dynamic shapes, eager if compiling
+            fails); validation stays eager. Same objective up to float rounding, but dropout
+            draws differ from the eager run's.
         device: "auto" (cuda when available), "cpu" or "cuda".
         tensorboard: also write every metrics row as TensorBoard scalars to
             ``output_dir/tensorboard`` (needs the ``tensorboard`` package).
@@ -187,6 +191,7 @@ class TrainConfig:
     time_power: float = _field(1.0, _require(lambda v: v > 0, "> 0"))
     length_buckets: int = _field(1, _POSITIVE)
     packing: bool = False
+    compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tensorboard: bool = False
 

@@ -28,7 +28,7 @@ hides the events logged after its checkpoint).
 it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly; a
 damaged newest checkpoint is skipped for the newest intact one
 (:func:`~flexmdm.training.checkpoint.resume_point`), and both are said on stderr. Only
-``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device, tensorboard}``
+``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device, tensorboard, compile}``
 may change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
 
 **Interrupting**: the first SIGINT (Ctrl-C) or SIGTERM lets the current step finish, writes a
@@ -60,6 +60,7 @@ from flexmdm.atomic import write_text_atomic
 from flexmdm.families import family
 from flexmdm.losses import LossOutput, sample_times
 from flexmdm.models import ModelConfig, save_pretrained
+from flexmdm.models.compiled import CompiledNetwork
 from flexmdm.models.retrofit import save_retrofit
 from flexmdm.tasks.base import TrainingBatch
 from flexmdm.training.checkpoint import (
@@ -79,7 +80,7 @@ __all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
 
 RESUMABLE_CHANGES = frozenset(
     f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device",
-                               "tensorboard")
+                               "tensorboard", "compile")
 ) | {"output_dir", "data.cache_dir"}  # where a task caches its data (text) may move
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -222,6 +223,8 @@ class _Run:
         if ctx.enabled:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
+        if self.train_cfg.compile:
+            self.network = CompiledNetwork(self.network)
 
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         matrices = [p for p in trainable if p.dim() >= 2]

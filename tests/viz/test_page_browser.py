@@ -24,7 +24,7 @@ from flexmdm.viz import (
     step_table,
     write_trace_jsonl,
 )
-from tests.test_viz import LETTERS, VOCAB, letters_decode, sample_run
+from tests.viz.test_viz import LETTERS, VOCAB, letters_decode, sample_run
 
 pytestmark = pytest.mark.browser
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.test_training import TINY, subprocess_env
+from tests.training.test_training import TINY, subprocess_env
 
 pytestmark = pytest.mark.e2e
 

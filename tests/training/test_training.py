@@ -536,7 +536,7 @@ def test_finished_run_says_how_to_train_again(tmp_path, capsys):
 
 def test_readme_torchrun_line_trains_a_run_of_its_own():
     """The README's torchrun line after its train line must not find that run already finished."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     lines = [line for line in readme.splitlines() if "flexmdm" in line and " train configs/toy.yaml" in line]
     plain = [line for line in lines if "torch.distributed.run" not in line]
     distributed = [line for line in lines if "torch.distributed.run" in line]

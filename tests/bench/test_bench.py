@@ -21,7 +21,13 @@ def test_speed_record(tmp_path):
     assert SPEED_KEYS <= set(saved) and saved["command"] == "flexmdm bench speed --quick"
     assert 0 < saved["mfu_real_tokens"] <= saved["mfu"] and 0 <= saved["sampler_overhead_fraction"] < 1
     assert saved["flexmdm_vs_mdm_sample_cost"] > 0 and record["seed"] == 0
+    assert set(saved["configurations"]) == {"padded", "packed", "padded_compiled", "packed_compiled"}
     padded, packed = saved["configurations"]["padded"], saved["configurations"]["packed"]
+    for name, eager in (("padded", padded), ("packed", packed)):
+        compiled = saved["configurations"][f"{name}_compiled"]
+        assert compiled["padding_fraction"] == eager["padding_fraction"]  # the same batches
+        assert compiled["flexmdm_mean_length"] == pytest.approx(eager["flexmdm_mean_length"], rel=0.05)
+        assert compiled["train_first_step_seconds"] > 0 and compiled["mfu_real_tokens"]["median"] > 0
     assert packed["padding_fraction"]["median"] == 0.0 < padded["padding_fraction"]["median"]
     summary = padded["mfu_real_tokens"]
     assert summary["min"] <= summary["median"] <= summary["max"]
