@@ -1,10 +1,11 @@
-"""Device placement: samplers create every tensor on the model's device, and the trainer's collectives
-get tensors on it.
+"""Device placement: samplers create every tensor on the model's device, and the trainer's steps and
+collectives run on it.
 
 On a CPU-only machine a tensor created without ``device=`` would silently land on the right device.
 The sampler tests therefore run under ``torch.device("meta")`` as the default device: a stray
 ``torch.zeros(n)`` then lands on meta, and a :class:`TorchDispatchMode` recorder sees it (or the
-sampler fails on mixing meta and CPU tensors). Either way the test fails.
+sampler fails on mixing meta and CPU tensors). Either way the test fails. A training step runs whole
+with the model on the meta device, which no host-side tensor can be mixed with.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ from flexmdm.sampling import (
 )
 from flexmdm.schedules import LinearSchedule
 from flexmdm.tasks.reasoning.inference import AnswerEntropyExit
+from flexmdm.training.config import config_from_dict
+from flexmdm.training.distributed import DistributedContext
+from flexmdm.training.trainer import _Run
 from flexmdm.vocab import Vocab
+from tests.test_training import TINY
 
 VOCAB = Vocab(size=6, mask_id=4, pad_id=5)
 SIZES = {"vocab_size": 6, "mask_id": 4, "pad_id": 5, "d_model": 16, "n_layers": 1, "n_heads": 2, "max_length": 24}
@@ -156,3 +161,25 @@ def test_sample_device_option_reaches_the_pipeline(tmp_path, monkeypatch, capsys
     assert devices == ["cpu:0"] and len(rows) == 3 and all(row["length"] <= 12 for row in rows)
     assert main(["sample", str(tmp_path / "model"), "--num", "3", "--steps", "4", "--device", "gpu"]) == 2
     assert "device 'gpu' is not a device name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["flexmdm", "mdm"])
+def test_a_training_step_and_its_collectives_stay_on_the_model_device(tmp_path, monkeypatch, kind):
+    """A whole optimizer step (two micro-batches, EMA) with the model on meta: any CPU tensor the step
+    created and mixed in would fail, and every tensor given to a collective must be on meta too."""
+    collected = []
+
+    def recording(self, tensor):
+        collected.append(tensor.device)
+        return tensor
+
+    monkeypatch.setattr(DistributedContext, "all_reduce_sum", recording)
+    config = config_from_dict({**TINY, "model": {**TINY["model"], "kind": kind},
+                               "train": {**TINY["train"], "grad_accum": 2, "micro_batch_size": None},
+                               "output_dir": str(tmp_path)})
+    run = _Run(config, DistributedContext(rank=0, world_size=1, device=torch.device("meta")))
+    sums, grad_norm, _ = run.train_step()
+    assert collected == [torch.device("meta")]  # the loss normaliser
+    assert sums.device.type == grad_norm.device.type == "meta"
+    assert {p.device.type for p in [*run.model.parameters(), *run.ema.model.parameters()]} == {"meta"}
+    assert run.step == 1 and run.accum == 2

@@ -383,8 +383,9 @@ class _Run:
         return states
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        enabled = self.train_cfg.autocast == "bfloat16"
-        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=enabled)
+        if self.train_cfg.autocast != "bfloat16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16)
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -393,9 +394,10 @@ class _Run:
         self.network.train()
         shard_batches = self._shard_batches(self.step)
         normaliser = sum(self.objective.normaliser(batch) for _, batch, _ in shard_batches)
-        normaliser = self.ctx.all_reduce_sum(torch.as_tensor(normaliser, dtype=torch.float64))
-        # DDP averages gradients over ranks: scale by world_size to get the global sum.
-        scale = self.ctx.world_size / float(normaliser.clamp(min=1))
+        normaliser = torch.as_tensor(normaliser, dtype=torch.float64, device=self.ctx.device)
+        # DDP and FSDP average gradients over ranks: scale by world_size to get the global sum (on the
+        # device, no host sync).
+        scale = (self.ctx.world_size / self.ctx.all_reduce_sum(normaliser).clamp(min=1)).float()
         sums = torch.zeros(len(dataclasses.fields(_Stats)), dtype=torch.float64, device=self.ctx.device)
         for index, (shard, batch, generator) in enumerate(shard_batches):
             t = sample_times(
