@@ -181,5 +181,5 @@ def test_a_training_step_and_its_collectives_stay_on_the_model_device(tmp_path, 
     sums, grad_norm, _ = run.train_step()
     assert collected == [torch.device("meta")]  # the loss normaliser
     assert sums.device.type == grad_norm.device.type == "meta"
-    assert {p.device.type for p in [*run.model.parameters(), *run.ema.model.parameters()]} == {"meta"}
+    assert {p.device.type for p in [*run.model.parameters(), *run.ema.shadow.values()]} == {"meta"}
     assert run.step == 1 and run.accum == 2

@@ -182,7 +182,7 @@ def test_ema_update_math():
     with torch.no_grad():
         model.weight.fill_(1.0)
     ema.update(model)  # d_1 = min(0.9, 1/10) = 0.1
-    assert torch.allclose(ema.model.weight, 0.1 * start + 0.9 * 1.0)
+    assert torch.allclose(ema.shadow["weight"], 0.1 * start + 0.9 * 1.0)
     for _ in range(99):
         ema.update(model)
     assert ema.decay_at(1) == pytest.approx(0.1) and ema.decay_at(81) == pytest.approx(0.9)
@@ -191,10 +191,30 @@ def test_ema_update_math():
     for k in range(1, 101):
         d = min(0.9, k / (k + 9))
         expected = d * expected + (1 - d)
-    assert torch.allclose(ema.model.weight, expected, atol=1e-6)
+    assert torch.allclose(ema.shadow["weight"], expected, atol=1e-6)
     restored = EMA(torch.nn.Linear(2, 1), 0.9)
     restored.load_state_dict(ema.state_dict())
-    assert restored.updates == 100 and torch.equal(restored.model.weight, ema.model.weight)
+    assert restored.updates == 100 and torch.equal(restored.shadow["weight"], ema.shadow["weight"])
+
+
+def test_ema_follows_trainable_parameters_only_and_applies_them_exactly():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    model[0].requires_grad_(False)  # a frozen base
+    ema = EMA(model, decay=0.5)
+    assert sorted(ema.shadow) == ["1.bias", "1.weight"]
+    live = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        model[1].weight.add_(1.0)
+    ema.update(model)  # d_1 = 0.1
+    raw = model[1].weight.detach().clone()
+    with ema.applied(model) as inside:
+        assert inside is model and torch.equal(model[1].weight, ema.shadow["1.weight"])
+        assert torch.equal(model[0].weight, live["0.weight"])  # frozen: the model's own
+        assert not torch.equal(model[1].weight, raw)
+    assert torch.equal(model[1].weight, raw)
+    legacy = EMA(model, 0.5)  # a checkpoint written when the EMA held the whole model
+    legacy.load_state_dict({"model": {**model.state_dict(), "1.weight": ema.shadow["1.weight"]}, "updates": 7})
+    assert legacy.updates == 7 and torch.equal(legacy.shadow["1.weight"], ema.shadow["1.weight"])
 
 
 # -- data ---------------------------------------------------------------------------------------

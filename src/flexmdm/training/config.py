@@ -160,6 +160,9 @@ class TrainConfig:
             block-diagonal attention (:mod:`flexmdm.models.packing`): no work on padding, the same
             objective up to float rounding. DiT and autoregressive networks only.
         device: "auto" (cuda when available), "cpu" or "cuda".
+        strategy: how ranks share the network under ``torchrun`` (:mod:`flexmdm.training.sharding`):
+            "ddp" replicates it; "fsdp" shards parameters, gradients, optimizer and EMA with FSDP2,
+            one unit per transformer block, and checkpoints them with torch.distributed.checkpoint.
         tensorboard: also write every metrics row as TensorBoard scalars to
             ``output_dir/tensorboard`` (needs the ``tensorboard`` package).
     """
@@ -187,6 +190,7 @@ class TrainConfig:
     length_buckets: int = _field(1, _POSITIVE)
     packing: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     tensorboard: bool = False
 
     def batching(self, world_size: int) -> tuple[int, int]:
