@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from flexmdm.cli import main
 from flexmdm.errors import InputFileError
@@ -412,6 +413,71 @@ def test_ddp_matches_gradient_accumulation(tmp_path):
         b = [r[key] for r in observed if key in r]
         assert len(a) == len(b) > 0 and b == pytest.approx(a, rel=1e-5, abs=1e-7), key
     assert latest_checkpoint(tmp_path / "ddp").name == "step_000004"
+
+
+def torchrun(config: Path, **options) -> subprocess.Popen:
+    """``flexmdm train config`` on 2 gloo ranks."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    return subprocess.Popen([*launcher, "-m", "flexmdm.cli", "train", str(config)], env=subprocess_env(), text=True,
+                            **options)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (read from /proc), children first."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    out, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        out += children
+        frontier = children
+    return out
+
+
+@pytest.mark.e2e
+def test_fsdp_matches_one_process_and_resumes_exactly_after_a_kill(tmp_path):
+    settings = {"train": {"steps": 24, "batch_size": 8, "micro_batch_size": 2, "save_every": 4, "eval_every": 8,
+                          "eval_batches": 1, "keep_last": 1, "strategy": "fsdp"}}
+    configs = {name: write_config(tmp_path, {**settings, "output_dir": str(tmp_path / name)}, f"{name}.yaml")
+               for name in ("single", "sharded", "killed")}
+    subprocess.run(cli("train", str(configs["single"])), env=subprocess_env(), check=True, capture_output=True)
+    done = torchrun(configs["sharded"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert done.wait(300) == 0, done.stderr.read()[-3000:]
+
+    # two ranks equal one process (gradients are reduced in another order: float tolerance)
+    expected, observed = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "sharded")
+    assert [r["step"] for r in observed] == list(range(1, 25))
+    for key in ("loss", "token_loss", "gap_loss", "grad_norm", "val_loss"):
+        a, b = [r[key] for r in expected if key in r], [r[key] for r in observed if key in r]
+        assert len(a) == len(b) > 0 and b == pytest.approx(a, rel=1e-5, abs=1e-7), key
+    single, sharded = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("single", "sharded"))
+    assert single.keys() == sharded.keys()
+    for name in single:
+        torch.testing.assert_close(sharded[name], single[name], rtol=1e-5, atol=1e-6)
+    checkpoint = latest_checkpoint(tmp_path / "sharded")
+    assert {p.name for p in (checkpoint / "sharded").iterdir()} == {".metadata", "__0_0.distcp", "__1_0.distcp"}
+    assert "model" not in load_trainer_state(checkpoint) and "optimizer" not in load_trainer_state(checkpoint)
+
+    # killed (launcher and both ranks) after a checkpoint, resumed on two ranks: the same run bit for bit
+    process = torchrun(configs["killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 180
+    while not latest.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for pid in [process.pid, *descendants(process.pid)]:  # the launcher starts its ranks in sessions of their own
+        os.kill(pid, signal.SIGKILL)
+    process.wait()
+    interrupted_at = int(latest.read_text().split("_")[1])
+    assert interrupted_at < 24, "the run finished before it could be killed"
+    resumed = torchrun(configs["killed"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert resumed.wait(300) == 0, resumed.stderr.read()[-3000:]
+    assert f"resuming from step {interrupted_at} (" in resumed.stderr.read()
+    assert_same_run(tmp_path / "sharded", tmp_path / "killed")
 
 
 def test_task_layout_follows_the_model_family(tmp_path):
