@@ -111,8 +111,9 @@ def estimate_memory(network: Any, model_config: Any, *, strategy: str, world_siz
     shards = world_size if strategy == "fsdp" else 1
     gathered = 0.0
     if strategy == "fsdp":
-        blocks = [block for name, module in network.named_modules() if name.split(".")[-1] == "blocks"
-                  for block in module.children()]
+        from flexmdm.training.sharding import shard_units
+
+        blocks = shard_units(network)
         in_blocks = sum(_bytes(p, frozen_bytes) for block in blocks for p in block.parameters())
         largest = max((sum(_bytes(p, frozen_bytes) for p in block.parameters()) for block in blocks), default=0)
         gathered = stored - in_blocks + 2 * largest
