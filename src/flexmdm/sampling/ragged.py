@@ -69,7 +69,8 @@ def insert_masks(
     positions = torch.arange(width + 1, device=tokens.device)[None, :]
     out = torch.where(positions < new_lengths[:, None], mask_id, pad_id).expand(batch, width + 1)
     out = out.clone().scatter_(1, target, tokens)
-    out_frozen = torch.zeros(batch, width + 1, dtype=torch.bool, device=frozen.device).scatter_(1, target, frozen & live)
+    out_frozen = torch.zeros(batch, width + 1, dtype=torch.bool, device=frozen.device)
+    out_frozen = out_frozen.scatter_(1, target, frozen & live)
     return out[:, :width], new_lengths, out_frozen[:, :width]
 
 
