@@ -673,3 +673,30 @@ def test_a_repeated_signal_is_one_request_and_a_later_one_stops_at_once(monkeypa
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)  # pressed again: the usual Ctrl-C
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("model", [{}, {"architecture": "llada", "dropout": 0.0, "n_heads": 4}], ids=["dit", "llada"])
+def test_activation_checkpointing_changes_nothing_but_memory(tmp_path, model):
+    """Same metrics and bit-identical weights (dropout included: the recomputation replays its RNG);
+    the blocks' activations are recomputed in the backward pass."""
+    from torch.distributed._composable.checkpoint_activation import checkpoint as composable
+
+    runs = {}
+    for flag in (False, True):
+        overrides = {"model": {**TINY["model"], **model}, "train": {"activation_checkpointing": flag, "steps": 4},
+                     "output_dir": str(tmp_path / str(flag))}
+        runs[flag] = train(load_config(write_config(tmp_path, overrides, f"{flag}.yaml")))
+    assert_same_run(runs[False].output_dir, runs[True].output_dir)
+    calls = []
+    from flexmdm.training.distributed import DistributedContext
+    from flexmdm.training.sharding import shard_units
+    from flexmdm.training.trainer import _Run
+
+    config = load_config(write_config(tmp_path, {"train": {"activation_checkpointing": True}}, "probe.yaml"))
+    run = _Run(config, DistributedContext(0, 1, torch.device("cpu")))
+    block = shard_units(run.model)[0]
+    assert composable.state(block) is not None  # the block is checkpointed, its names unchanged
+    inner = next(m for m in block.modules() if isinstance(m, torch.nn.Linear))
+    inner.register_forward_hook(lambda *args: calls.append(1))
+    run.train_step()
+    assert len(calls) == 2 * config.train.batching(1)[1]  # forward, then the recomputation in backward

@@ -163,6 +163,9 @@ class TrainConfig:
         strategy: how ranks share the network under ``torchrun`` (:mod:`flexmdm.training.sharding`):
             "ddp" replicates it; "fsdp" shards parameters, gradients, optimizer and EMA with FSDP2,
             one unit per transformer block, and checkpoints them with torch.distributed.checkpoint.
+        activation_checkpointing: every transformer block keeps only its input for the backward
+            pass and recomputes its activations there: less memory, one more forward pass per
+            block, the same results.
         tensorboard: also write every metrics row as TensorBoard scalars to
             ``output_dir/tensorboard`` (needs the ``tensorboard`` package).
     """
@@ -191,6 +194,7 @@ class TrainConfig:
     packing: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     strategy: Literal["ddp", "fsdp"] = "ddp"
+    activation_checkpointing: bool = False
     tensorboard: bool = False
 
     def batching(self, world_size: int) -> tuple[int, int]:

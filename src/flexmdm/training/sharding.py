@@ -7,8 +7,10 @@
   the EMA are sharded over the ranks, each unit gathered only while it runs. Checkpoints are
   written by every rank with :mod:`torch.distributed.checkpoint` (resharded on load).
 
-In a world of one neither wraps anything. Every function here is a collective under ``fsdp``:
-every rank calls it.
+In a world of one neither wraps anything. With ``train.activation_checkpointing`` each unit keeps
+only its input for the backward pass and recomputes its activations there (same results; the
+parameter names do not change). Every function here is a collective under ``fsdp``: every rank
+calls it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.distributed._composable import checkpoint
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
@@ -36,9 +39,13 @@ def shard_units(network: nn.Module) -> list[nn.Module]:
             for block in module.children()]
 
 
-def wrap(model: nn.Module, strategy: Strategy, device: torch.device, world_size: int) -> nn.Module:
+def wrap(model: nn.Module, strategy: Strategy, device: torch.device, world_size: int,
+         activation_checkpointing: bool = False) -> nn.Module:
     """The module the training step calls: ``model`` itself (a world of one, or sharded in place by
     FSDP), or its DDP wrapper."""
+    if activation_checkpointing:
+        for unit in shard_units(model):
+            checkpoint(unit)
     if world_size == 1:
         return model
     if strategy == "fsdp":

@@ -361,7 +361,8 @@ class _Run:
         torch.manual_seed(self.train_cfg.seed)
         self.model = (model_factory(config.model) if model_factory else build_network(config)).to(ctx.device)
         self.skeleton = meta_copy(self.model)  # the unsharded module tree exports are assembled in
-        self.network = wrap(self.model, self.train_cfg.strategy, ctx.device, ctx.world_size)
+        self.network = wrap(self.model, self.train_cfg.strategy, ctx.device, ctx.world_size,
+                            self.train_cfg.activation_checkpointing)
         self.sharded = self.train_cfg.strategy == "fsdp"  # checkpoints by torch.distributed.checkpoint
         self.gathering = self.sharded and ctx.enabled  # every forward pass is a collective
         self.ema = EMA(self.model, self.train_cfg.ema_decay) if self.train_cfg.ema_decay > 0 else None
