@@ -687,6 +687,9 @@ def test_activation_checkpointing_changes_nothing_but_memory(tmp_path, model):
                      "output_dir": str(tmp_path / str(flag))}
         runs[flag] = train(load_config(write_config(tmp_path, overrides, f"{flag}.yaml")))
     assert_same_run(runs[False].output_dir, runs[True].output_dir)
+    resumed = {"model": {**TINY["model"], **model}, "train": {"activation_checkpointing": True, "steps": 6},
+               "output_dir": str(tmp_path / "False")}  # a run may resume with it switched
+    assert train(load_config(write_config(tmp_path, resumed, "resumed.yaml"))).steps == 6
     calls = []
     from flexmdm.training.distributed import DistributedContext
     from flexmdm.training.sharding import shard_units

@@ -28,8 +28,8 @@ hides the events logged after its checkpoint).
 it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly; a
 damaged newest checkpoint is skipped for the newest intact one
 (:func:`~flexmdm.training.checkpoint.resume_point`), and both are said on stderr. Only
-``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device, tensorboard}``
-may change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
+``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device, tensorboard,
+activation_checkpointing}`` may change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
 
 **Interrupting**: the first SIGINT (Ctrl-C) or SIGTERM lets the current step finish, writes a
 checkpoint and raises :class:`~flexmdm.training.interrupt.TrainingInterrupted` (under ``torchrun``
@@ -81,7 +81,7 @@ __all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
 
 RESUMABLE_CHANGES = frozenset(
     f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device",
-                               "tensorboard")
+                               "tensorboard", "activation_checkpointing")
 ) | {"output_dir", "data.cache_dir"}  # where a task caches its data (text) may move
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
