@@ -703,3 +703,20 @@ def test_activation_checkpointing_changes_nothing_but_memory(tmp_path, model):
     inner.register_forward_hook(lambda *args: calls.append(1))
     run.train_step()
     assert len(calls) == 2 * config.train.batching(1)[1]  # forward, then the recomputation in backward
+
+
+def test_fsdp_strategy_in_one_process_checkpoints_with_dcp_and_resumes_exactly(tmp_path, recwarn):
+    """Without torchrun nothing is sharded: the run is the DDP-strategy run bit for bit, but its
+    checkpoints are torch.distributed.checkpoint folders, and resuming from one reproduces the run."""
+    runs = {}
+    for strategy in ("ddp", "fsdp"):
+        overrides = {"train": {"strategy": strategy}, "output_dir": str(tmp_path / strategy)}
+        runs[strategy] = train(load_config(write_config(tmp_path, overrides, f"{strategy}.yaml")))
+    assert_same_run(runs["ddp"].output_dir, runs["fsdp"].output_dir)
+    step_8 = tmp_path / "fsdp" / "checkpoints" / "step_000008"
+    assert (step_8 / "sharded" / ".metadata").is_file() and "model" not in load_trainer_state(step_8)
+    expected = (tmp_path / "fsdp" / "model" / "model.safetensors").read_bytes()
+    (step_8 / "sharded" / ".metadata").unlink()  # damaged: the run falls back to step 4 and retrains 5..8
+    assert train(load_config(tmp_path / "fsdp.yaml")).steps == 8
+    assert (tmp_path / "fsdp" / "model" / "model.safetensors").read_bytes() == expected
+    assert not [w for w in recwarn if "torch.distributed" in str(w.message)]

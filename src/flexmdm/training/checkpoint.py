@@ -21,10 +21,13 @@ by :func:`resume_point`, which falls back to the newest intact older checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,6 +251,15 @@ def resume_point(output_dir: str | Path) -> ResumePoint | None:
                          "move the folder away to train from scratch")
 
 
+@contextlib.contextmanager
+def _one_process_is_fine() -> Iterator[None]:
+    """Silence torch.distributed.checkpoint's warning that it runs in a single process
+    (``train.strategy: fsdp`` without ``torchrun``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
 def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer,
                    averages: dict[str, Tensor] | None) -> dict[str, Any]:
     state = {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, optimizer)}
@@ -265,7 +277,8 @@ def save_shards(output_dir: str | Path, step: int, model: nn.Module, optimizer: 
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     ctx.barrier()
-    dcp.save(_sharded_state(model, optimizer, averages), checkpoint_id=staging)
+    with _one_process_is_fine():
+        dcp.save(_sharded_state(model, optimizer, averages), checkpoint_id=staging)
     ctx.barrier()
     return staging
 
@@ -275,6 +288,7 @@ def load_shards(directory: Path, model: nn.Module, optimizer: torch.optim.Optimi
     """Restore what :func:`save_shards` wrote into ``model``, ``optimizer`` and (in place) the EMA
     ``averages``, resharded for this job's ranks. A collective."""
     state = _sharded_state(model, optimizer, averages)
-    dcp.load(state, checkpoint_id=directory)
+    with _one_process_is_fine():
+        dcp.load(state, checkpoint_id=directory)
     set_model_state_dict(model, state["model"])
     set_optimizer_state_dict(model, optimizer, state["optimizer"])
