@@ -1,6 +1,7 @@
 """Retrofitting an MDM into a FlexMDM: identity at start, exactly the new parameters train,
 adapters re-attach exactly, and instruction couplings keep prompts frozen."""
 
+import copy
 import json
 import re
 
@@ -18,6 +19,7 @@ from flexmdm.models.retrofit import (
     RetrofitConfig,
     load_retrofit,
     merge_adapters,
+    merged_state_dict,
     retrofit,
     save_retrofit,
 )
@@ -325,3 +327,22 @@ def test_low_rank_time_conditioning_and_narrow_gap_head_sizes(base_dir):
         if name.startswith("time_modulations"):
             assert p.requires_grad and p.grad is not None, name
     assert all(float(module[1].weight.grad.abs().sum()) > 0 for module in low.time_modulations)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_merged_state_is_peft_merge_without_copying_the_network(base_dir, dtype):
+    model = retrofit(load_llada(base_dir, dtype=dtype), RetrofitConfig(lora_rank=4))
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()  # trainable in float32 (retrofit.base_dtype)
+    randomise_new_parameters(model)
+    state = merged_state_dict(model)
+    merged = merge_adapters(copy.deepcopy(model)).state_dict()
+    expected = {name.replace(".base_layer.", "."): t for name, t in merged.items() if ".lora_" not in name}
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[name], expected[name]) and state[name].dtype == expected[name].dtype
+               for name in expected)
+    live = dict(model.state_dict())
+    assert state["time_embedding.mlp.0.weight"].data_ptr() == live["time_embedding.mlp.0.weight"].data_ptr()  # not copied
+    changed = [n for n in expected if n.endswith("q_proj.weight")]
+    assert changed and all(not torch.equal(state[n], live[n.replace("q_proj.", "q_proj.base_layer.")]) for n in changed)

@@ -38,7 +38,6 @@ Both are FlexMDM denoisers ``(x, t, lengths, frozen) -> (token_logits, expected_
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -308,13 +307,23 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """The state dict of a retrofitted network under the plain architecture's names.
 
-    The LoRA updates are folded into a copy of the network (:func:`merge_adapters`), the
-    ``lora_*`` tensors dropped and peft's ``.base_layer`` removed from the names, so the result
-    loads into the FlexMDM of the LLaDA architecture (hence :func:`flexmdm.models.load_pretrained`
-    and ``flexmdm sample``). ``model`` itself is not changed.
+    Each adapted weight is replaced by its merged value (what :func:`merge_adapters` computes: the
+    base weight plus peft's delta, rounded to the base's dtype), one layer at a time; every other
+    tensor is the network's own (no copy of the network). The ``lora_*`` tensors are dropped and
+    peft's ``.base_layer`` removed from the names, so the result loads into the FlexMDM of the LLaDA
+    architecture (hence :func:`flexmdm.models.load_pretrained` and ``flexmdm sample``). ``model``
+    itself is not changed.
     """
-    merged = merge_adapters(copy.deepcopy(model)).state_dict()
-    return {name.replace(".base_layer.", "."): tensor for name, tensor in merged.items() if ".lora_" not in name}
+    from peft.tuners.lora import LoraLayer
+
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLayer) and not module.merged:
+                weight = module.get_base_layer().weight
+                delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
+                state[f"{name}.base_layer.weight"] = (weight + delta).to(weight.dtype)
+    return {name.replace(".base_layer.", "."): tensor for name, tensor in state.items() if ".lora_" not in name}
 
 
 def retrofit_state_dict(model: nn.Module) -> dict[str, Tensor]:
