@@ -29,4 +29,5 @@ def test_every_check_passes_with_the_cpu_standing_in_for_the_gpu():
     assert done.returncode == 0, done.stdout + done.stderr
     assert not [line for line in lines if line.startswith("FAIL")]
     passed = [line for line in lines if line.startswith("PASS")]
-    assert len(passed) >= 4 and any("2 processes" in line for line in passed)
+    assert len(passed) == 6 and not [line for line in lines if line.startswith("PENDING")]
+    assert any("2 processes" in line for line in passed) and any("bf16 with FSDP: 2 rank(s)" in line for line in passed)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
-from flexmdm.losses import MAX_TIME, flexmdm_loss, mdm_loss, poisson_deviance, sample_times
+from flexmdm import losses
+from flexmdm.losses import MAX_TIME, chunked_cross_entropy, flexmdm_loss, mdm_loss, poisson_deviance, sample_times
 from flexmdm.constraints import pad_sequences
 from flexmdm.schedules import LinearSchedule, PolynomialSchedule, PowerDecaySchedule
 from flexmdm.testing import ExactFlexOracle, ExactMDMOracle
@@ -135,3 +136,67 @@ def test_loss_finite_at_max_time():
     logits = torch.zeros(*batch.tokens.shape, VOCAB.size)
     out = flexmdm_loss(logits, torch.ones(64, batch.tokens.shape[1] + 1), batch, alpha, beta)
     assert math.isfinite(float(out.loss))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_cross_entropy_equals_the_plain_one_in_values_and_gradients(dtype):
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(37, 50)).to(dtype)
+    logits[:, 7] = float("-inf")  # a forbidden id (MASK)
+    targets = torch.randint(0, 7, (37,))
+    weights = torch.rand(37)
+    plain = logits.clone().requires_grad_()
+    expected = torch.nn.functional.cross_entropy(plain.float(), targets, reduction="none")
+    (expected * weights).sum().backward()
+    chunked = logits.clone().requires_grad_()
+    got = chunked_cross_entropy(chunked, targets, chunk=8)  # 37 rows: a last, shorter chunk
+    (got * weights).sum().backward()
+    assert got.dtype == torch.float32 and chunked.grad.dtype == dtype
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    tolerance = {"rtol": 1e-6, "atol": 1e-7} if dtype == torch.float32 else {"rtol": 0, "atol": 0}
+    torch.testing.assert_close(chunked.grad, plain.grad, **tolerance)
+
+
+def test_chunked_cross_entropy_never_holds_float32_logits_of_the_whole_batch():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestFloat32(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for value in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
+                    self.largest = max(self.largest, value.numel())
+            return out
+
+    logits = torch.randn(64, 100, dtype=torch.bfloat16, requires_grad=True)
+    targets = torch.randint(0, 100, (64,))
+    for loss, bound in ((lambda: chunked_cross_entropy(logits, targets, chunk=16), 16 * 100),
+                        (lambda: torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none"),
+                         64 * 100)):
+        recorder = LargestFloat32()
+        with recorder:
+            loss().sum().backward()
+        assert recorder.largest == bound  # the plain loss does hold them (the recorder sees it)
+
+
+def test_large_vocabularies_take_the_chunked_loss(monkeypatch):
+    canvas = torch.tensor([[0, 1, 1, 3], [1, 0, 3, 3]])
+    interpolant = MDMInterpolant(LinearSchedule(), VOCAB)
+    batch = interpolant.sample(canvas, torch.tensor([0.6, 0.9]), generator=torch.Generator().manual_seed(0))
+    logits = torch.randn(2, 4, VOCAB.size, generator=torch.Generator().manual_seed(1))
+    outputs = {}
+    for name, threshold in (("plain", 10**9), ("chunked", VOCAB.size)):
+        monkeypatch.setattr(losses, "CHUNKED_VOCAB", threshold)
+        calls = []
+        monkeypatch.setattr(losses, "chunked_cross_entropy",
+                            lambda *a, **k: calls.append(1) or chunked_cross_entropy(*a, **k))
+        leaf = logits.clone().requires_grad_()
+        out = mdm_loss(leaf, batch, LinearSchedule())
+        out.loss.backward()
+        outputs[name] = (out.per_sequence.detach(), leaf.grad, len(calls))
+    assert outputs["plain"][2] == 0 and outputs["chunked"][2] == 1
+    torch.testing.assert_close(outputs["chunked"][0], outputs["plain"][0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(outputs["chunked"][1], outputs["plain"][1], rtol=1e-6, atol=1e-7)
+    assert bool(outputs["plain"][0].abs().sum() > 0)

@@ -102,3 +102,27 @@ def test_llada_8b_retrofit_plan_meets_the_targets_and_matches_the_committed_repo
     assert result.memory["fsdp"].total <= 60e9
     committed = (ROOT / "benchmarks" / "results" / "plan-llada-8b.txt").read_text()
     assert committed == render(result) + "\n"
+
+
+def test_activation_checkpointing_keeps_each_block_input_and_one_block(base_dir, tmp_path):
+    config = load_config(write(tmp_path, {"retrofit": {"base": str(base_dir), "lora_rank": 2}}))
+    network = retrofit(load_llada(base_dir), RetrofitConfig(lora_rank=2))
+    settings = dict(strategy="fsdp", world_size=2, micro_batch=2, seq_len=16, frozen_bytes=2, activation_bytes=4,
+                    ema=True)
+    plain = estimate_memory(network, config.model, **settings)
+    checkpointed = estimate_memory(network, config.model, activation_checkpointing=True, **settings)
+    d, layers, m, vocab = 32, 3, 64, 4
+    assert checkpointed.activations == 2 * 16 * (layers * d + 13 * d + 4 * m) * 4 + 2 * 16 * vocab * 12
+    assert plain.activations - checkpointed.activations == 2 * 16 * (layers - 1) * (13 * d + 4 * m) * 4 - 2 * 16 * layers * d * 4
+    assert (checkpointed.weights, checkpointed.optimizer) == (plain.weights, plain.optimizer)
+
+
+def test_the_plan_follows_the_config_strategy_dtype_and_checkpointing(base_dir, tmp_path):
+    path = write(tmp_path, {"retrofit": {"base": str(base_dir), "lora_rank": 2, "base_dtype": "bfloat16"},
+                            "train": {"strategy": "fsdp", "autocast": "bfloat16", "activation_checkpointing": True}})
+    result = plan(path, world_size=2)
+    assert (result.strategy, result.frozen_dtype, result.activation_checkpointing) == ("fsdp", "bfloat16", True)
+    assert "with activation checkpointing" in render(result)
+    assert plan(path, world_size=2, strategy="ddp", frozen_dtype="float32").frozen_dtype == "float32"
+    fresh = plan(ROOT / "configs" / "toy.yaml")
+    assert (fresh.strategy, fresh.frozen_dtype, fresh.activation_checkpointing) == ("ddp", "float32", False)

@@ -108,6 +108,8 @@ CASES = [
          "--suffix 'b q': 'q' not in the model's vocabulary", absent=["s.jsonl", "s.jsonl.partial"]),
     Case("suffix-fills-the-canvas", [*SAMPLE, "--prompt", "a a a a a a", "--suffix", "b b b b b b", "--max-length", "12"],
          "--prompt and --suffix hold 12 tokens, not less than --max-length 12"),
+    Case("device-unknown", [*SAMPLE, "--device", "gpu"], "device 'gpu' is not a device name"),
+    Case("device-absent", [*SAMPLE, "--device", "cuda:99"], "device 'cuda:99' is not available here"),
     Case("unknown-task", ["train", "{tmp}/typo.yaml"],
          "unknown task 'toyy'; registered tasks: infill, instruct, maze, reasoning, text, toy",
          setup=write_typo_config, absent=["run"]),

@@ -145,6 +145,8 @@ def add_sample_command(commands: argparse._SubParsersAction) -> None:
     add_insertion_options(parser)
     parser.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu",
+                        help="where the model runs and every sampler tensor lives: cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSONL output, written batch by batch to OUT.partial and renamed to OUT when "
                         "complete (default: stdout)")
@@ -311,7 +313,7 @@ def _load_sample_job(args: argparse.Namespace) -> _SampleJob:
 
     directory = _model_dir(args.checkpoint)
     try:
-        pipe = Pipeline.from_pretrained(directory)
+        pipe = Pipeline.from_pretrained(directory, device=args.device)
     except ValueError as error:
         raise UserError(str(error)) from None
     if args.trace is not None and not pipe.family.inserts:

@@ -15,6 +15,11 @@ MDM (eq. 4): κ_β(t) · Σ_{masked i} −log f[i, x1_i], PAD included.
 generate in the batch (non-frozen data tokens for FlexMDM, non-frozen canvas positions for MDM),
 so it is a per-token negative ELBO whatever the batch composition.
 
+**Large vocabularies.** The token cross-entropy is computed by :func:`chunked_cross_entropy` when
+the vocabulary has at least ``CHUNKED_VOCAB`` ids (LLaDA's 126,464): float32 log-probabilities
+exist for ``chunk`` positions at a time, in the forward and the backward pass, instead of three
+float32 copies of the whole ``[B · n, V]`` logits.
+
 **κ near t = 1.** κ(t) diverges at t = 1 for schedules with a(1) = 1. Training times are drawn
 in [0, ``max_time``] (default 1 − 10⁻³, where linear κ = 1000): the weighted terms stay finite
 and the truncated interval carries a fraction ≈ 10⁻³ of the masks, which the samplers fill with
@@ -32,9 +37,12 @@ from torch import Tensor
 from flexmdm.interpolant import FlexBatch, MDMBatch
 from flexmdm.schedules import Schedule
 
-__all__ = ["LossOutput", "flexmdm_loss", "mdm_loss", "poisson_deviance", "sample_times", "MAX_TIME"]
+__all__ = ["LossOutput", "chunked_cross_entropy", "flexmdm_loss", "mdm_loss", "poisson_deviance", "sample_times",
+           "CHUNKED_VOCAB", "MAX_TIME"]
 
 MAX_TIME = 1.0 - 1e-3
+CHUNKED_VOCAB = 32768
+"""Vocabularies at least this large use :func:`chunked_cross_entropy`."""
 
 
 @dataclass
@@ -63,10 +71,48 @@ def poisson_deviance(k: Tensor, y: Tensor, eps: float = 1e-12) -> Tensor:
     return y - k - k * torch.log(y.clamp(min=eps)) + torch.special.xlogy(k, k)
 
 
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """−log softmax(logits)[target] row by row, ``chunk`` rows in float32 at a time; the backward
+    pass recomputes each chunk's softmax from the saved logits and log-normalisers."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, chunk: int) -> Tensor:
+        normalisers = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+        picked = torch.empty_like(normalisers)
+        for start in range(0, logits.shape[0], chunk):
+            rows = logits[start:start + chunk].float()
+            normalisers[start:start + chunk] = torch.logsumexp(rows, dim=-1)
+            picked[start:start + chunk] = rows.gather(1, targets[start:start + chunk, None]).squeeze(1)
+        ctx.save_for_backward(logits, targets, normalisers)
+        ctx.chunk = chunk
+        return normalisers - picked
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        logits, targets, normalisers = ctx.saved_tensors
+        out = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], ctx.chunk):
+            end = start + ctx.chunk
+            probs = torch.exp(logits[start:end].float() - normalisers[start:end, None])
+            probs.scatter_add_(1, targets[start:end, None], probs.new_full((probs.shape[0], 1), -1.0))
+            out[start:end] = (probs * grad[start:end, None]).to(out.dtype)
+        return out, None, None
+
+
+def chunked_cross_entropy(logits: Tensor, targets: Tensor, chunk: int = 1024) -> Tensor:
+    """``F.cross_entropy(logits.float(), targets, reduction="none")`` for ``logits [N, V]`` (any float
+    dtype) and ``targets [N]``, computed ``chunk`` rows at a time: no float32 copy of the whole logits
+    is made, and the gradient has the logits' dtype. Returns ``[N]`` float32."""
+    return _ChunkedCrossEntropy.apply(logits, targets, chunk)
+
+
 def _token_nll(token_logits: Tensor, targets: Tensor, masked: Tensor) -> Tensor:
     """``[B]`` Σ over masked slots of −log softmax(logits)[target]."""
     safe_targets = torch.where(masked, targets, 0)
-    nll = F.cross_entropy(token_logits.transpose(1, 2).float(), safe_targets, reduction="none")
+    if token_logits.shape[-1] >= CHUNKED_VOCAB:
+        nll = chunked_cross_entropy(token_logits.flatten(0, 1), safe_targets.flatten()).view(safe_targets.shape)
+    else:
+        nll = F.cross_entropy(token_logits.transpose(1, 2).float(), safe_targets, reduction="none")
     return torch.where(masked, nll, 0.0).sum(dim=1)
 
 

@@ -28,10 +28,30 @@ from flexmdm.sampling import SampleOutput
 from flexmdm.schedules import Schedule, schedule_from_config
 from flexmdm.vocab import Vocab
 
-__all__ = ["Generation", "Pipeline"]
+__all__ = ["Generation", "Pipeline", "usable_device"]
 
 PromptInput = str | Sequence[int] | None
 """Text (decoded by the model's tokenizer), token ids, or nothing."""
+
+
+def usable_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` once a tensor could be placed on it.
+
+    Raises:
+        ValueError: not a device name, the meta device, or a device this machine lacks (one line).
+    """
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {str(device)!r} is not a device name (e.g. cpu, cuda, cuda:1)") from None
+    if chosen.type == "meta":
+        raise ValueError("device 'meta' holds no weights; give cpu or an accelerator such as cuda")
+    try:
+        torch.empty(0, device=chosen)
+    except (RuntimeError, AssertionError, NotImplementedError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
+        raise ValueError(f"device {str(device)!r} is not available here ({reason})") from None
+    return chosen
 
 
 @dataclass
@@ -83,7 +103,12 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Pipeline:
-        """Load a model exported by ``flexmdm train`` (the folder holding ``config.json``)."""
+        """Load a model exported by ``flexmdm train`` (the folder holding ``config.json``) onto ``device``.
+
+        Raises:
+            ValueError: not such a model, or ``device`` is not usable (see :func:`usable_device`).
+        """
+        device = usable_device(device)
         directory = Path(directory)
         model, config = load_pretrained(directory)
         kind_family = family(config["model"]["kind"])

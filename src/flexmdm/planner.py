@@ -19,13 +19,16 @@ per activation under ``train.autocast: bfloat16``, else 4::
     optimizer   = 8 · P_t / S                     (AdamW's two float32 moments)
     ema         = 4 · P_t / S                     (an average of the trainable parameters; 0 without EMA)
     activations = B · L · n_layers · (13 d + 4 m) · a  +  B · L · V · 12
+                  (with ``train.activation_checkpointing``: B · L · (n_layers · d + 13 d + 4 m) · a
+                  + B · L · V · 12: each block keeps its input, one block's activations are
+                  recomputed at a time)
 
 Activations, per token and block, count what autograd keeps for the backward pass through a
 pre-norm block with adaLN (gradients reach every block whenever any block has trainable
 parameters): 13 vectors of width d (two norm inputs, two norm outputs, two modulated inputs,
 q, k, v, the attention output and its projection's input, the two branch outputs before their
 gates) and 4 of width m (SwiGLU's gate, its SiLU, the up projection and their product), with a
-fused attention kernel (no n × n scores) and no activation checkpointing. The logits term is 3
+fused attention kernel (no n × n scores). The logits term is 3
 float32 copies of ``[B · L, V]`` (the float cast, the log-softmax kept for backward, its
 gradient). Heads other than the token head, allocator slack and the CUDA context are neglected.
 """
@@ -76,6 +79,7 @@ class Plan:
     seq_len: int
     strategy: str
     frozen_dtype: str
+    activation_checkpointing: bool
     parameters_total: int
     parameters_trainable: int
     trainable_by_module: dict[str, int]
@@ -89,7 +93,8 @@ class Plan:
         return {
             "config": self.config, "network": self.description, "world_size": self.world_size,
             "micro_batch": self.micro_batch, "seq_len": self.seq_len, "strategy": self.strategy,
-            "frozen_dtype": self.frozen_dtype, "parameters_total": self.parameters_total,
+            "frozen_dtype": self.frozen_dtype, "activation_checkpointing": self.activation_checkpointing,
+            "parameters_total": self.parameters_total,
             "parameters_trainable": self.parameters_trainable,
             "trainable_fraction": round(self.trainable_fraction, 6),
             "trainable_by_module": self.trainable_by_module,
@@ -103,7 +108,8 @@ def _bytes(parameter: Any, frozen_bytes: int) -> int:
 
 
 def estimate_memory(network: Any, model_config: Any, *, strategy: str, world_size: int, micro_batch: int,
-                    seq_len: int, frozen_bytes: int, activation_bytes: int, ema: bool) -> MemoryEstimate:
+                    seq_len: int, frozen_bytes: int, activation_bytes: int, ema: bool,
+                    activation_checkpointing: bool = False) -> MemoryEstimate:
     """The memory model of the module docstring for ``network`` (meta or real) and its ``ModelConfig``."""
     parameters = list(network.parameters())
     trainable = sum(p.numel() for p in parameters if p.requires_grad)
@@ -111,21 +117,24 @@ def estimate_memory(network: Any, model_config: Any, *, strategy: str, world_siz
     shards = world_size if strategy == "fsdp" else 1
     gathered = 0.0
     if strategy == "fsdp":
-        blocks = [block for name, module in network.named_modules() if name.split(".")[-1] == "blocks"
-                  for block in module.children()]
+        from flexmdm.training.sharding import shard_units
+
+        blocks = shard_units(network)
         in_blocks = sum(_bytes(p, frozen_bytes) for block in blocks for p in block.parameters())
         largest = max((sum(_bytes(p, frozen_bytes) for p in block.parameters()) for block in blocks), default=0)
         gathered = stored - in_blocks + 2 * largest
     d, layers = model_config.d_model, model_config.n_layers
     m = round(model_config.mlp_ratio * d)
     tokens = micro_batch * seq_len
+    per_block = 13 * d + 4 * m
+    kept = layers * d + per_block if activation_checkpointing else layers * per_block
     return MemoryEstimate(
         weights=stored / shards,
         gathered=gathered,
         gradients=4 * trainable / shards + (4 * trainable if strategy == "ddp" and world_size > 1 else 0),
         optimizer=8 * trainable / shards,
         ema=4 * trainable / shards if ema else 0.0,
-        activations=tokens * layers * (13 * d + 4 * m) * activation_bytes + tokens * model_config.vocab_size * 12,
+        activations=tokens * kept * activation_bytes + tokens * model_config.vocab_size * 12,
     )
 
 
@@ -152,7 +161,7 @@ def _description(config: Any) -> str:
 
 
 def plan(path: str | Path, overrides: list[str] = (), *, world_size: int = 1, micro_batch: int | None = None,
-         seq_len: int | None = None, strategy: str = "ddp", frozen_dtype: str = "bfloat16") -> Plan:
+         seq_len: int | None = None, strategy: str | None = None, frozen_dtype: str | None = None) -> Plan:
     """Build the network of the configuration at ``path`` on the meta device; count and estimate.
 
     Args:
@@ -160,22 +169,28 @@ def plan(path: str | Path, overrides: list[str] = (), *, world_size: int = 1, mi
         world_size: ranks.
         micro_batch: sequences per forward pass (default: ``train.batching(world_size)``'s).
         seq_len: tokens per sequence (default ``model.max_length``, the longest state).
-        strategy: the column reported as ``memory_per_device_gb`` (both are estimated).
-        frozen_dtype: storage of frozen parameters ("bfloat16" or "float32").
+        strategy: the column reported as ``memory_per_device_gb`` (both are estimated); default
+            ``train.strategy``.
+        frozen_dtype: storage of frozen parameters ("bfloat16" or "float32"); default
+            ``retrofit.base_dtype`` (float32 without a retrofit).
     """
     from flexmdm.training.config import load_config
     from flexmdm.training.network import build_network
 
     config = load_config(path, overrides, check_data=False)
     network = build_network(config, meta=True)
+    strategy = strategy or config.train.strategy
+    frozen_dtype = frozen_dtype or (config.retrofit.base_dtype if config.retrofit is not None else "float32")
     micro = micro_batch or config.train.batching(world_size)[0]
     length = seq_len or config.model.max_length
     settings = dict(world_size=world_size, micro_batch=micro, seq_len=length, frozen_bytes=FROZEN_BYTES[frozen_dtype],
-                    activation_bytes=2 if config.train.autocast == "bfloat16" else 4, ema=config.train.ema_decay > 0)
+                    activation_bytes=2 if config.train.autocast == "bfloat16" else 4, ema=config.train.ema_decay > 0,
+                    activation_checkpointing=config.train.activation_checkpointing)
     parameters = list(network.parameters())
     return Plan(
         config=str(path), description=_description(config), world_size=world_size, micro_batch=micro,
         seq_len=length, strategy=strategy, frozen_dtype=frozen_dtype,
+        activation_checkpointing=config.train.activation_checkpointing,
         parameters_total=sum(p.numel() for p in parameters),
         parameters_trainable=sum(p.numel() for p in parameters if p.requires_grad),
         trainable_by_module=_trainable_by_module(network),
@@ -210,11 +225,9 @@ def render(result: Plan) -> str:
         "",
         "This is a model, not a measurement (formulas: flexmdm.planner). Assumed: frozen parameters in "
         f"{result.frozen_dtype}, trainable ones, gradients, AdamW moments and an EMA of the trainable parameters "
-        "in float32; activations kept for backward without activation checkpointing, fused attention; "
-        "fsdp: each block a unit, the rest one root unit.",
-        "Not yet what 'flexmdm train' does: it trains with DDP only (no FSDP: the fsdp column models what "
-        "fully_shard would hold), keeps a retrofit's base in float32 (--frozen-dtype float32 models that) "
-        "and its EMA copies the whole network.",
+        f"in float32; activations kept for backward {'with' if result.activation_checkpointing else 'without'} "
+        "activation checkpointing, fused attention; fsdp: each block a unit, the rest one root unit "
+        "(train.strategy: fsdp).",
     ]
     return "\n".join(lines)
 
@@ -248,10 +261,11 @@ def add_plan_command(commands: argparse._SubParsersAction) -> None:
                         help="sequences per forward pass (default: the config's, for --world-size ranks)")
     parser.add_argument("--seq-len", type=_positive, default=None,
                         help="tokens per sequence (default model.max_length)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="ddp",
-                        help="the estimate reported as memory_per_device_gb (default ddp; both are printed)")
-    parser.add_argument("--frozen-dtype", choices=tuple(FROZEN_BYTES), default="bfloat16",
-                        help="storage of frozen parameters (default bfloat16)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
+                        help="the estimate reported as memory_per_device_gb (default train.strategy; both are "
+                        "printed)")
+    parser.add_argument("--frozen-dtype", choices=tuple(FROZEN_BYTES), default=None,
+                        help="storage of frozen parameters (default retrofit.base_dtype)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the text report")
     parser.set_defaults(run=run_plan)
 

@@ -52,6 +52,6 @@ def test_retrofit_bench_record(tmp_path, monkeypatch):
     assert 0 < record["parameters"]["retrofit_trainable"] < record["parameters"]["total"]
     assert (tmp_path / "work" / "base-llada" / "model.safetensors").is_file()
     assert sorted(p.name for p in (tmp_path / "work" / "retrofit-flexmdm" / "adapters").iterdir()) == [
-        "adapter_model.safetensors", "retrofit_config.json"]
+        "adapter_config.json", "adapter_model.safetensors", "retrofit_config.json", "retrofit_modules.safetensors"]
     assert record["checkpoint_bytes"]["adapters"] < record["checkpoint_bytes"]["base"]
     assert out.with_suffix(".png").stat().st_size > 0

@@ -140,7 +140,7 @@ def test_gsm8k_with_a_flexmdm_model_is_scored_from_its_rows_and_deterministic(mo
     argv = ["eval", "gsm8k", "--model", str(models["flex"]), "--data", str(data), "--temperature", "1", "--seed", "3",
             "--rows", "--batch-size", "3"]
     _, first = _run([*argv, "--out", str(tmp_path / "a.json")], capsys)
-    _, second = _run([*argv, "--out", str(tmp_path / "b.json")], capsys)
+    _, second = _run([*argv, "--out", str(tmp_path / "b.json"), "--device", "cpu:0"], capsys)
     assert first["rows"] == second["rows"] and first["metrics"] == second["metrics"]
     rows = first["rows"]
     assert len(rows) == 8 and first["model"]["kind"] == "flexmdm"
@@ -213,6 +213,8 @@ ERRORS = [
          "--param", setup=lambda tmp, model: _gsm8k_file(tmp, [GOOD])),
     Case("out is a directory", ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/data.jsonl", "--out", "{tmp}"],
          "is a directory", setup=lambda tmp, model: _gsm8k_file(tmp, [GOOD])),
+    Case("unknown device", ["eval", "gsm8k", "--model", "{model}", "--data", "{tmp}/data.jsonl", "--device", "gpu"],
+         "device 'gpu' is not a device name", setup=lambda tmp, model: _gsm8k_file(tmp, [GOOD])),
     Case("humaneval on a reasoning model", ["eval", "humaneval-infill", "--model", "{model}", "--num", "1"],
          "'reasoning' task"),
     Case("humaneval malformed", ["eval", "humaneval-infill", "--model", "{model}", "--data", "{tmp}/he.jsonl"],

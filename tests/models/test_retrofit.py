@@ -1,6 +1,7 @@
 """Retrofitting an MDM into a FlexMDM: identity at start, exactly the new parameters train,
 adapters re-attach exactly, and instruction couplings keep prompts frozen."""
 
+import copy
 import json
 import re
 
@@ -14,9 +15,11 @@ from flexmdm.models import ModelConfig, build_model, load_pretrained
 from flexmdm.models.llada import load_llada, write_tiny_llada_checkpoint
 from flexmdm.models.retrofit import (
     ADAPTER_WEIGHTS_NAME,
+    MODULES_WEIGHTS_NAME,
     RetrofitConfig,
     load_retrofit,
     merge_adapters,
+    merged_state_dict,
     retrofit,
     save_retrofit,
 )
@@ -110,9 +113,13 @@ def test_adapters_save_separately_and_reattach_exactly(base_dir, tmp_path):
     with torch.no_grad():
         logits, gaps = model(x, t, lengths, frozen)
     save_retrofit(model, tmp_path / "adapters", metadata={"schedules": {"insertion": {"name": "linear"}}})
-    saved = load_file(tmp_path / "adapters" / ADAPTER_WEIGHTS_NAME)
+    adapters = load_file(tmp_path / "adapters" / ADAPTER_WEIGHTS_NAME)
+    modules = load_file(tmp_path / "adapters" / MODULES_WEIGHTS_NAME)
+    saved = {**modules, **{"backbone." + k.removeprefix("base_model.model.").replace(".weight", ".default.weight"): v
+                           for k, v in adapters.items()}}
     assert not any("base_layer" in k or k.endswith("norm.weight") or "wte" in k for k in saved)
     assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(".lora_" in k for k in adapters) and not any(".lora_" in k for k in modules)
     again, record = load_retrofit(base_dir, tmp_path / "adapters")
     assert record["retrofit"]["lora_rank"] == 4 and record["schedules"]["insertion"]["name"] == "linear"
     with torch.no_grad():
@@ -127,6 +134,30 @@ def test_adapters_save_separately_and_reattach_exactly(base_dir, tmp_path):
     other = write_tiny_llada_checkpoint(tmp_path / "other", n_layers=2)
     with pytest.raises(ValueError, match="does not fit the base"):
         load_retrofit(other, tmp_path / "adapters")
+
+
+def test_peft_reads_the_saved_adapters_onto_the_base(base_dir, tmp_path):
+    """``PeftModel.from_pretrained(base, adapters/)`` gives the base the retrofit's LoRA updates: each adapted
+    projection of the peft model computes what the retrofit's does."""
+    from peft import PeftModel
+
+    model = retrofit(load_llada(base_dir), RetrofitConfig(lora_rank=4, lora_token_head=True))
+    randomise_new_parameters(model)
+    save_retrofit(model, tmp_path / "adapters")
+    assert json.loads((tmp_path / "adapters" / "adapter_config.json").read_text())["r"] == 4
+    peft_model = PeftModel.from_pretrained(load_llada(base_dir), tmp_path / "adapters").eval()
+    ours = dict(model.named_modules())
+    theirs = dict(peft_model.base_model.model.named_modules())
+    adapted = [name for name in ours if name.startswith("backbone.") and hasattr(ours[name], "lora_A")]
+    assert {name.rsplit(".", 1)[-1] for name in adapted} == {"q_proj", "k_proj", "v_proj", "ff_proj", "up_proj", "ff_out"}
+    assert "backbone.model.transformer.ff_out" in adapted  # the token head
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name in adapted:
+            h = torch.randn(2, 5, ours[name].in_features)
+            other = theirs[name.removeprefix("backbone.")]
+            assert other.merged is False and other.lora_B["default"].weight.abs().sum() > 0
+            torch.testing.assert_close(other(h), ours[name](h), rtol=0, atol=0)
 
 
 def test_retrofitted_model_is_a_sampler_denoiser(base_dir):
@@ -296,3 +327,22 @@ def test_low_rank_time_conditioning_and_narrow_gap_head_sizes(base_dir):
         if name.startswith("time_modulations"):
             assert p.requires_grad and p.grad is not None, name
     assert all(float(module[1].weight.grad.abs().sum()) > 0 for module in low.time_modulations)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_merged_state_is_peft_merge_without_copying_the_network(base_dir, dtype):
+    model = retrofit(load_llada(base_dir, dtype=dtype), RetrofitConfig(lora_rank=4))
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()  # trainable in float32 (retrofit.base_dtype)
+    randomise_new_parameters(model)
+    state = merged_state_dict(model)
+    merged = merge_adapters(copy.deepcopy(model)).state_dict()
+    expected = {name.replace(".base_layer.", "."): t for name, t in merged.items() if ".lora_" not in name}
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[name], expected[name]) and state[name].dtype == expected[name].dtype
+               for name in expected)
+    live = dict(model.state_dict())
+    assert state["time_embedding.mlp.0.weight"].data_ptr() == live["time_embedding.mlp.0.weight"].data_ptr()  # not copied
+    changed = [n for n in expected if n.endswith("q_proj.weight")]
+    assert changed and all(not torch.equal(state[n], live[n.replace("q_proj.", "q_proj.base_layer.")]) for n in changed)

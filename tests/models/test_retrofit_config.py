@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -90,7 +91,28 @@ def test_low_rank_conditioning_trains_and_exports(base_dir, tmp_path):
     assert len(texts) == 3 and all(text.startswith("a b") for text in texts)
 
 
+def test_a_bfloat16_base_keeps_its_weights_and_trains_float32_adapters(base_dir, tmp_path):
+    raw = settings(base_dir, tmp_path, base_dtype="bfloat16", time_rank=4)
+    raw["train"]["autocast"] = "bfloat16"
+    config = config_from_dict(raw)
+    network = build_network(config)
+    base = load_llada(base_dir)
+    frozen = {name.replace("backbone.", "", 1).replace(".base_layer", ""): p for name, p in network.named_parameters()
+              if not p.requires_grad}
+    assert all(torch.equal(frozen[name], tensor.bfloat16()) for name, tensor in base.state_dict().items())
+    assert {p.dtype for p in frozen.values()} == {torch.bfloat16}
+    assert {p.dtype for p in network.parameters() if p.requires_grad} == {torch.float32}
+    result = train(config)
+    assert result.steps == 3 and math.isfinite(result.loss) and math.isfinite(result.val_loss)
+    adapters = load_file(result.output_dir / ADAPTERS_DIR / ADAPTER_WEIGHTS_NAME)
+    assert {v.dtype for v in adapters.values()} == {torch.float32}
+    assert any(bool(v.abs().sum() > 0) for k, v in adapters.items() if "lora_B" in k)  # the adapters trained
+
+
 @pytest.mark.parametrize("change, message", [
+    ({"retrofit": {"base": "BASE", "base_dtype": "bfloat16"}},
+     "retrofit.base_dtype=bfloat16 needs train.autocast=bfloat16"),
+    ({"retrofit": {"base": "BASE", "base_dtype": "float16"}}, "retrofit.base_dtype: must be one of"),
     ({"model": {"d_model": 64}}, "model.d_model=64 contradicts the retrofit of "),
     ({"model": {"kind": "mdm"}}, "model.kind='mdm' contradicts the retrofit of "),
     ({"model": {"dimension": 3}}, "unknown key 'model.dimension'"),

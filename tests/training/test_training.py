@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from flexmdm.cli import main
 from flexmdm.errors import InputFileError
@@ -182,7 +183,7 @@ def test_ema_update_math():
     with torch.no_grad():
         model.weight.fill_(1.0)
     ema.update(model)  # d_1 = min(0.9, 1/10) = 0.1
-    assert torch.allclose(ema.model.weight, 0.1 * start + 0.9 * 1.0)
+    assert torch.allclose(ema.shadow["weight"], 0.1 * start + 0.9 * 1.0)
     for _ in range(99):
         ema.update(model)
     assert ema.decay_at(1) == pytest.approx(0.1) and ema.decay_at(81) == pytest.approx(0.9)
@@ -191,10 +192,30 @@ def test_ema_update_math():
     for k in range(1, 101):
         d = min(0.9, k / (k + 9))
         expected = d * expected + (1 - d)
-    assert torch.allclose(ema.model.weight, expected, atol=1e-6)
+    assert torch.allclose(ema.shadow["weight"], expected, atol=1e-6)
     restored = EMA(torch.nn.Linear(2, 1), 0.9)
     restored.load_state_dict(ema.state_dict())
-    assert restored.updates == 100 and torch.equal(restored.model.weight, ema.model.weight)
+    assert restored.updates == 100 and torch.equal(restored.shadow["weight"], ema.shadow["weight"])
+
+
+def test_ema_follows_trainable_parameters_only_and_applies_them_exactly():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    model[0].requires_grad_(False)  # a frozen base
+    ema = EMA(model, decay=0.5)
+    assert sorted(ema.shadow) == ["1.bias", "1.weight"]
+    live = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        model[1].weight.add_(1.0)
+    ema.update(model)  # d_1 = 0.1
+    raw = model[1].weight.detach().clone()
+    with ema.applied(model) as inside:
+        assert inside is model and torch.equal(model[1].weight, ema.shadow["1.weight"])
+        assert torch.equal(model[0].weight, live["0.weight"])  # frozen: the model's own
+        assert not torch.equal(model[1].weight, raw)
+    assert torch.equal(model[1].weight, raw)
+    legacy = EMA(model, 0.5)  # a checkpoint written when the EMA held the whole model
+    legacy.load_state_dict({"model": {**model.state_dict(), "1.weight": ema.shadow["1.weight"]}, "updates": 7})
+    assert legacy.updates == 7 and torch.equal(legacy.shadow["1.weight"], ema.shadow["1.weight"])
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -394,6 +415,71 @@ def test_ddp_matches_gradient_accumulation(tmp_path):
     assert latest_checkpoint(tmp_path / "ddp").name == "step_000004"
 
 
+def torchrun(config: Path, **options) -> subprocess.Popen:
+    """``flexmdm train config`` on 2 gloo ranks."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    return subprocess.Popen([*launcher, "-m", "flexmdm.cli", "train", str(config)], env=subprocess_env(), text=True,
+                            **options)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (read from /proc), children first."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    out, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        out += children
+        frontier = children
+    return out
+
+
+@pytest.mark.e2e
+def test_fsdp_matches_one_process_and_resumes_exactly_after_a_kill(tmp_path):
+    settings = {"train": {"steps": 24, "batch_size": 8, "micro_batch_size": 2, "save_every": 4, "eval_every": 8,
+                          "eval_batches": 1, "keep_last": 1, "strategy": "fsdp"}}
+    configs = {name: write_config(tmp_path, {**settings, "output_dir": str(tmp_path / name)}, f"{name}.yaml")
+               for name in ("single", "sharded", "killed")}
+    subprocess.run(cli("train", str(configs["single"])), env=subprocess_env(), check=True, capture_output=True)
+    done = torchrun(configs["sharded"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert done.wait(300) == 0, done.stderr.read()[-3000:]
+
+    # two ranks equal one process (gradients are reduced in another order: float tolerance)
+    expected, observed = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "sharded")
+    assert [r["step"] for r in observed] == list(range(1, 25))
+    for key in ("loss", "token_loss", "gap_loss", "grad_norm", "val_loss"):
+        a, b = [r[key] for r in expected if key in r], [r[key] for r in observed if key in r]
+        assert len(a) == len(b) > 0 and b == pytest.approx(a, rel=1e-5, abs=1e-7), key
+    single, sharded = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("single", "sharded"))
+    assert single.keys() == sharded.keys()
+    for name in single:
+        torch.testing.assert_close(sharded[name], single[name], rtol=1e-5, atol=1e-6)
+    checkpoint = latest_checkpoint(tmp_path / "sharded")
+    assert {p.name for p in (checkpoint / "sharded").iterdir()} == {".metadata", "__0_0.distcp", "__1_0.distcp"}
+    assert "model" not in load_trainer_state(checkpoint) and "optimizer" not in load_trainer_state(checkpoint)
+
+    # killed (launcher and both ranks) after a checkpoint, resumed on two ranks: the same run bit for bit
+    process = torchrun(configs["killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 180
+    while not latest.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for pid in [process.pid, *descendants(process.pid)]:  # the launcher starts its ranks in sessions of their own
+        os.kill(pid, signal.SIGKILL)
+    process.wait()
+    interrupted_at = int(latest.read_text().split("_")[1])
+    assert interrupted_at < 24, "the run finished before it could be killed"
+    resumed = torchrun(configs["killed"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert resumed.wait(300) == 0, resumed.stderr.read()[-3000:]
+    assert f"resuming from step {interrupted_at} (" in resumed.stderr.read()
+    assert_same_run(tmp_path / "sharded", tmp_path / "killed")
+
+
 def test_task_layout_follows_the_model_family(tmp_path):
     maze = {"task": "maze", "rooms": 2, "num_pairs": 20, "k_max": 2}
     config = config_from_dict({**TINY, "model": {**TINY["model"], "kind": "mdm", "max_length": 40}, "data": maze,
@@ -587,3 +673,50 @@ def test_a_repeated_signal_is_one_request_and_a_later_one_stops_at_once(monkeypa
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)  # pressed again: the usual Ctrl-C
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("model", [{}, {"architecture": "llada", "dropout": 0.0, "n_heads": 4}], ids=["dit", "llada"])
+def test_activation_checkpointing_changes_nothing_but_memory(tmp_path, model):
+    """Same metrics and bit-identical weights (dropout included: the recomputation replays its RNG);
+    the blocks' activations are recomputed in the backward pass."""
+    from torch.distributed._composable.checkpoint_activation import checkpoint as composable
+
+    runs = {}
+    for flag in (False, True):
+        overrides = {"model": {**TINY["model"], **model}, "train": {"activation_checkpointing": flag, "steps": 4},
+                     "output_dir": str(tmp_path / str(flag))}
+        runs[flag] = train(load_config(write_config(tmp_path, overrides, f"{flag}.yaml")))
+    assert_same_run(runs[False].output_dir, runs[True].output_dir)
+    resumed = {"model": {**TINY["model"], **model}, "train": {"activation_checkpointing": True, "steps": 6},
+               "output_dir": str(tmp_path / "False")}  # a run may resume with it switched
+    assert train(load_config(write_config(tmp_path, resumed, "resumed.yaml"))).steps == 6
+    calls = []
+    from flexmdm.training.distributed import DistributedContext
+    from flexmdm.training.sharding import shard_units
+    from flexmdm.training.trainer import _Run
+
+    config = load_config(write_config(tmp_path, {"train": {"activation_checkpointing": True}}, "probe.yaml"))
+    run = _Run(config, DistributedContext(0, 1, torch.device("cpu")))
+    block = shard_units(run.model)[0]
+    assert composable.state(block) is not None  # the block is checkpointed, its names unchanged
+    inner = next(m for m in block.modules() if isinstance(m, torch.nn.Linear))
+    inner.register_forward_hook(lambda *args: calls.append(1))
+    run.train_step()
+    assert len(calls) == 2 * config.train.batching(1)[1]  # forward, then the recomputation in backward
+
+
+def test_fsdp_strategy_in_one_process_checkpoints_with_dcp_and_resumes_exactly(tmp_path, recwarn):
+    """Without torchrun nothing is sharded: the run is the DDP-strategy run bit for bit, but its
+    checkpoints are torch.distributed.checkpoint folders, and resuming from one reproduces the run."""
+    runs = {}
+    for strategy in ("ddp", "fsdp"):
+        overrides = {"train": {"strategy": strategy}, "output_dir": str(tmp_path / strategy)}
+        runs[strategy] = train(load_config(write_config(tmp_path, overrides, f"{strategy}.yaml")))
+    assert_same_run(runs["ddp"].output_dir, runs["fsdp"].output_dir)
+    step_8 = tmp_path / "fsdp" / "checkpoints" / "step_000008"
+    assert (step_8 / "sharded" / ".metadata").is_file() and "model" not in load_trainer_state(step_8)
+    expected = (tmp_path / "fsdp" / "model" / "model.safetensors").read_bytes()
+    (step_8 / "sharded" / ".metadata").unlink()  # damaged: the run falls back to step 4 and retrains 5..8
+    assert train(load_config(tmp_path / "fsdp.yaml")).steps == 8
+    assert (tmp_path / "fsdp" / "model" / "model.safetensors").read_bytes() == expected
+    assert not [w for w in recwarn if "torch.distributed" in str(w.message)]

@@ -82,6 +82,7 @@ def _add_common_options(parser: argparse.ArgumentParser, *, policy: str, batch_s
     add_insertion_options(parser)
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"problems per batch (default {batch_size})")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.json", help="write the JSON record here")
     parser.add_argument("--rows", action="store_true", help="put every problem's output in the JSON record")
 
@@ -122,7 +123,7 @@ def run_gsm8k(args: argparse.Namespace) -> int:
     check_output(args.out if args.data is not None else args.write_held_out)
     if args.data is not None and not args.data.is_file():
         raise FileNotFoundError(f"--data {args.data}: no such file")
-    model = load_task_model(args.model, "reasoning", "flexmdm eval gsm8k")
+    model = load_task_model(args.model, "reasoning", "flexmdm eval gsm8k", args.device)
     task = reasoning_task(model)
     template = task.template
     if args.write_held_out is not None:
@@ -153,7 +154,7 @@ def run_gsm8k(args: argparse.Namespace) -> int:
 
     metrics, rows = evaluate_gsm8k(model, template, data, rule=rule, steps=steps, early_exit=early_exit,
                                    insertion=insertion, temperature=args.temperature, batch_size=args.batch_size,
-                                   generator=torch.Generator().manual_seed(args.seed))
+                                   generator=torch.Generator(device=model.device).manual_seed(args.seed))
     correct = sum(r["correct"] for r in rows)
     print(f"gsm8k {args.data}: accuracy {metrics['accuracy']:.3f} ({correct}/{metrics['n']}), mean NFE "
           f"{metrics['mean_nfe']:.2f}, reasoning {metrics['mean_reasoning_length']:.1f} tokens, well-formed "
@@ -198,7 +199,7 @@ def run_humaneval_infill(args: argparse.Namespace) -> int:
     tasks = single_line_tasks(problems, one_per_problem=not args.all_lines)[: args.num]
     if not tasks:
         raise UserError(f"{source} holds no problem with a non-blank solution line")
-    model = load_task_model(args.model, "infill", "flexmdm eval humaneval-infill")
+    model = load_task_model(args.model, "infill", "flexmdm eval humaneval-infill", args.device)
     if not (model.directory / "tokenizer.json").is_file():
         raise UserError(f"{model.directory} has no tokenizer.json; the infill model's tokenizer is needed")
     tokenizer = load_tokenizer(model.directory)
@@ -212,7 +213,7 @@ def run_humaneval_infill(args: argparse.Namespace) -> int:
     metrics, rows = evaluate_humaneval_infill(
         model, tokenizer, vocab, tasks, budget=budget, width=width, rule=rule, steps=steps, insertion=insertion,
         temperature=args.temperature, batch_size=args.batch_size, timeout=args.timeout,
-        generator=torch.Generator().manual_seed(args.seed))
+        generator=torch.Generator(device=model.device).manual_seed(args.seed))
     print(f"humaneval-infill: pass@1 {metrics['pass_at_1']:.3f}, exact match {metrics['exact_match']:.3f}, "
           f"parses {metrics['parse_rate']:.3f}, |middle length error| {metrics['length_abs_error']:.2f} tokens, "
           f"mean NFE {metrics['mean_nfe']:.1f}, context cut {metrics['context_truncated']:.2f}, n {metrics['n']}, "

@@ -15,15 +15,16 @@ from flexmdm.sampling import ConfidenceThreshold, UnmaskingRule
 __all__ = ["check_output", "decoding_rule", "load_task_model", "record_header", "task_options", "write_record"]
 
 
-def load_task_model(path: Path, task: str, command: str) -> Pipeline:
-    """The FlexMDM or MDM model at ``path`` (or ``path/model``), which must have been trained on ``task``.
+def load_task_model(path: Path, task: str, command: str, device: str = "cpu") -> Pipeline:
+    """The FlexMDM or MDM model at ``path`` (or ``path/model``), which must have been trained on ``task``,
+    on ``device``.
 
     Raises:
-        UserError: no exported model there, not a FlexMDM/MDM model, or another task.
+        UserError: no exported model there, not a FlexMDM/MDM model, another task, or an unusable device.
     """
     directory = _model_dir(path)
     try:
-        pipe = Pipeline.from_pretrained(directory)
+        pipe = Pipeline.from_pretrained(directory, device=device)
     except ValueError as error:
         raise UserError(str(error)) from None
     trained_on = pipe.task.get("task")

@@ -132,7 +132,8 @@ def evaluate_gsm8k(
         for start in range(0, len(data), batch_size):
             questions = data.questions[start:start + batch_size]
             out = generate(model.kind, model.model, template, model.schedules, questions, rule=rule, steps=steps,
-                           early_exit=early_exit, insertion=insertion, temperature=temperature, generator=generator)
+                           early_exit=early_exit, insertion=insertion, temperature=temperature, generator=generator,
+                           device=model.device)
             for row, sequence in enumerate(out.sequences()):
                 index = start + row
                 decoded = template.decode(sequence, out.frozen[row, : len(sequence)].tolist())

@@ -351,8 +351,10 @@ class LLaDAModel(nn.Module):
     def logits(self, hidden: Tensor) -> Tensor:
         """LM head, cut to ``vocab_size``, float32, MASK forbidden: ``[B, n, d] -> [B, n, V]``."""
         logits = self.transformer.ff_out(hidden)[..., : self.llada_config.vocab_size].float()
-        logits[..., self.llada_config.mask_token_id] = float("-inf")
-        return logits
+        # out of place: in float32 the cut is a view of the head's output, and a module output that is
+        # a view written in place breaks FSDP's backward hooks
+        mask = torch.tensor([self.llada_config.mask_token_id], device=logits.device)
+        return logits.index_fill(-1, mask, float("-inf"))
 
     def forward(self, x: Tensor, t: Tensor | None = None, lengths: Tensor | None = None,
                 frozen: Tensor | None = None) -> Tensor:

@@ -24,9 +24,11 @@ a FlexMDM. :func:`retrofit` adds what is missing and trains only that:
   ``blocks.N.ff_out`` — selected by full path, not by the bare name ``ff_out`` that LLaDA also
   gives its LM head) and optionally on the token head ``transformer.ff_out``.
 
-Everything else is frozen. :func:`save_retrofit` writes only the new modules and adapters
-(``adapter_model.safetensors`` + ``retrofit_config.json``); :func:`load_retrofit` re-attaches
-them to the base checkpoint.
+Everything else is frozen. :func:`save_retrofit` writes only the new modules and adapters: the
+LoRA adapters as ``peft`` writes them for the base network (``adapter_config.json`` +
+``adapter_model.safetensors``: ``PeftModel.from_pretrained(base, directory)`` reads them), the new
+modules beside them (``retrofit_modules.safetensors``) and ``retrofit_config.json``;
+:func:`load_retrofit` re-attaches all of them to the base checkpoint.
 
 :class:`LLaDAFlexMDM` is also the FlexMDM of the LLaDA architecture trained from scratch
 (``ModelConfig(kind="flexmdm", architecture="llada")``): same modules, all trainable.
@@ -36,7 +38,6 @@ Both are FlexMDM denoisers ``(x, t, lengths, frozen) -> (token_logits, expected_
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -70,9 +71,14 @@ __all__ = [
     "time_modulation",
     "ADAPTER_WEIGHTS_NAME",
     "RETROFIT_CONFIG_NAME",
+    "MODULES_WEIGHTS_NAME",
 ]
 
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+MODULES_WEIGHTS_NAME = "retrofit_modules.safetensors"
+PEFT_PREFIX = "base_model.model."
+"""Where ``peft`` puts the base network's modules in the names of its saved adapters."""
+BACKBONE = "backbone."
 RETROFIT_CONFIG_NAME = "retrofit_config.json"
 NEW_MODULES = ("time_embedding", "time_modulations", "frozen_embedding", "gap_head")
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "attn_out")
@@ -228,15 +234,16 @@ class RetrofitConfig:
         return cls(**values)
 
 
-def lora_target_pattern(config: RetrofitConfig) -> str:
-    """The regular expression (full match on module paths) selecting the LoRA targets."""
+def lora_target_pattern(config: RetrofitConfig, root: str = r"backbone\.") -> str:
+    """The regular expression (full match on module paths) selecting the LoRA targets; ``root``
+    ``""`` gives the paths in the base network itself."""
     block = "|".join((*config.attention_targets, *config.mlp_targets))
     options = [rf"blocks\.\d+\.({block})"] if block else []
     if config.lora_token_head:
         options.append("ff_out")
     if not options:
         raise ValueError("the retrofit config selects no LoRA target")
-    return rf"backbone\.model\.transformer\.({'|'.join(options)})"
+    return rf"{root}model\.transformer\.({'|'.join(options)})"
 
 
 def is_retrofit_parameter(name: str) -> bool:
@@ -262,20 +269,26 @@ def retrofit(mdm: LLaDAModel, config: RetrofitConfig | None = None, *, seed: int
         config: adapters and conditioning; default :class:`RetrofitConfig`.
         seed: initialisation of the new modules.
     """
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import inject_adapter_in_model
 
     config = config or RetrofitConfig()
     model_config = retrofit_model_config(mdm.config, config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LLaDAFlexMDM(mdm, model_config)
-        lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, bias="none",
-                          target_modules=lora_target_pattern(config))
-        model = inject_adapter_in_model(lora, model)
+        model = inject_adapter_in_model(lora_config(config), model)
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(is_retrofit_parameter(name))
     model.retrofit_config = config
     return model
+
+
+def lora_config(config: RetrofitConfig, root: str = r"backbone\.") -> Any:
+    """The ``peft.LoraConfig`` of the adapters (targets under ``root``, see :func:`lora_target_pattern`)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, bias="none",
+                      target_modules=lora_target_pattern(config, root))
 
 
 def merge_adapters(model: nn.Module) -> nn.Module:
@@ -295,13 +308,23 @@ def merge_adapters(model: nn.Module) -> nn.Module:
 def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """The state dict of a retrofitted network under the plain architecture's names.
 
-    The LoRA updates are folded into a copy of the network (:func:`merge_adapters`), the
-    ``lora_*`` tensors dropped and peft's ``.base_layer`` removed from the names, so the result
-    loads into the FlexMDM of the LLaDA architecture (hence :func:`flexmdm.models.load_pretrained`
-    and ``flexmdm sample``). ``model`` itself is not changed.
+    Each adapted weight is replaced by its merged value (what :func:`merge_adapters` computes: the
+    base weight plus peft's delta, rounded to the base's dtype), one layer at a time; every other
+    tensor is the network's own (no copy of the network). The ``lora_*`` tensors are dropped and
+    peft's ``.base_layer`` removed from the names, so the result loads into the FlexMDM of the LLaDA
+    architecture (hence :func:`flexmdm.models.load_pretrained` and ``flexmdm sample``). ``model``
+    itself is not changed.
     """
-    merged = merge_adapters(copy.deepcopy(model)).state_dict()
-    return {name.replace(".base_layer.", "."): tensor for name, tensor in merged.items() if ".lora_" not in name}
+    from peft.tuners.lora import LoraLayer
+
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLayer) and not module.merged:
+                weight = module.get_base_layer().weight
+                delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
+                state[f"{name}.base_layer.weight"] = (weight + delta).to(weight.dtype)
+    return {name.replace(".base_layer.", "."): tensor for name, tensor in state.items() if ".lora_" not in name}
 
 
 def retrofit_state_dict(model: nn.Module) -> dict[str, Tensor]:
@@ -313,6 +336,9 @@ def retrofit_state_dict(model: nn.Module) -> dict[str, Tensor]:
 def save_retrofit(model: LLaDAFlexMDM, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
     """Write the adapters and new modules (not the base weights), atomically.
 
+    The LoRA adapters are written as ``peft`` saves them for the base network (their names relative
+    to the backbone), the new modules to ``retrofit_modules.safetensors``.
+
     Args:
         model: a network made by :func:`retrofit` (or an EMA copy of one).
         directory: target folder (replaced if it exists).
@@ -322,11 +348,26 @@ def save_retrofit(model: LLaDAFlexMDM, directory: str | Path, *, metadata: dict[
     if config is None:
         raise ValueError("model was not made by retrofit(): it has no retrofit_config")
     directory = Path(directory)
+    tensors = _saveable(model)
+    adapters = {PEFT_PREFIX + name.removeprefix(BACKBONE): tensor for name, tensor in tensors.items() if ".lora_" in name}
+    modules = {name: tensor for name, tensor in tensors.items() if ".lora_" not in name}
     with atomic_directory(directory) as staging:
-        save_file(retrofit_state_dict(model), staging / ADAPTER_WEIGHTS_NAME, metadata={"format": "pt"})
+        save_file(adapters, staging / ADAPTER_WEIGHTS_NAME, metadata={"format": "pt"})
+        save_file(modules, staging / MODULES_WEIGHTS_NAME, metadata={"format": "pt"})
+        lora_config(config, root="").save_pretrained(str(staging))
         record = {"retrofit": config.to_dict(), "model": model.config.to_dict(), **(metadata or {})}
         (staging / RETROFIT_CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
     return directory
+
+
+def _saveable(model: nn.Module) -> dict[str, Tensor]:
+    """The new modules' tensors and the adapters' under the names ``peft`` saves them by (relative to
+    ``model``, the adapter's name dropped)."""
+    from peft import get_peft_model_state_dict
+
+    tensors = retrofit_state_dict(model)
+    modules = {name: tensor for name, tensor in tensors.items() if ".lora_" not in name}
+    return {**modules, **get_peft_model_state_dict(model, state_dict=tensors)}
 
 
 def load_retrofit(base: str | Path | LLaDAModel, directory: str | Path,
@@ -344,12 +385,16 @@ def load_retrofit(base: str | Path | LLaDAModel, directory: str | Path,
     Raises:
         ValueError: the adapters do not fit the base (missing or unexpected tensors, shapes).
     """
+    from peft import set_peft_model_state_dict
+
     directory = Path(directory)
     record = json.loads((directory / RETROFIT_CONFIG_NAME).read_text())
     mdm = load_llada(base, dtype=dtype) if isinstance(base, (str, Path)) else base
     model = retrofit(mdm, RetrofitConfig.from_dict(record["retrofit"]))
-    tensors = load_file(directory / ADAPTER_WEIGHTS_NAME)
-    expected = retrofit_state_dict(model)
+    adapters = {BACKBONE + name.removeprefix(PEFT_PREFIX): tensor
+                for name, tensor in load_file(directory / ADAPTER_WEIGHTS_NAME).items()}
+    modules = load_file(directory / MODULES_WEIGHTS_NAME)
+    tensors, expected = {**modules, **adapters}, _saveable(model)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise ValueError(f"{directory} does not fit the base: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -357,5 +402,6 @@ def load_retrofit(base: str | Path | LLaDAModel, directory: str | Path,
         if tensor.shape != expected[key].shape:
             raise ValueError(f"{directory}: {key} has shape {list(tensor.shape)}, the base needs "
                              f"{list(expected[key].shape)}")
-    model.load_state_dict(tensors, strict=False)
+    model.load_state_dict(modules, strict=False)
+    set_peft_model_state_dict(model, adapters)
     return model.eval(), record

@@ -27,10 +27,10 @@ def thin_counts(counts: Tensor, allowance: Tensor, generator: torch.Generator | 
     # One entry per drawn insertion (row-wise, gap ids in order), ranked by a random key.
     width = int(rows.sum(dim=1).max())
     ends = torch.cumsum(rows, dim=1)
-    slot = torch.arange(width)
+    slot = torch.arange(width, device=rows.device)
     gap_of = torch.searchsorted(ends, slot.expand(rows.shape[0], width).contiguous(), right=True)
     real = slot[None, :] < ends[:, -1:]
-    keys = torch.where(real, torch.rand(real.shape, generator=generator), 2.0)
+    keys = torch.where(real, torch.rand(real.shape, generator=generator, device=real.device), 2.0)
     ranks = torch.argsort(torch.argsort(keys, dim=1), dim=1)
     keep = real & (ranks < allowance[over][:, None])
     kept = torch.zeros_like(rows).scatter_add_(1, gap_of.clamp(max=rows.shape[1] - 1), keep.long())
@@ -63,12 +63,14 @@ def insert_masks(
     width = int(new_lengths.max()) if batch else 0
     # Old token j moves right by the insertions in gaps 0..j.
     shift = torch.cumsum(counts[:, :n], dim=1)
-    live = torch.arange(n)[None, :] < lengths[:, None]
-    target = torch.where(live, torch.arange(n)[None, :] + shift, width)
-    positions = torch.arange(width + 1)[None, :]
+    slots = torch.arange(n, device=tokens.device)[None, :]
+    live = slots < lengths[:, None]
+    target = torch.where(live, slots + shift, width)
+    positions = torch.arange(width + 1, device=tokens.device)[None, :]
     out = torch.where(positions < new_lengths[:, None], mask_id, pad_id).expand(batch, width + 1)
     out = out.clone().scatter_(1, target, tokens)
-    out_frozen = torch.zeros(batch, width + 1, dtype=torch.bool).scatter_(1, target, frozen & live)
+    out_frozen = torch.zeros(batch, width + 1, dtype=torch.bool, device=frozen.device)
+    out_frozen = out_frozen.scatter_(1, target, frozen & live)
     return out[:, :width], new_lengths, out_frozen[:, :width]
 
 
@@ -85,5 +87,5 @@ def compact(tokens: Tensor, keep: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
     lengths = keep.sum(dim=1)
     width = int(lengths.max()) if tokens.shape[0] else 0
     slot = torch.where(keep, torch.cumsum(keep.long(), dim=1) - 1, width)
-    out = torch.full((tokens.shape[0], width + 1), pad_id, dtype=tokens.dtype)
+    out = tokens.new_full((tokens.shape[0], width + 1), pad_id)
     return out.scatter_(1, slot, tokens)[:, :width], lengths

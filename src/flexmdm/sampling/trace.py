@@ -59,7 +59,7 @@ class Trace:
     def _times(time: float | Tensor, rows: Tensor) -> Tensor:
         if isinstance(time, Tensor):
             return time[rows].double()
-        return torch.full(rows.shape, float(time), dtype=torch.float64)
+        return torch.full(rows.shape, float(time), dtype=torch.float64, device=rows.device)
 
     def events(self) -> list[TraceEvent]:
         """All events in the order they happened."""

@@ -6,6 +6,8 @@ Layout under ``output_dir/checkpoints``::
         model/              save_pretrained of the exported weights (EMA when EMA is on):
                             `flexmdm sample step_000100/model` works on it
         trainer_state.pt    raw weights, EMA weights, optimizer, scheduler, step, RNG states
+        sharded/            train.strategy fsdp only: raw weights, optimizer and EMA averages, written
+                            by every rank with torch.distributed.checkpoint (then not in trainer_state.pt)
     latest                  one line: the name of the newest complete checkpoint
 
 A checkpoint is written into a hidden temporary directory, which is renamed to ``step_NNNNNN``
@@ -19,16 +21,26 @@ by :func:`resume_point`, which falls back to the newest intact older checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+import torch.distributed.checkpoint as dcp
+from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from flexmdm.atomic import fsync_tree, write_text_atomic
 from flexmdm.errors import InputFileError
@@ -36,6 +48,7 @@ from flexmdm.models import save_pretrained
 from flexmdm.models.pretrained import verify_pretrained
 
 __all__ = [
+    "SHARDS_DIR",
     "ResumePoint",
     "checkpoint_dir",
     "checkpoint_path",
@@ -44,11 +57,14 @@ __all__ = [
     "remove_stale_temporaries",
     "resume_point",
     "save_checkpoint",
+    "load_shards",
+    "save_shards",
 ]
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
+SHARDS_DIR = "sharded"
 _PREFIX = "step_"
 _TEMP_PREFIX = ".tmp-"
 _STEP_NAME = re.compile(r"step_\d+")
@@ -120,6 +136,7 @@ def save_checkpoint(
     metadata: dict[str, Any],
     tokenizer_dir: Path | None = None,
     keep_last: int = 0,
+    shards: Path | None = None,
 ) -> Path:
     """Write ``checkpoints/step_<step>`` atomically, point ``latest`` at it, prune old ones.
 
@@ -131,6 +148,7 @@ def save_checkpoint(
         metadata: extra ``config.json`` entries of the exported model.
         tokenizer_dir: a directory holding ``tokenizer.json`` to ship with the model.
         keep_last: keep this many newest checkpoints (0: all).
+        shards: a directory :func:`save_shards` wrote, moved into the checkpoint as ``sharded/``.
 
     Returns:
         the checkpoint directory.
@@ -143,6 +161,8 @@ def save_checkpoint(
         temporary.mkdir()
         save_pretrained(export_model, temporary / MODEL_DIR, metadata=metadata, tokenizer_dir=tokenizer_dir)
         _write_state(temporary / STATE_FILE, state)
+        if shards is not None:
+            os.replace(shards, temporary / SHARDS_DIR)
         fsync_tree(temporary)
         if target.exists():  # left by a crashed run after its rename but before `latest` moved
             shutil.rmtree(target)
@@ -197,9 +217,12 @@ def _load_intact(path: Path) -> dict[str, Any]:
     except (FileNotFoundError, InputFileError) as error:
         raise InputFileError(str(error)) from None
     try:
-        return load_trainer_state(path)
+        state = load_trainer_state(path)
     except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as error:
         raise InputFileError(f"{path / STATE_FILE} is unreadable ({_first_sentence(error)})") from None
+    if state.get("sharded") and not (path / SHARDS_DIR / ".metadata").is_file():
+        raise InputFileError(f"{path / SHARDS_DIR} is missing or incomplete")
+    return state
 
 
 def resume_point(output_dir: str | Path) -> ResumePoint | None:
@@ -226,3 +249,46 @@ def resume_point(output_dir: str | Path) -> ResumePoint | None:
         return ResumePoint(path, state, tuple(damaged))
     raise InputFileError(f"no intact checkpoint in {directory} (the newest: {damaged[0]}); "
                          "move the folder away to train from scratch")
+
+
+@contextlib.contextmanager
+def _one_process_is_fine() -> Iterator[None]:
+    """Silence torch.distributed.checkpoint's warning that it runs in a single process
+    (``train.strategy: fsdp`` without ``torchrun``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer,
+                   averages: dict[str, Tensor] | None) -> dict[str, Any]:
+    state = {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, optimizer)}
+    return state if averages is None else {**state, "ema": averages}
+
+
+def save_shards(output_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                averages: dict[str, Tensor] | None, ctx: Any) -> Path:
+    """Every rank writes its shards of the weights, the optimizer and the EMA ``averages`` with
+    :func:`torch.distributed.checkpoint.save` into a temporary folder, which it returns (for
+    :func:`save_checkpoint`'s ``shards``). A collective; ``ctx`` is the
+    :class:`~flexmdm.training.distributed.DistributedContext`."""
+    staging = checkpoint_dir(output_dir) / f"{_TEMP_PREFIX}{SHARDS_DIR}-{_PREFIX}{step:06d}"
+    if ctx.is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    ctx.barrier()
+    with _one_process_is_fine():
+        dcp.save(_sharded_state(model, optimizer, averages), checkpoint_id=staging)
+    ctx.barrier()
+    return staging
+
+
+def load_shards(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                averages: dict[str, Tensor] | None) -> None:
+    """Restore what :func:`save_shards` wrote into ``model``, ``optimizer`` and (in place) the EMA
+    ``averages``, resharded for this job's ranks. A collective."""
+    state = _sharded_state(model, optimizer, averages)
+    with _one_process_is_fine():
+        dcp.load(state, checkpoint_id=directory)
+    set_model_state_dict(model, state["model"])
+    set_optimizer_state_dict(model, optimizer, state["optimizer"])

@@ -165,6 +165,12 @@ class TrainConfig:
             fails); validation stays eager. Same objective up to float rounding, but dropout
             draws differ from the eager run's.
         device: "auto" (cuda when available), "cpu" or "cuda".
+        strategy: how ranks share the network under ``torchrun`` (:mod:`flexmdm.training.sharding`):
+            "ddp" replicates it; "fsdp" shards parameters, gradients, optimizer and EMA with FSDP2,
+            one unit per transformer block, and checkpoints them with torch.distributed.checkpoint.
+        activation_checkpointing: every transformer block keeps only its input for the backward
+            pass and recomputes its activations there: less memory, one more forward pass per
+            block, the same results.
         tensorboard: also write every metrics row as TensorBoard scalars to
             ``output_dir/tensorboard`` (needs the ``tensorboard`` package).
     """
@@ -193,6 +199,8 @@ class TrainConfig:
     packing: bool = False
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    activation_checkpointing: bool = False
     tensorboard: bool = False
 
     def batching(self, world_size: int) -> tuple[int, int]:
@@ -227,6 +235,9 @@ class RetrofitSection(RetrofitConfig):
         base_config: a LLaDA ``config.json`` to read the architecture from instead of
             ``base/config.json``, so that a configuration can be checked and planned
             (``flexmdm plan``) without the weights; training checks that the base agrees.
+        base_dtype: how the frozen base weights are stored: "float32", or "bfloat16" (half the
+            memory; the trainable parameters stay float32, and ``train.autocast: bfloat16`` is
+            required so that both meet in bfloat16 matmuls).
 
     The other fields are :class:`~flexmdm.models.retrofit.RetrofitConfig`'s (LoRA rank, alpha and
     targets, time conditioning, gap head width).
@@ -234,6 +245,7 @@ class RetrofitSection(RetrofitConfig):
 
     base: str = ""
     base_config: str | None = None
+    base_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -506,6 +518,9 @@ def config_from_dict(raw: Any, *, check_data: bool = True) -> Config:
         model = _build_retrofit_model(raw.get("model"), retrofit, task)
     schedules = _build(ScheduleConfig, raw.get("schedules"), "schedules.")
     train = _build(TrainConfig, raw.get("train"), "train.")
+    if retrofit is not None and retrofit.base_dtype == "bfloat16" and train.autocast != "bfloat16":
+        raise ConfigError("retrofit.base_dtype=bfloat16 needs train.autocast=bfloat16 (the float32 adapters and the "
+                          "bfloat16 base meet in bfloat16 matmuls)")
     if train.length_buckets > 1 and not family(model.kind).inserts:
         raise ConfigError(f"train.length_buckets applies to FlexMDM states only; model.kind is {model.kind!r}")
     if train.packing and model.architecture != "dit":

@@ -2,8 +2,9 @@
 
 Without a ``retrofit`` section the network is :func:`flexmdm.models.build_model` of ``model``,
 initialised from the global RNG (the trainer seeds it with ``train.seed``). With one, the base
-checkpoint is loaded in float32 and :func:`flexmdm.models.retrofit.retrofit` adds the FlexMDM
-modules and LoRA adapters, seeded with ``train.seed``; only those are trainable.
+checkpoint is loaded in ``retrofit.base_dtype`` (float32 or bfloat16) and
+:func:`flexmdm.models.retrofit.retrofit` adds the FlexMDM modules and LoRA adapters, seeded with
+``train.seed``; only those are trainable, always in float32.
 
 ``meta=True`` builds the same module tree on the meta device — shapes and ``requires_grad``
 flags, no storage, no weights read (a retrofit reads only the base's ``config.json``) — for
@@ -44,9 +45,13 @@ def build_network(config: Config, *, meta: bool = False) -> nn.Module:
         with device:
             base = LLaDAModel(section.llada_config())
     else:
-        base = load_llada(section.base, dtype=torch.float32)
+        base = load_llada(section.base, dtype=getattr(torch, section.base_dtype))
         if section.base_config and base.llada_config != read_llada_config(section.base_config):
             raise ConfigError(f"retrofit.base_config: {section.base_config} does not describe the checkpoint "
                               f"{section.base} ({base.llada_config})")
     with device:
-        return retrofit(base, section.adapters, seed=config.train.seed)
+        network = retrofit(base, section.adapters, seed=config.train.seed)
+    for parameter in network.parameters():  # adapters made in the base's dtype train in float32
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    return network

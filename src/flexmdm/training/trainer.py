@@ -28,8 +28,8 @@ hides the events logged after its checkpoint).
 it (weights, EMA, optimizer, scheduler, step, RNG) and reproduces the uninterrupted run exactly; a
 damaged newest checkpoint is skipped for the newest intact one
 (:func:`~flexmdm.training.checkpoint.resume_point`), and both are said on stderr. Only
-``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device, tensorboard, compile}``
-may change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
+``train.{steps, log_every, eval_every, eval_batches, save_every, keep_last, device, tensorboard, compile,
+activation_checkpointing}`` may change between the runs (and ``data.cache_dir``, where the text task caches its corpus).
 
 **Interrupting**: the first SIGINT (Ctrl-C) or SIGTERM lets the current step finish, writes a
 checkpoint and raises :class:`~flexmdm.training.interrupt.TrainingInterrupted` (under ``torchrun``
@@ -39,7 +39,6 @@ the ranks agree on the step to stop after); resuming continues exactly.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import functools
 import json
@@ -53,7 +52,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from flexmdm.atomic import write_text_atomic
@@ -64,23 +62,27 @@ from flexmdm.models.compiled import CompiledNetwork
 from flexmdm.models.retrofit import save_retrofit
 from flexmdm.tasks.base import TrainingBatch
 from flexmdm.training.checkpoint import (
+    SHARDS_DIR,
     ResumePoint,
     checkpoint_path,
+    load_shards,
     remove_stale_temporaries,
     resume_point,
     save_checkpoint,
+    save_shards,
 )
 from flexmdm.training.config import Config, ConfigError, config_from_dict
 from flexmdm.training.distributed import DistributedContext, init_distributed
 from flexmdm.training.interrupt import StopRequest, TrainingInterrupted
 from flexmdm.training.network import build_network
+from flexmdm.training.sharding import full_state_dict, gradient_sync, local_value, meta_copy, wrap
 from flexmdm.training.streams import keyed_generator
 
 __all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
 
 RESUMABLE_CHANGES = frozenset(
     f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device",
-                               "tensorboard", "compile")
+                               "tensorboard", "compile", "activation_checkpointing")
 ) | {"output_dir", "data.cache_dir"}  # where a task caches its data (text) may move
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -133,11 +135,12 @@ def learning_rate_factor(step: int, *, warmup_steps: int, total_steps: int, min_
 
 
 class EMA:
-    """Exponential moving average of a model's weights, kept in a frozen copy.
+    """Exponential moving average of a model's trainable parameters (frozen ones and buffers are the
+    model's own: a retrofit's base is not copied).
 
     After update number k (1-based) the average moves by ``1 − d_k`` towards the weights, with
     ``d_k = min(decay, k / (k + 9))``: the warm-up keeps the start-up weights from dominating
-    short runs. Buffers are copied.
+    short runs. Under FSDP the averages are sharded like the parameters they follow.
 
     Args:
         model: the model to follow (its current weights start the average).
@@ -147,27 +150,48 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.updates = 0
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
     def decay_at(self, update: int) -> float:
         """d_k for update number ``update`` (1-based)."""
         return min(self.decay, update / (update + 9))
+
+    def _pairs(self, model: nn.Module) -> list[tuple[Tensor, Tensor]]:
+        parameters = dict(model.named_parameters())
+        return [(average, parameters[name]) for name, average in self.shadow.items()]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average towards ``model``'s weights."""
         self.updates += 1
         weight = 1.0 - self.decay_at(self.updates)
-        for average, current in zip(self.model.parameters(), model.parameters()):
+        for average, current in self._pairs(model):
             average.lerp_(current.detach(), weight)
-        for average, current in zip(self.model.buffers(), model.buffers()):
-            average.copy_(current)
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module):
+        """Inside, ``model``'s trainable parameters hold the averages (restored exactly on exit)."""
+        pairs = self._pairs(model)
+        with torch.no_grad():
+            saved = [current.detach().clone() for _, current in pairs]
+            for average, current in pairs:
+                current.copy_(average)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for (_, current), value in zip(pairs, saved):
+                    current.copy_(value)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "updates": self.updates}
+        return {"shadow": self.shadow, "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        """Restore from :meth:`state_dict` (or from a checkpoint whose EMA held the whole model)."""
+        saved = state["shadow"] if "shadow" in state else state["model"]
+        with torch.no_grad():
+            for name, average in self.shadow.items():
+                average.copy_(saved[name])
         self.updates = int(state["updates"])
 
 
@@ -218,11 +242,12 @@ class _Run:
 
         torch.manual_seed(self.train_cfg.seed)
         self.model = (model_factory(config.model) if model_factory else build_network(config)).to(ctx.device)
+        self.skeleton = meta_copy(self.model)  # the unsharded module tree exports are assembled in
+        self.network = wrap(self.model, self.train_cfg.strategy, ctx.device, ctx.world_size,
+                            self.train_cfg.activation_checkpointing)
+        self.sharded = self.train_cfg.strategy == "fsdp"  # checkpoints by torch.distributed.checkpoint
+        self.gathering = self.sharded and ctx.enabled  # every forward pass is a collective
         self.ema = EMA(self.model, self.train_cfg.ema_decay) if self.train_cfg.ema_decay > 0 else None
-        self.network: nn.Module = self.model
-        if ctx.enabled:
-            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.network = DistributedDataParallel(self.model, device_ids=device_ids)
         if self.train_cfg.compile:
             self.network = CompiledNetwork(self.network)
 
@@ -255,8 +280,8 @@ class _Run:
         return out
 
     def _validation_set(self) -> list[Any]:
-        """A fixed list of held-out interpolated states (rank 0 only)."""
-        if not self.ctx.is_main:
+        """A fixed list of held-out interpolated states (rank 0 only, but every rank under FSDP)."""
+        if not (self.ctx.is_main or self.gathering):
             return []
         states = []
         for index in range(self.train_cfg.eval_batches):
@@ -267,8 +292,9 @@ class _Run:
         return states
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        enabled = self.train_cfg.autocast == "bfloat16"
-        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=enabled)
+        if self.train_cfg.autocast != "bfloat16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16)
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -277,9 +303,10 @@ class _Run:
         self.network.train()
         shard_batches = self._shard_batches(self.step)
         normaliser = sum(self.objective.normaliser(batch) for _, batch, _ in shard_batches)
-        normaliser = self.ctx.all_reduce_sum(torch.as_tensor(normaliser, dtype=torch.float64))
-        # DDP averages gradients over ranks: scale by world_size to get the global sum.
-        scale = self.ctx.world_size / float(normaliser.clamp(min=1))
+        normaliser = torch.as_tensor(normaliser, dtype=torch.float64, device=self.ctx.device)
+        # DDP and FSDP average gradients over ranks: scale by world_size to get the global sum (on the
+        # device, no host sync).
+        scale = (self.ctx.world_size / self.ctx.all_reduce_sum(normaliser).clamp(min=1)).float()
         sums = torch.zeros(len(dataclasses.fields(_Stats)), dtype=torch.float64, device=self.ctx.device)
         for index, (shard, batch, generator) in enumerate(shard_batches):
             t = sample_times(
@@ -292,17 +319,16 @@ class _Run:
             passes = self.objective.passes(states, self.train_cfg.length_buckets)
             outs = []
             for number, piece in enumerate(passes):
-                # DDP all-reduces the gradients on the step's last backward pass only.
+                # DDP and FSDP reduce the gradients on the step's last backward pass only.
                 last = index == len(shard_batches) - 1 and number == len(passes) - 1
-                sync = contextlib.nullcontext() if last or not self.ctx.enabled else self.network.no_sync()
-                with sync:
+                with gradient_sync(self.network, last):
                     with self._autocast():
                         outs.append(self.objective.loss(self.network, piece))
                     (outs[-1].per_sequence.sum() * scale).backward()
             positions = sum(self.objective.positions(piece) for piece in passes)
             sums += _Stats.of_micro_batch(outs, positions, self.objective.live(batch, states), batch.lengths.sum())
         max_norm = self.train_cfg.grad_clip if self.train_cfg.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = local_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -312,22 +338,39 @@ class _Run:
         self.step += 1
         return sums, grad_norm, lr
 
+    def _exported_weights(self) -> contextlib.AbstractContextManager:
+        """Inside, the model holds the weights to validate, checkpoint for sampling and export: the
+        EMA's when on."""
+        return contextlib.nullcontext() if self.ema is None else self.ema.applied(self.model)
+
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Per-token loss of the exported weights on the fixed held-out set (rank 0)."""
-        model = self.export_model.eval()
+        """Per-token loss of the exported weights on the fixed held-out set (rank 0; every rank
+        under FSDP)."""
         total, tokens = 0.0, 0.0
-        for states in self.validation:
-            with self._autocast():
-                out = self.objective.loss(model, states)
-            total += float(out.per_sequence.double().sum())
-            tokens += float(out.num_tokens)
+        with self._exported_weights():
+            self.model.eval()
+            for states in self.validation:
+                with self._autocast():
+                    out = self.objective.loss(self.model, states)
+                total += float(out.per_sequence.double().sum())
+                tokens += float(out.num_tokens)
         return total / max(tokens, 1.0)
 
-    @property
-    def export_model(self) -> nn.Module:
-        """The weights to validate, checkpoint for sampling and export: EMA when on."""
-        return self.model if self.ema is None else self.ema.model
+    def exported(self) -> nn.Module | None:
+        """The exported weights (the EMA's when on) as an unsharded module on rank 0, None on the other
+        ranks. Unsharded, it shares the live tensors (no copy: valid until the next step); under FSDP
+        the units are gathered one by one into CPU tensors on rank 0 (a collective)."""
+        if self.gathering:
+            with self._exported_weights():
+                state = full_state_dict(self.model)
+        else:
+            state = {**self.model.state_dict(), **({} if self.ema is None else self.ema.shadow)}
+        if not self.ctx.is_main:
+            return None
+        module = meta_copy(self.skeleton)
+        module.load_state_dict(state, assign=True)
+        return module
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -346,24 +389,33 @@ class _Run:
         return directory if (directory / "tokenizer.json").is_file() else None
 
     def trainer_state(self) -> dict[str, Any]:
-        return {
+        """What ``trainer_state.pt`` holds; under FSDP the weights, optimizer and EMA averages are in
+        the checkpoint's shards instead."""
+        state = {
             "step": self.step,
             "train_seconds": self.train_seconds,
             "config": self.config.to_dict(),
-            "model": self.model.state_dict(),
-            "ema": None if self.ema is None else self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
         }
+        if self.sharded:
+            return {**state, "sharded": True, "ema": None if self.ema is None else {"updates": self.ema.updates}}
+        return {**state, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "ema": None if self.ema is None else self.ema.state_dict()}
 
     def save(self) -> None:
-        """Checkpoint on rank 0 between two barriers."""
+        """Checkpoint between two barriers: rank 0 writes it, every rank its shards under FSDP."""
         self.ctx.barrier()
+        shards = None
+        if self.sharded:
+            shards = save_shards(self.output_dir, self.step, self.model, self.optimizer,
+                                 None if self.ema is None else self.ema.shadow, self.ctx)
+        model = self.exported()
         if self.ctx.is_main:
             save_checkpoint(
-                self.output_dir, self.step, export_model=self.export_model, state=self.trainer_state(),
+                self.output_dir, self.step, export_model=model, state=self.trainer_state(),
                 metadata=self.metadata(), tokenizer_dir=self.tokenizer_dir(), keep_last=self.train_cfg.keep_last,
+                shards=shards,
             )
         self.ctx.barrier()
 
@@ -371,10 +423,16 @@ class _Run:
         """Restore everything from the checkpoint ``point``."""
         state = point.state
         _check_resumable(config_from_dict(state["config"]).to_dict(), self.config.to_dict(), point.path)
-        self.model.load_state_dict(state["model"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            load_shards(point.path / SHARDS_DIR, self.model, self.optimizer,
+                        None if self.ema is None else self.ema.shadow)
+            if self.ema is not None:
+                self.ema.updates = int(state["ema"]["updates"])
+        else:
+            self.model.load_state_dict(state["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         self.step = int(state["step"])
@@ -537,7 +595,7 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
                 row = _metrics_row(step, totals, lr, float(grad_norm), float(tokens_since) / max(now - last_time, 1e-9))
                 last_time, tokens_since = now, 0.0
                 loss = row["loss"]
-                if evaluate and ctx.is_main:
+                if evaluate and (ctx.is_main or run.gathering):
                     val_loss = row["val_loss"] = run.validation_loss()
                 if ctx.is_main:
                     metrics.write(row)
@@ -551,9 +609,10 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
                 _stop_if_requested(run, stop, saved)
     elapsed = time.perf_counter() - start
     model_dir = output_dir / MODEL_DIR
+    model = run.exported()
     if ctx.is_main:
-        save_pretrained(run.export_model, model_dir, metadata=run.metadata(), tokenizer_dir=run.tokenizer_dir())
-        if getattr(run.export_model, "retrofit_config", None) is not None:
-            save_retrofit(run.export_model, output_dir / ADAPTERS_DIR, metadata=run.metadata())
+        save_pretrained(model, model_dir, metadata=run.metadata(), tokenizer_dir=run.tokenizer_dir())
+        if getattr(model, "retrofit_config", None) is not None:
+            save_retrofit(model, output_dir / ADAPTERS_DIR, metadata=run.metadata())
     ctx.barrier()
     return TrainResult(output_dir, model_dir, run.step, loss, val_loss, elapsed, run.train_seconds)

@@ -136,6 +136,7 @@ def generate(
     max_length: int | None = None,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
 ) -> SampleOutput:
     """Fill the template for each question with a FlexMDM or an MDM model.
 
@@ -153,14 +154,15 @@ def generate(
         insertion: FlexMDM arrivals (:class:`~flexmdm.sampling.Insertion`); default Algorithm 1.
         max_length: FlexMDM length cap (default: the MDM canvas width).
         temperature: 0 for argmax.
-        generator: random stream.
+        generator: random stream (on ``device``).
+        device: where the model is (the conditioning's tensors go there).
     """
     options = SamplingOptions(steps=steps, rule=rule, temperature=temperature, insertion=insertion,
                               early_exit=early_exit)
     return family(kind).generate(model, schedules=schedules, vocab=template.vocab,
                                  max_length=max_length or template.canvas_width,
                                  conditioning=ReasoningConditioning(template, questions, answers), options=options,
-                                 generator=generator)
+                                 generator=generator, device=device)
 
 
 @torch.no_grad()
