@@ -38,7 +38,7 @@ from flexmdm.training.config import config_from_dict
 from flexmdm.training.distributed import DistributedContext
 from flexmdm.training.trainer import _Run
 from flexmdm.vocab import Vocab
-from tests.test_training import TINY
+from tests.training.test_training import TINY
 
 VOCAB = Vocab(size=6, mask_id=4, pad_id=5)
 SIZES = {"vocab_size": 6, "mask_id": 4, "pad_id": 5, "d_model": 16, "n_layers": 1, "n_heads": 2, "max_length": 24}
