@@ -35,6 +35,7 @@ from typing import Any
 from tqdm import tqdm
 
 from flexmdm.bench.figures import infill_bars
+from flexmdm.bench.record import Stopwatch
 from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.bench.skeleton import BenchRun, Column, bench_main, choose, format_rows, train_fields
 from flexmdm.bench.train_config import benchmark_train_config
@@ -106,13 +107,13 @@ def run_infill_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
     rows, rows_by_span, samples = [], [], {}
     for model_kind, setting in tqdm(SETTINGS, desc="infill", dynamic_ncols=True):
         pipe = Pipeline.from_pretrained(trained[model_kind].model_dir)
-        generator = keyed_generator(seed, "bench-infill", setting)
+        generator, watch = keyed_generator(seed, "bench-infill", setting), Stopwatch()
         middles: list[list[int]] = []
         for start in range(0, len(everything), settings.sample_batch_size):
             middles += fill_middles(pipe, setting, everything[start:start + settings.sample_batch_size], task,
                                     steps=settings.sampling_steps, generator=generator)
         rows.append({"model": model_kind, "setting": setting, **score_middles(everything, middles, task),
-                     **train_fields(trained[model_kind], threads)})
+                     "sampling_seconds": watch.seconds, **train_fields(trained[model_kind], threads)})
         offset = 0
         for kind in SPAN_KINDS:
             count = len(examples[kind])
