@@ -15,10 +15,10 @@ conditioned on the state length (``model.length_conditioning``): its adaLN condi
 learned embedding of n to that of t, so the gap head need not infer n through attention (with it,
 pooled over four sampling seeds, length W1 fell from 1.19 to 0.97). Both diffusion models then
 generate unconditional samples with Algorithm 1's vanilla τ-leaping unmasking for every number of
-sampling steps (FlexMDM from nothing; MDM on a canvas of ``max_length`` positions, its sample the
-canvas with every PAD removed); each row reports (:func:`flexmdm.tasks.text.metrics.sample_statistics`)
-the total-variation and Wasserstein-1 distances between the generated and the held-out length
-distributions, the length mean and quartiles, the generative perplexity under the reference LM
+sampling steps (:func:`flexmdm.tasks.text.evaluation.unconditional_samples`: FlexMDM from nothing,
+MDM on a canvas of ``max_length`` positions without its PAD); each row reports
+(:func:`flexmdm.tasks.text.metrics.sample_statistics`) the total-variation and Wasserstein-1
+distances between the generated and the held-out length distributions, the length mean and quartiles, the generative perplexity under the reference LM
 (samples of ≤ 10 tokens excluded) and the unigram entropy.
 
 The ``reference`` entry gives the same statistics for held-out data, and ``noise_floor`` the
@@ -41,11 +41,11 @@ from flexmdm.bench.record import Stopwatch
 from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.bench.skeleton import BenchRun, Column, bench_main, choose, format_rows, train_fields
 from flexmdm.bench.train_config import benchmark_train_config
-from flexmdm.families import SamplingOptions, family
+from flexmdm.families import family
 from flexmdm.models import load_pretrained
 from flexmdm.pipeline import Pipeline
-from flexmdm.sampling import TauLeaping
 from flexmdm.tasks.text import metrics
+from flexmdm.tasks.text.evaluation import unconditional_samples
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.streams import keyed_generator
 from flexmdm.training.trainer import train
@@ -115,13 +115,10 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
     pipes = {kind: Pipeline.from_pretrained(trained[kind].model_dir) for kind in DIFFUSION_KINDS}
     results, lengths = [], {}
     jobs = [(kind, steps) for steps in settings.sampling_steps for kind in DIFFUSION_KINDS]
-    batch_sizes = [min(settings.sample_batch_size, settings.num_samples - start)
-                   for start in range(0, settings.num_samples, settings.sample_batch_size)]
     for kind, steps in tqdm(jobs, desc="sample", dynamic_ncols=True):
         generator, watch = keyed_generator(seed, "bench-length", kind, steps), Stopwatch()
-        options = SamplingOptions(steps=steps, rule=TauLeaping(), final_fill="parallel")
-        samples = [ids for n in batch_sizes for ids in pipes[kind].generate(  # MDM: its canvas without PAD
-            num=n, max_length=task.max_length, generator=generator, options=options).ids]
+        samples = unconditional_samples(pipes[kind], settings.num_samples, batch_size=settings.sample_batch_size,
+                                        steps=steps, max_length=task.max_length, generator=generator)
         lengths[kind, steps] = np.array([len(s) for s in samples])
         statistics = metrics.sample_statistics(samples, reference, scorer, pad_id=pad_id)
         results.append({"model": kind, "steps": steps, **statistics, "sampling_seconds": watch.seconds,

@@ -88,7 +88,8 @@ def test_text_and_sample_statistics_gather_the_metrics():
                      "unigram_entropy": pytest.approx(unigram_entropy([long_a, short, long_b]))}
     nothing = text_statistics([short], model, pad_id=3)  # nothing long enough to score: JSON null, not NaN
     assert nothing["gen_ppl"] is None and nothing["n_scored"] == 0 and nothing["unigram_entropy"] == 0.0
-    assert length_distances([1, 1, 2, 2], [2, 2, 3, 3]) == {"length_tv": pytest.approx(0.5), "length_w1": pytest.approx(1.0)}
+    assert length_distances([1, 1, 2, 2], [2, 2, 3, 3]) == {"length_tv": pytest.approx(0.5),
+                                                            "length_w1": pytest.approx(1.0)}
     together = sample_statistics([long_a, short], [12, 12, 11], model, pad_id=3)
     assert together == {**text_statistics([long_a, short], model, pad_id=3), **length_distances([12, 10], [12, 12, 11])}
     assert together["length_tv"] == pytest.approx(0.5)  # ½ (|½ − ⅔| + ½ + ⅓)

@@ -54,7 +54,8 @@ class MiddleConditioning(Affixes):
         return [token for token in sequence[start:end] if token != self.vocab.pad_id]
 
     def read_flexmdm(self, sequences: list[list[int]]) -> list[list[int]]:
-        return [self._middle(seq, len(p), len(seq) - len(s)) for seq, p, s in zip(sequences, self.prefixes, self.suffixes)]
+        return [self._middle(seq, len(p), len(seq) - len(s))
+                for seq, p, s in zip(sequences, self.prefixes, self.suffixes)]
 
     def read_mdm(self, sequences: list[list[int]]) -> list[list[int]]:
         middles = self.middles if self.middles is not None else [self.budget] * len(self.prefixes)

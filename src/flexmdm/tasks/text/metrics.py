@@ -124,7 +124,8 @@ def generative_perplexity(model: nn.Module, sequences: Sequence[Sequence[int]], 
 
 def length_distances(lengths: Sequence[int] | np.ndarray, reference: Sequence[int] | np.ndarray) -> dict[str, float]:
     """``{"length_tv", "length_w1"}`` between two sets of lengths."""
-    return {"length_tv": length_total_variation(lengths, reference), "length_w1": length_wasserstein1(lengths, reference)}
+    return {"length_tv": length_total_variation(lengths, reference),
+            "length_w1": length_wasserstein1(lengths, reference)}
 
 
 def text_statistics(sequences: Sequence[Sequence[int]], scorer: nn.Module, *, pad_id: int) -> dict[str, Any]:
