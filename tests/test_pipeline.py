@@ -11,6 +11,7 @@ from flexmdm import Pipeline, SamplingOptions
 from flexmdm.cli import main
 from flexmdm.constraints import Prompt
 from flexmdm.families import family
+from flexmdm.models import load_pretrained
 from flexmdm.sampling import EntropyBounded, Insertion, mdm_canvas, sample_flexmdm, sample_mdm
 from tests.training.test_training import write_config
 
@@ -101,3 +102,14 @@ def test_family_errors(models):
     with pytest.raises(ValueError, match="score text"):
         family("autoregressive").generate(None, schedules={}, vocab=None, max_length=1, conditioning=None,
                                           options=SamplingOptions(), generator=None)
+
+
+def test_from_model_generates_as_the_folder_does(models):
+    """A model already in memory and its saved config make the same pipeline as the folder."""
+    folder = Pipeline.from_pretrained(models["flexmdm"])
+    model, config = load_pretrained(models["flexmdm"])
+    memory = Pipeline.from_model(model, config)
+    assert memory.directory is None and memory.tokenizer is None and memory.max_length == folder.max_length
+    assert memory.generate(num=3, seed=5, steps=8).ids == folder.generate(num=3, seed=5, steps=8).ids
+    with pytest.raises(ValueError, match="this model is not a FlexMDM or MDM model"):
+        Pipeline.from_model(model, {key: value for key, value in config.items() if key != "schedules"})

@@ -88,7 +88,7 @@ class Pipeline:
         model_limit: the longest the network accepts.
         tokenizer: a Hugging Face ``tokenizers.Tokenizer``, or None (ids in, ids out).
         config: the whole saved ``config.json``.
-        directory: where it was loaded from.
+        directory: where it was loaded from (None: built by :meth:`from_model` from a model in memory).
     """
 
     model: nn.Module
@@ -99,7 +99,7 @@ class Pipeline:
     model_limit: int
     tokenizer: Any | None
     config: dict[str, Any]
-    directory: Path
+    directory: Path | None
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Pipeline:
@@ -111,19 +111,28 @@ class Pipeline:
         device = usable_device(device)
         directory = Path(directory)
         model, config = load_pretrained(directory)
-        kind_family = family(config["model"]["kind"])
-        if not kind_family.generates or "schedules" not in config or "vocab" not in config:
-            raise ValueError(f"{directory} is not a FlexMDM or MDM model exported by 'flexmdm train'")
-        schedules = {name: schedule_from_config(value) for name, value in config["schedules"].items()}
-        model_limit = int(config["model"]["max_length"])
         tokenizer = None
         if (directory / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
 
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        return cls.from_model(model, config, tokenizer=tokenizer, directory=directory, device=device)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, config: dict[str, Any], *, tokenizer: Any | None = None,
+                   directory: str | Path | None = None, device: str | torch.device = "cpu") -> Pipeline:
+        """A pipeline for an already-loaded ``model`` and its saved ``config`` (``model.kind``, ``schedules``,
+        ``vocab``, optionally ``max_length``): e.g. adapters re-attached to their base by
+        :func:`flexmdm.models.retrofit.load_retrofit`, which returns both."""
+        kind_family = family(config["model"]["kind"])
+        if not kind_family.generates or "schedules" not in config or "vocab" not in config:
+            raise ValueError(f"{directory or 'this model'} is not a FlexMDM or MDM model exported by 'flexmdm train'")
+        schedules = {name: schedule_from_config(value) for name, value in config["schedules"].items()}
+        model_limit = int(config["model"]["max_length"])
         return cls(model=model.to(device).eval(), family=kind_family, schedules=schedules,
                    vocab=Vocab(**config["vocab"]), max_length=int(config.get("max_length", model_limit)),
-                   model_limit=model_limit, tokenizer=tokenizer, config=config, directory=directory)
+                   model_limit=model_limit, tokenizer=tokenizer, config=config,
+                   directory=None if directory is None else Path(directory))
 
     @property
     def kind(self) -> str:

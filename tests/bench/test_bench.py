@@ -37,17 +37,13 @@ def test_speed_record(tmp_path):
                                           for mode in ("forward", "forward_backward")}
 
 
-def test_maze_record_and_plot(tmp_path, monkeypatch):
-    def tiny(cls):
-        settings = maze_bench.MazeBenchSettings(rooms=3, num_pairs=100, ks=(2, 3), eval_per_k=3, sampling_steps=4,
-                                                steps={"flexmdm": 3, "mdm": 2})
-        settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
-        settings.train.update(batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
-        return settings
-
-    monkeypatch.setattr(maze_bench.MazeBenchSettings, "quick", classmethod(tiny))
+def test_maze_record_and_plot(tmp_path):
+    settings = maze_bench.MazeBenchSettings(rooms=3, num_pairs=100, ks=(2, 3), eval_per_k=3, sampling_steps=4,
+                                            steps={"flexmdm": 3, "mdm": 2})
+    settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
+    settings.train.update(batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
     out = tmp_path / "maze.json"
-    assert main(["bench", "maze", "--quick", "--out", str(out)]) == 0
+    maze_bench.run_maze_benchmark(out, argv=["bench", "maze"], settings=settings)
     record = json.loads(out.read_text())
     assert {"command", "seed", "wall_seconds", "config", "results"} <= set(record)
     rows = {(r["model"], r["K"]) for r in record["results"]}

@@ -10,9 +10,9 @@ import yaml
 
 from flexmdm.bench import infill as infill_bench
 from flexmdm.bench.commands import BENCHMARKS
-from flexmdm.cli import main
-from flexmdm.models import load_pretrained
+from flexmdm.pipeline import Pipeline
 from flexmdm.tasks.infill import InfillTask
+from flexmdm.tasks.infill.evaluation import fill_middles
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.trainer import train
 from tests.infill_fixtures import write_modules
@@ -22,25 +22,22 @@ pytestmark = pytest.mark.e2e
 ROW_KEYS = {"model", "setting", "exact_match", "parse_rate", "length_abs_error", "n"}
 
 
-def _tiny_settings(source: str):
-    def tiny(cls):
-        settings = infill_bench.InfillBenchSettings(examples_per_kind=4, sampling_steps=4, sample_batch_size=3)
-        settings.data.update(source=source, vocab_size=300, max_function_tokens=80, max_middle_tokens=24,
-                             held_out_fraction=0.3)
-        settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
-        settings.steps = {"flexmdm": 3, "mdm": 2}
-        settings.train.update(batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
-        return settings
-
-    return classmethod(tiny)
+def _tiny_settings(source: str) -> infill_bench.InfillBenchSettings:
+    settings = infill_bench.InfillBenchSettings(examples_per_kind=4, sampling_steps=4, sample_batch_size=3)
+    settings.data.update(source=source, vocab_size=300, max_function_tokens=80, max_middle_tokens=24,
+                         held_out_fraction=0.3)
+    settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
+    settings.steps = {"flexmdm": 3, "mdm": 2}
+    settings.train.update(batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
+    return settings
 
 
-def test_infill_record_and_plot(tmp_path, monkeypatch):
+def test_infill_record_and_plot(tmp_path):
     source = write_modules(tmp_path / "src")
-    monkeypatch.setattr(infill_bench.InfillBenchSettings, "quick", _tiny_settings(str(source)))
     assert "infill" in BENCHMARKS
     out = tmp_path / "infill.json"
-    assert main(["bench", "infill", "--quick", "--out", str(out), "--seed", "2"]) == 0
+    infill_bench.run_infill_benchmark(out, seed=2, argv=["bench", "infill", "--seed", "2"],
+                                      settings=_tiny_settings(str(source)))
     record = json.loads(out.read_text())
     assert {"command", "seed", "wall_seconds", "config", "machine", "results", "results_by_span", "samples"} <= set(record)
     assert record["seed"] == 2 and record["command"].startswith("flexmdm ")
@@ -72,10 +69,10 @@ def test_infill_record_and_plot(tmp_path, monkeypatch):
         assert saved["schedules"]["insertion"] == (flexmdm_insertion if kind == "flexmdm" else {"name": "linear"})
 
 
-def test_fill_middles_respects_each_setting(tmp_path, monkeypatch):
+def test_fill_middles_respects_each_setting(tmp_path):
     """Generated middles: FlexMDM within the budget, MDM exactly the true length or at most the budget."""
     source = write_modules(tmp_path / "src")
-    settings = _tiny_settings(str(source)).__func__(infill_bench.InfillBenchSettings)
+    settings = _tiny_settings(str(source))
     work = tmp_path / "work"
     trained = {}
     for kind in ("flexmdm", "mdm"):
@@ -84,9 +81,8 @@ def test_fill_middles_respects_each_setting(tmp_path, monkeypatch):
     task = InfillTask(**{k: v for k, v in settings.data.items()}, cache_dir=str(work / "corpus-cache"))
     examples = task.evaluation_examples("single_line", 3) + task.evaluation_examples("multi_line", 3)
     for kind, setting in infill_bench.SETTINGS:
-        model, saved = load_pretrained(trained[kind])
-        middles = infill_bench.fill_middles(model, saved, setting, examples, task, steps=4,
-                                            generator=torch.Generator().manual_seed(0))
+        pipe = Pipeline.from_pretrained(trained[kind])
+        middles = fill_middles(pipe, setting, examples, task, steps=4, generator=torch.Generator().manual_seed(0))
         assert len(middles) == len(examples)
         for example, middle in zip(examples, middles):
             assert task.vocab.mask_id not in middle and task.vocab.pad_id not in middle
@@ -94,3 +90,8 @@ def test_fill_middles_respects_each_setting(tmp_path, monkeypatch):
                 assert len(middle) == len(example.middle)
             else:
                 assert len(middle) <= task.max_middle_tokens
+    with pytest.raises(ValueError, match="'flexible' is for a FlexMDM, not a MDM model"):
+        fill_middles(Pipeline.from_pretrained(trained["mdm"]), "flexible", examples, task, steps=4,
+                     generator=torch.Generator())
+    with pytest.raises(ValueError, match="unknown setting 'oracle'"):
+        fill_middles(pipe, "oracle", examples, task, steps=4, generator=torch.Generator())

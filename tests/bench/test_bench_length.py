@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from flexmdm.bench import length as length_bench
-from flexmdm.cli import main
 
 pytestmark = pytest.mark.e2e
 
@@ -24,22 +23,17 @@ def _documents() -> list[str]:
     return documents
 
 
-def test_length_record_and_plots(tmp_path, monkeypatch):
+def test_length_record_and_plots(tmp_path):
     source = tmp_path / "corpus.jsonl"
     source.write_text("".join(json.dumps({"text": d}) + "\n" for d in _documents()))
-
-    def tiny(cls):
-        settings = length_bench.LengthBenchSettings(sampling_steps=(2, 4), num_samples=12, sample_batch_size=5)
-        settings.data = {"source": str(source), "max_length": 16, "vocab_size": 300, "validation_fraction": 0.2}
-        settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
-        settings.steps = {"flexmdm": 3, "mdm": 2}
-        settings.train.update(batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
-        settings.reference_steps = 2
-        return settings
-
-    monkeypatch.setattr(length_bench.LengthBenchSettings, "quick", classmethod(tiny))
+    settings = length_bench.LengthBenchSettings(sampling_steps=(2, 4), num_samples=12, sample_batch_size=5)
+    settings.data = {"source": str(source), "max_length": 16, "vocab_size": 300, "validation_fraction": 0.2}
+    settings.model = {"d_model": 16, "n_layers": 1, "n_heads": 2}
+    settings.steps = {"flexmdm": 3, "mdm": 2}
+    settings.train.update(batch_size=8, warmup_steps=1, save_every=0, log_every=1, eval_batches=1)
+    settings.reference_steps = 2
     out = tmp_path / "length.json"
-    assert main(["bench", "length", "--quick", "--out", str(out), "--seed", "3"]) == 0
+    length_bench.run_length_benchmark(out, seed=3, argv=["bench", "length", "--seed", "3"], settings=settings)
     record = json.loads(out.read_text())
     assert {"command", "seed", "wall_seconds", "config", "machine", "reference", "noise_floor", "results"} <= set(record)
     assert record["seed"] == 3 and record["command"].startswith("flexmdm ")

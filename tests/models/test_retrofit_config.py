@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from flexmdm.bench.retrofit import retrofit_overrides
+from flexmdm.bench.commands import retrofit_overrides
 from flexmdm.cli import build_parser, main
 from flexmdm.models import ModelConfig, build_model, load_pretrained
 from flexmdm.models.llada import load_llada, save_llada, write_tiny_llada_checkpoint
@@ -174,3 +174,17 @@ def test_bench_retrofit_takes_retrofit_settings():
     with pytest.raises(ConfigError, match=r"^--retrofit: time_rank must be >= 0"):
         retrofit_overrides(["time_rank=-2"])
     assert not hasattr(build_parser().parse_args(["bench", "maze", "--out", "x.json"]), "retrofit")
+
+
+def test_retrofit_recipe_mappings():
+    """The retrofit run keeps the scratch run's data and training and takes its network from the base."""
+    from flexmdm.training.network import retrofit_run_config, scratch_model_like
+
+    scratch = {"model": {"kind": "flexmdm", "d_model": 16}, "data": {"task": "text"}, "train": {"lr": 1e-3},
+               "output_dir": "runs/x"}
+    config = retrofit_run_config(scratch, "base-llada", {"lora_rank": 4, "time_rank": 8})
+    assert config == {"data": {"task": "text"}, "train": {"lr": 1e-3}, "output_dir": "runs/x",
+                      "retrofit": {"base": "base-llada", "lora_rank": 4, "time_rank": 8}}
+    assert "model" in scratch and config["train"] is not scratch["train"]  # a copy
+    assert scratch_model_like(scratch["model"], {"lora_rank": 4, "time_rank": 8, "gap_hidden": 32}) == {
+        "kind": "flexmdm", "d_model": 16, "time_rank": 8, "gap_hidden": 32}

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 from pathlib import Path
+from typing import Any
 
-__all__ = ["BENCHMARKS", "BENCH_OPTIONS", "add_bench_command"]
+__all__ = ["BENCHMARKS", "BENCH_OPTIONS", "add_bench_command", "retrofit_overrides"]
 
 BENCHMARKS: dict[str, str] = {
     "maze": "FlexMDM vs MDM on subgoal maze planning (paper Table 1)",
@@ -31,6 +32,27 @@ def _retrofit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrofit", action="append", default=[], metavar="KEY=VALUE",
                         help="change a retrofit setting (a key of the training config's retrofit section), "
                         "e.g. --retrofit time_rank=32; repeatable; give the variant its own --work-dir")
+
+
+def retrofit_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["time_rank=32", ...]`` (``--retrofit``) as ``{"time_rank": 32, ...}``, checked against
+    :class:`~flexmdm.models.retrofit.RetrofitConfig`.
+
+    Raises:
+        ConfigError: a malformed pair, an unknown key or an invalid value (one line).
+    """
+    from flexmdm.models.retrofit import RetrofitConfig  # torch: only when the command runs
+    from flexmdm.training.config import ConfigError, parse_override
+
+    values = {}
+    for pair in pairs:
+        keys, value = parse_override(pair)
+        values[".".join(keys)] = value
+    try:
+        RetrofitConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--retrofit: {error}") from None
+    return values
 
 
 BENCH_OPTIONS = {"retrofit": _retrofit_options}

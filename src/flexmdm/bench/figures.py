@@ -57,7 +57,7 @@ def infill_bars(rows: list[dict[str, Any]], out_png: Path) -> Path:
 
 
 def length_figures(reference: np.ndarray, lengths: dict[tuple[str, int], np.ndarray], results: list[dict[str, Any]],
-                   data_ppl: float, max_length: int, histogram_png: Path, perplexity_png: Path) -> None:
+                   data_ppl: float | None, max_length: int, histogram_png: Path, perplexity_png: Path) -> None:
     """Length histograms of each model at each step count, and perplexity against steps."""
     kinds = list(dict.fromkeys(kind for kind, _ in lengths))
     steps = list(dict.fromkeys(step for _, step in lengths))
@@ -78,7 +78,8 @@ def length_figures(reference: np.ndarray, lengths: dict[tuple[str, int], np.ndar
         curves.setdefault(row["model"], []).append((row["steps"], row["gen_ppl"]))
     for (kind, points), color in zip(curves.items(), colors):
         ax.plot(*zip(*points), "o-", color=color, label=family(kind).label)
-    ax.axhline(data_ppl, color="0.4", ls="--", label="held-out data")
+    if data_ppl is not None:
+        ax.axhline(data_ppl, color="0.4", ls="--", label="held-out data")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sampling steps")
     ax.set_ylabel("generative perplexity (reference LM)")

@@ -12,12 +12,9 @@ in proportion. As in the length benchmark it inserts on the ``power_decay`` sche
 (:class:`flexmdm.schedules.PowerDecaySchedule`): the middle reaches most of its length early, and
 the unmasking head mostly sees states of nearly known length.
 They fill the middles of held-out functions (modules never seen in training), single-line and
-multi-line spans:
-
-* ``flexible`` — FlexMDM from ``prefix + suffix``; it may insert up to the same budget;
-* ``true_length`` — MDM given exactly as many masks as the reference middle has tokens, PAD
-  ruled out (an oracle no real user has; its length error is 0 by construction);
-* ``fixed_budget`` — MDM given ``max_middle_tokens`` masks; every PAD it predicts is removed.
+multi-line spans, in three settings (:mod:`flexmdm.tasks.infill.evaluation`): ``flexible`` (FlexMDM),
+``true_length`` (MDM told the reference length, an oracle) and ``fixed_budget`` (MDM, ``max_middle_tokens``
+masks, PAD removed).
 
 Training times are drawn in [0, 0.98] (``train.max_time``) for both models: the rate weight
 κ(t) = 1/(1 − t) then stays below 50, which steadies the FlexMDM loss on short middles; the
@@ -31,28 +28,23 @@ absolute error of the middle length in tokens.
 
 from __future__ import annotations
 
-import argparse
-import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from flexmdm.bench.figures import infill_bars
-from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.bench.record import Stopwatch
 from flexmdm.bench.side_by_side import train_side_by_side
+from flexmdm.bench.skeleton import BenchRun, Column, bench_main, choose, format_rows, train_fields
 from flexmdm.bench.train_config import benchmark_train_config
-from flexmdm.constraints import Prompt
-from flexmdm.models import load_pretrained
-from flexmdm.sampling import Adaptive, mdm_canvas, sample_flexmdm, sample_mdm
-from flexmdm.schedules import schedule_from_config
-from flexmdm.tasks.infill import InfillExample, InfillTask, infill_metrics
-from flexmdm.training.config import config_from_dict
+from flexmdm.pipeline import Pipeline
+from flexmdm.tasks.infill import InfillTask
+from flexmdm.tasks.infill.evaluation import fill_middles, score_middles
 from flexmdm.training.streams import keyed_generator
 
-__all__ = ["InfillBenchSettings", "SETTINGS", "fill_middles", "main", "run_infill_benchmark"]
+__all__ = ["InfillBenchSettings", "SETTINGS", "main", "run_infill_benchmark"]
 
 SETTINGS = (("flexmdm", "flexible"), ("mdm", "true_length"), ("mdm", "fixed_budget"))
 """``(model, setting)`` rows of the benchmark."""
@@ -100,132 +92,53 @@ def _train_config(settings: InfillBenchSettings, kind: str, work: Path, seed: in
     )
 
 
-def _middles(tokens: torch.Tensor, lengths: torch.Tensor, frozen: torch.Tensor, pad_id: int) -> list[list[int]]:
-    """The non-frozen, non-PAD tokens of each generated row (the middle between prefix and suffix)."""
-    keep = (~frozen) & (torch.arange(tokens.shape[1]) < lengths[:, None]) & (tokens != pad_id)
-    return [row[mask].tolist() for row, mask in zip(tokens, keep)]
-
-
-def _without_pad(model: torch.nn.Module, pad_id: int):
-    """The MDM denoiser with PAD ruled out: told the true length, every mask becomes a real token."""
-
-    def denoiser(x, t, lengths, frozen):
-        return model(x, t, lengths, frozen).index_fill(-1, torch.tensor([pad_id]), float("-inf"))
-
-    return denoiser
-
-
-@torch.no_grad()
-def fill_middles(model: torch.nn.Module, saved: dict[str, Any], setting: str, examples: list[InfillExample],
-                 task: InfillTask, *, steps: int, generator: torch.Generator) -> list[list[int]]:
-    """Generated middle token ids for ``examples`` under ``setting`` (see the module docstring)."""
-    vocab, budget = task.vocab, task.max_middle_tokens
-    unmasking = schedule_from_config(saved["schedules"]["unmasking"])
-    prefixes, suffixes = [e.prefix for e in examples], [e.suffix for e in examples]
-    rule = Adaptive("top_probability")
-    if setting == "flexible":
-        insertion = schedule_from_config(saved["schedules"]["insertion"])
-        prompt = Prompt.infill(prefixes, suffixes, vocab.pad_id)
-        out = sample_flexmdm(model, vocab=vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
-                             steps=steps, max_length=prompt.lengths + budget, prompt=prompt, rule=rule,
-                             temperature=0.0, final_fill="sequential", generator=generator)
-    elif setting in ("true_length", "fixed_budget"):
-        middle = [len(e.middle) for e in examples] if setting == "true_length" else [budget] * len(examples)
-        canvas, frozen = mdm_canvas(prefixes, task.max_length, vocab, suffixes, middle)
-        denoiser = model if setting == "fixed_budget" else _without_pad(model, vocab.pad_id)
-        out = sample_mdm(denoiser, vocab=vocab, unmasking_schedule=unmasking, steps=steps, canvas=canvas, frozen=frozen,
-                         rule=rule, temperature=0.0, final_fill="sequential", generator=generator)
-    else:
-        raise ValueError(f"unknown setting {setting!r}; expected one of {[s for _, s in SETTINGS]}")
-    return _middles(out.tokens, out.lengths, out.frozen, vocab.pad_id)
-
-
-def _score(examples: list[InfillExample], middles: list[list[int]], task: InfillTask) -> dict[str, Any]:
-    texts = [task.decode(m) for m in middles]
-    return infill_metrics([e.prefix_text for e in examples], texts, [e.suffix_text for e in examples],
-                          [e.middle_text for e in examples], [len(m) for m in middles],
-                          [len(e.middle) for e in examples])
-
-
 def run_infill_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
                          argv: list[str] | None = None, settings: InfillBenchSettings | None = None) -> dict[str, Any]:
     """Train both models, fill held-out middles in the three settings, write JSON + PNG, return the record."""
-    watch = Stopwatch()
-    out = Path(out)
-    settings = settings or (InfillBenchSettings.quick() if quick else InfillBenchSettings())
-    work = Path(work_dir) if work_dir is not None else out.with_suffix("")
-    configs = {kind: _train_config(settings, kind, work, seed) for kind in ("flexmdm", "mdm")}
-    # built here first, the corpus cache is ready before the two trainings start
-    tasks = {kind: config_from_dict(copy.deepcopy(config)).data.build_task() for kind, config in configs.items()}
-    runs, threads = train_side_by_side(configs)
-    trained = {kind: run.model_dir for kind, run in runs.items()}
-    train_seconds = {kind: run.train_seconds for kind, run in runs.items()}
-    train_steps = {kind: run.steps for kind, run in runs.items()}
-    task = tasks["flexmdm"]
+    run = BenchRun.start(out, seed=seed, work_dir=work_dir, argv=argv)
+    settings = choose(InfillBenchSettings, quick, settings)
+    configs = {kind: _train_config(settings, kind, run.work, seed) for kind in ("flexmdm", "mdm")}
+    task = InfillTask(**{key: value for key, value in configs["flexmdm"]["data"].items() if key != "task"})
+    task.corpus  # noqa: B018 -- built here first, the corpus cache is ready before the two trainings start
+    trained, threads = train_side_by_side(configs)
     examples = {kind: task.evaluation_examples(kind, settings.examples_per_kind, seed=seed) for kind in SPAN_KINDS}
     everything = [e for kind in SPAN_KINDS for e in examples[kind]]
 
     rows, rows_by_span, samples = [], [], {}
     for model_kind, setting in tqdm(SETTINGS, desc="infill", dynamic_ncols=True):
-        model, saved = load_pretrained(trained[model_kind])
-        model.eval()
-        watch_sampling = Stopwatch()
-        generator = keyed_generator(seed, "bench-infill", setting)
+        pipe = Pipeline.from_pretrained(trained[model_kind].model_dir)
+        generator, watch = keyed_generator(seed, "bench-infill", setting), Stopwatch()
         middles: list[list[int]] = []
         for start in range(0, len(everything), settings.sample_batch_size):
-            batch = everything[start:start + settings.sample_batch_size]
-            middles += fill_middles(model, saved, setting, batch, tasks[model_kind],
+            middles += fill_middles(pipe, setting, everything[start:start + settings.sample_batch_size], task,
                                     steps=settings.sampling_steps, generator=generator)
-        row = {"model": model_kind, "setting": setting, **_score(everything, middles, task),
-               "sampling_seconds": watch_sampling.seconds, "train_seconds": train_seconds[model_kind],
-               "train_steps": train_steps[model_kind], "train_threads": threads}
-        rows.append(row)
+        rows.append({"model": model_kind, "setting": setting, **score_middles(everything, middles, task),
+                     "sampling_seconds": watch.seconds, **train_fields(trained[model_kind], threads)})
         offset = 0
         for kind in SPAN_KINDS:
             count = len(examples[kind])
             rows_by_span.append({"model": model_kind, "setting": setting, "span": kind,
-                                 **_score(examples[kind], middles[offset:offset + count], task)})
+                                 **score_middles(examples[kind], middles[offset:offset + count], task)})
             offset += count
         samples[setting] = [{"function": e.name, "kind": e.kind, "reference": e.middle_text,
                              "generated": task.decode(m)} for e, m in zip(everything[::25], middles[::25])]
-        print(f"{model_kind:<8} {setting:<13} exact {row['exact_match']:.3f}  parse {row['parse_rate']:.3f}  "
-              f"|len err| {row['length_abs_error']:.2f}  n {row['n']}", flush=True)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    png = out.with_suffix(".png")
-    infill_bars(rows, png)
-    corpus = task.corpus
-    record = {
-        "command": command_line(argv),
-        "seed": seed,
-        "wall_seconds": watch.seconds,
+    infill_bars(rows, run.png())
+    print(format_rows(rows + rows_by_span, TABLE))
+    return run.write({
         "config": {**asdict(settings), "vocab": task.vocab.to_config(),
-                   "functions": {s: len(corpus.functions[s]) for s in corpus.functions},
+                   "functions": {s: len(task.corpus.functions[s]) for s in task.corpus.functions},
                    "examples": {kind: len(examples[kind]) for kind in SPAN_KINDS},
                    "sampling_rule": "adaptive top_probability", "temperature": 0.0, "final_fill": "sequential",
                    "split": "validation = held-out modules"},
-        "machine": machine_info(),
-        "results": rows,
-        "results_by_span": rows_by_span,
-        "samples": samples,
-        "plots": [png.name],
-    }
-    write_json(record, out)
-    print(format_table(rows + rows_by_span))
-    return record
+        "results": rows, "results_by_span": rows_by_span, "samples": samples, "plots": [run.png().name],
+    })
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The result rows as text."""
-    lines = [f"{'model':<8} {'setting':<13} {'span':<12} {'exact':>6} {'parse':>6} {'|len err|':>9} {'n':>4}"]
-    for row in rows:
-        lines.append(f"{row['model']:<8} {row['setting']:<13} {row.get('span', 'all'):<12} {row['exact_match']:>6.3f} "
-                     f"{row['parse_rate']:>6.3f} {row['length_abs_error']:>9.2f} {row['n']:>4}")
-    return "\n".join(lines)
+TABLE: list[Column] = [("model", "model", "<8"), ("setting", "setting", "<13"),
+                       ("span", lambda row: row.get("span", "all"), "<12"), ("exact", "exact_match", ">6.3f"),
+                       ("parse", "parse_rate", ">6.3f"), ("|len err|", "length_abs_error", ">9.2f"), ("n", "n", ">4")]
 
 
-def main(args: argparse.Namespace) -> int:
-    """``flexmdm bench infill``."""
-    run_infill_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv)
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
-    return 0
+main = bench_main(run_infill_benchmark)
+"""``flexmdm bench infill``."""

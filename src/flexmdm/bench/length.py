@@ -15,13 +15,11 @@ conditioned on the state length (``model.length_conditioning``): its adaLN condi
 learned embedding of n to that of t, so the gap head need not infer n through attention (with it,
 pooled over four sampling seeds, length W1 fell from 1.19 to 0.97). Both diffusion models then
 generate unconditional samples with Algorithm 1's vanilla τ-leaping unmasking for every number of
-sampling steps; each row reports the total-variation and
-Wasserstein-1 distances between the generated and the held-out length distributions, the length
-mean and quartiles, the generative perplexity under the reference LM (samples of ≤ 10 tokens
-excluded) and the unigram entropy.
-
-MDM generates on a canvas of ``max_length`` positions; its sample is the canvas with every
-PAD removed (its length is the number of non-PAD tokens). FlexMDM samples start empty.
+sampling steps (:func:`flexmdm.tasks.text.evaluation.unconditional_samples`: FlexMDM from nothing,
+MDM on a canvas of ``max_length`` positions without its PAD); each row reports
+(:func:`flexmdm.tasks.text.metrics.sample_statistics`) the total-variation and Wasserstein-1
+distances between the generated and the held-out length distributions, the length mean and quartiles, the generative perplexity under the reference LM
+(samples of ≤ 10 tokens excluded) and the unigram entropy.
 
 The ``reference`` entry gives the same statistics for held-out data, and ``noise_floor`` the
 distances between ``num_samples`` training sequences and the held-out set: the value a
@@ -30,33 +28,24 @@ perfect sampler would get with this many samples.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from flexmdm.bench.figures import length_figures
-from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.bench.record import Stopwatch
 from flexmdm.bench.side_by_side import train_side_by_side
+from flexmdm.bench.skeleton import BenchRun, Column, bench_main, choose, format_rows, train_fields
 from flexmdm.bench.train_config import benchmark_train_config
-from flexmdm.families import Affixes, SamplingOptions, family
+from flexmdm.families import family
 from flexmdm.models import load_pretrained
 from flexmdm.pipeline import Pipeline
-from flexmdm.sampling import TauLeaping
-from flexmdm.tasks.text import TextTask
-from flexmdm.tasks.text.metrics import (
-    generative_perplexity,
-    length_summary,
-    length_total_variation,
-    length_wasserstein1,
-    unigram_entropy,
-)
+from flexmdm.tasks.text import metrics
+from flexmdm.tasks.text.evaluation import unconditional_samples
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.streams import keyed_generator
 from flexmdm.training.trainer import train
@@ -107,126 +96,52 @@ def _train_config(settings: LengthBenchSettings, kind: str, work: Path, seed: in
     )
 
 
-def generate(model_dir: Path, task: TextTask, num_samples: int, steps: int, batch_size: int,
-             generator: torch.Generator) -> list[list[int]]:
-    """Unconditional samples of a trained FlexMDM or MDM (MDM: its canvas of ``task.max_length`` without PAD)."""
-    pipe = Pipeline.from_pretrained(model_dir)
-    options = SamplingOptions(steps=steps, rule=TauLeaping(), final_fill="parallel")
-    samples: list[list[int]] = []
-    for start in range(0, num_samples, batch_size):
-        count = min(batch_size, num_samples - start)
-        nothing = Affixes([[]] * count, None, task.vocab, task.max_length)
-        samples += pipe.sample(nothing, max_length=task.max_length, generator=generator, options=options).sequences()
-    return samples
-
-
-def _statistics(sequences: list[list[int]], reference_lengths: np.ndarray, scorer: torch.nn.Module,
-                pad_id: int) -> dict[str, Any]:
-    lengths = np.array([len(s) for s in sequences])
-    ppl, scored = generative_perplexity(scorer, sequences, pad_id=pad_id)
-    entropy = unigram_entropy(sequences)
-    return {
-        "length_tv": length_total_variation(lengths, reference_lengths),
-        "length_w1": length_wasserstein1(lengths, reference_lengths),
-        "gen_ppl": _finite(ppl),
-        "n": len(sequences),
-        "n_scored": scored,
-        "length": length_summary(lengths),
-        "unigram_entropy": _finite(entropy),
-    }
-
-
-def _finite(value: float) -> float | None:
-    """``value``, or None (JSON null) when it is NaN: e.g. no sample long enough to score."""
-    return None if math.isnan(value) else value
-
-
 def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
                          argv: list[str] | None = None, settings: LengthBenchSettings | None = None) -> dict[str, Any]:
     """Train the three models, sample, measure, write JSON + two PNGs, return the record."""
-    watch = Stopwatch()
-    out = Path(out)
-    settings = settings or (LengthBenchSettings.quick() if quick else LengthBenchSettings())
-    work = Path(work_dir) if work_dir is not None else out.with_suffix("")
-    configs = {kind: _train_config(settings, kind, work, seed) for kind in (*DIFFUSION_KINDS, "autoregressive")}
+    run = BenchRun.start(out, seed=seed, work_dir=work_dir, argv=argv)
+    settings = choose(LengthBenchSettings, quick, settings)
+    configs = {kind: _train_config(settings, kind, run.work, seed) for kind in (*DIFFUSION_KINDS, "autoregressive")}
     # Building the task here writes the corpus cache that every training process then reads.
     task = config_from_dict(copy.deepcopy(configs["autoregressive"])).data.build_task()
-    runs, threads = train_side_by_side({kind: configs[kind] for kind in DIFFUSION_KINDS})
-    print(f"training autoregressive ({settings.reference_steps} steps) in {configs['autoregressive']['output_dir']}",
-          flush=True)
-    runs["autoregressive"] = train(config_from_dict(copy.deepcopy(configs["autoregressive"])))
-    trained = {kind: run.model_dir for kind, run in runs.items()}
-    train_seconds = {kind: run.train_seconds for kind, run in runs.items()}
-    train_steps = {kind: run.steps for kind, run in runs.items()}
-
-    reference = task.lengths("validation")
-    scorer, _ = load_pretrained(trained["autoregressive"])
-    pad_id = task.vocab.pad_id
-    held_out = task.corpus.sequences("validation")
+    trained, threads = train_side_by_side({kind: configs[kind] for kind in DIFFUSION_KINDS})
+    print(f"training the autoregressive reference ({settings.reference_steps} steps)", flush=True)
+    reference_lm = train(config_from_dict(copy.deepcopy(configs["autoregressive"])))
+    scorer, _ = load_pretrained(reference_lm.model_dir)
+    reference, held_out, pad_id = task.lengths("validation"), task.corpus.sequences("validation"), task.vocab.pad_id
     train_lengths = task.lengths("train")
-    floor_draw = np.random.default_rng(seed).choice(len(train_lengths), settings.num_samples, replace=False)
-    floor = train_lengths[floor_draw]
+    floor = train_lengths[np.random.default_rng(seed).choice(len(train_lengths), settings.num_samples, replace=False)]
 
+    pipes = {kind: Pipeline.from_pretrained(trained[kind].model_dir) for kind in DIFFUSION_KINDS}
     results, lengths = [], {}
     jobs = [(kind, steps) for steps in settings.sampling_steps for kind in DIFFUSION_KINDS]
     for kind, steps in tqdm(jobs, desc="sample", dynamic_ncols=True):
-        watch_sampling = Stopwatch()
-        generator = keyed_generator(seed, "bench-length", kind, steps)
-        samples = generate(trained[kind], task, settings.num_samples, steps, settings.sample_batch_size,
-                           generator)
-        sampling_seconds = watch_sampling.seconds
+        generator, watch = keyed_generator(seed, "bench-length", kind, steps), Stopwatch()
+        samples = unconditional_samples(pipes[kind], settings.num_samples, batch_size=settings.sample_batch_size,
+                                        steps=steps, max_length=task.max_length, generator=generator)
         lengths[kind, steps] = np.array([len(s) for s in samples])
-        row = {"model": kind, "steps": steps, **_statistics(samples, reference, scorer, pad_id),
-               "sampling_seconds": sampling_seconds, "train_seconds": train_seconds[kind],
-               "train_steps": train_steps[kind], "train_threads": threads,
-               "example": task.decode(samples[:3])}
-        results.append(row)
-        print(f"{kind:<8} {steps:>4} steps  W1 {row['length_w1']:.2f}  TV {row['length_tv']:.3f}  "
-              f"gen ppl {_text(row['gen_ppl'], '.1f')}  ({sampling_seconds:.0f} s)", flush=True)
+        statistics = metrics.sample_statistics(samples, reference, scorer, pad_id=pad_id)
+        results.append({"model": kind, "steps": steps, **statistics, "sampling_seconds": watch.seconds,
+                        **train_fields(trained[kind], threads), "example": task.decode(samples[:3])})
 
-    data_ppl, data_scored = generative_perplexity(scorer, held_out, pad_id=pad_id)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    histogram_png = out.with_suffix(".png")
-    perplexity_png = out.with_name(f"{out.stem}-ppl.png")
-    length_figures(reference, lengths, results, data_ppl, task.max_length, histogram_png, perplexity_png)
-    record = {
-        "command": command_line(argv),
-        "seed": seed,
-        "wall_seconds": watch.seconds,
+    data = metrics.text_statistics(held_out, scorer, pad_id=pad_id)
+    length_figures(reference, lengths, results, data["gen_ppl"], task.max_length, run.png(), run.png("-ppl"))
+    print(format_rows(results, TABLE))
+    return run.write({
         "config": {**asdict(settings), "vocab": task.vocab.to_config(),
                    "sequences": {"train": int(len(train_lengths)), "validation": int(len(reference))},
                    "sampling_rule": "tau_leaping", "final_fill": "parallel",
-                   "reference_lm_train_seconds": train_seconds["autoregressive"]},
-        "machine": machine_info(),
-        "reference": {"length": length_summary(reference), "gen_ppl": _finite(data_ppl), "n_scored": data_scored,
-                      "unigram_entropy": unigram_entropy(held_out), "n": int(len(reference))},
-        "noise_floor": {"length_tv": length_total_variation(floor, reference),
-                        "length_w1": length_wasserstein1(floor, reference), "n": settings.num_samples},
-        "results": results,
-        "plots": [histogram_png.name, perplexity_png.name],
-    }
-    write_json(record, out)
-    print(format_table(results))
-    return record
+                   "reference_lm_train_seconds": reference_lm.train_seconds},
+        "reference": data, "noise_floor": {**metrics.length_distances(floor, reference), "n": settings.num_samples},
+        "results": results, "plots": [run.png().name, run.png("-ppl").name],
+    })
 
 
-def _text(value: float | None, spec: str) -> str:
-    return format(math.nan if value is None else value, spec)
+TABLE: list[Column] = [("model", "model", "<8"), ("steps", "steps", ">5"), ("W1", "length_w1", ">6.2f"),
+                       ("TV", "length_tv", ">6.3f"), ("gen ppl", "gen_ppl", ">8.1f"),
+                       ("mean len", lambda row: row["length"]["mean"], ">8.1f"),
+                       ("entropy", "unigram_entropy", ">7.2f"), ("n", "n", ">4")]
 
 
-def format_table(results: list[dict[str, Any]]) -> str:
-    """The result rows as text."""
-    lines = [f"{'model':<8} {'steps':>5} {'W1':>6} {'TV':>6} {'gen ppl':>8} {'mean len':>8} {'entropy':>7} {'n':>4}"]
-    for row in results:
-        lines.append(f"{row['model']:<8} {row['steps']:>5} {row['length_w1']:>6.2f} {row['length_tv']:>6.3f} "
-                     f"{_text(row['gen_ppl'], '>8.1f')} {row['length']['mean']:>8.1f} "
-                     f"{_text(row['unigram_entropy'], '>7.2f')} "
-                     f"{row['n']:>4}")
-    return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    """``flexmdm bench length``."""
-    run_length_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv)
-    print(f"wrote {args.out}, {args.out.with_suffix('.png')} and {args.out.with_name(args.out.stem + '-ppl.png')}")
-    return 0
+main = bench_main(run_length_benchmark)
+"""``flexmdm bench length``."""

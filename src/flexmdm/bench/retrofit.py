@@ -18,42 +18,39 @@ loss's minimiser unchanged (:func:`flexmdm.losses.sample_times`); validation tim
 
 Reported: both validation-loss curves (PNG), the scratch run's final validation loss, the
 first evaluated step at which the retrofit reaches it, and the total variation between the
-lengths of retrofitted samples (drawn with :func:`flexmdm.sampling.sample_flexmdm` under the
-schedules the retrofit was trained with, adapters re-attached to the base checkpoint from their
-own files) and the lengths of the training paragraphs. ``length_tv_noise_floor`` is the TV of
+lengths of retrofitted samples (through a :class:`~flexmdm.Pipeline` of the adapters re-attached
+to the base checkpoint from their own files, under the schedules the retrofit was trained with)
+and the lengths of the training paragraphs. ``length_tv_noise_floor`` is the TV of
 as many lengths drawn from the data itself: the level sampling noise alone produces.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
+import dataclasses
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from flexmdm.bench.commands import retrofit_overrides
 from flexmdm.bench.figures import retrofit_figure
-from flexmdm.bench.record import Stopwatch, command_line, machine_info, write_json
+from flexmdm.bench.skeleton import BenchRun, bench_main, choose
 from flexmdm.families import family
 from flexmdm.models import load_pretrained
 from flexmdm.models.llada import save_llada
 from flexmdm.models.retrofit import RetrofitConfig, load_retrofit, merge_adapters
-from flexmdm.sampling import TauLeaping, sample_flexmdm
-from flexmdm.schedules import schedule_from_config
-from flexmdm.training.config import ConfigError, config_from_dict, parse_override
+from flexmdm.pipeline import Pipeline
+from flexmdm.tasks.text.evaluation import unconditional_samples
+from flexmdm.tasks.text.metrics import length_total_variation
+from flexmdm.training.config import config_from_dict
+from flexmdm.training.network import retrofit_run_config, scratch_model_like
 from flexmdm.training.trainer import ADAPTERS_DIR, METRICS_FILE, train
 
-__all__ = ["RetrofitBenchSettings", "main", "retrofit_overrides", "run_retrofit_benchmark", "steps_to_reach",
-           "length_tv"]
-
-ARCHITECTURE_SETTINGS = ("time_groups", "time_rank", "gap_hidden")
-"""Retrofit settings that the scratch FlexMDM shares (its time conditioning and gap head)."""
+__all__ = ["RetrofitBenchSettings", "main", "run_retrofit_benchmark", "steps_to_reach"]
 
 
 @dataclass
@@ -93,61 +90,23 @@ class RetrofitBenchSettings:
 
 def steps_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
     """The first evaluated step whose validation loss is ``<= target`` (None if none is)."""
-    for step, loss in curve:
-        if loss <= target:
-            return step
-    return None
+    return next((step for step, loss in curve if loss <= target), None)
 
 
-def length_tv(lengths: np.ndarray, reference: np.ndarray, max_length: int) -> float:
-    """Total variation between the empirical length distributions (bins 0..max_length)."""
-    first = np.bincount(lengths, minlength=max_length + 1)[: max_length + 1] / max(len(lengths), 1)
-    second = np.bincount(reference, minlength=max_length + 1)[: max_length + 1] / max(len(reference), 1)
-    return 0.5 * float(np.abs(first - second).sum())
-
-
-def _config(settings: RetrofitBenchSettings, kind: str, output_dir: Path, seed: int, steps: int, lr: float,
-            cache_dir: Path) -> dict[str, Any]:
+def _config(settings: RetrofitBenchSettings, kind: str, name: str, run: BenchRun, steps: int, lr: float) -> dict:
     model = {"kind": kind, "architecture": "llada", **settings.model, "max_length": settings.max_length}
-    train = {**settings.train, "steps": steps, "batch_size": settings.batch_size, "lr": lr, "seed": seed,
+    train = {**settings.train, "steps": steps, "batch_size": settings.batch_size, "lr": lr, "seed": run.seed,
              "ema_decay": settings.ema_decay, "eval_every": settings.eval_every, "eval_batches": settings.eval_batches}
     if family(kind).inserts:
-        model.update({key: settings.retrofit[key] for key in ARCHITECTURE_SETTINGS if key in settings.retrofit})
-        train["time_power"] = settings.flex_time_power
-    return {
-        "model": model,
-        "data": {"task": "text", "source": settings.source, "vocab_size": settings.vocab_size,
-                 "max_length": settings.max_length, "cache_dir": str(cache_dir)},
-        "train": train,
-        "output_dir": str(output_dir),
-    }
+        model, train["time_power"] = scratch_model_like(model, settings.retrofit), settings.flex_time_power
+    return {"model": model, "train": train, "output_dir": str(run.work / name),
+            "data": {"task": "text", "source": settings.source, "vocab_size": settings.vocab_size,
+                     "max_length": settings.max_length, "cache_dir": str(run.work / "cache")}}
 
 
-def _retrofit_config(settings: RetrofitBenchSettings, base_dir: Path, output_dir: Path, seed: int,
-                     cache_dir: Path) -> dict[str, Any]:
-    """The retrofit run: the scratch run's data and training, the network from ``retrofit.base``."""
-    config = _config(settings, "flexmdm", output_dir, seed, settings.flex_steps, settings.retrofit_lr, cache_dir)
-    del config["model"]  # the base's
-    config["retrofit"] = {"base": str(base_dir), **settings.retrofit}
-    return config
-
-
-def retrofit_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["time_rank=32", ...]`` (``--retrofit``) as ``{"time_rank": 32, ...}``, checked against
-    :class:`~flexmdm.models.retrofit.RetrofitConfig`.
-
-    Raises:
-        ConfigError: a malformed pair, an unknown key or an invalid value (one line).
-    """
-    values = {}
-    for pair in pairs:
-        keys, value = parse_override(pair)
-        values[".".join(keys)] = value
-    try:
-        RetrofitConfig.from_dict(values)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"--retrofit: {error}") from None
-    return values
+def _train(config: dict[str, Any]):
+    print(f"training {config['output_dir']} ({config['train']['steps']} steps)", flush=True)
+    return train(config_from_dict(copy.deepcopy(config)))
 
 
 def _validation_curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -155,125 +114,68 @@ def _validation_curve(run_dir: Path) -> list[tuple[int, float]]:
     return [(row["step"], row["val_loss"]) for row in rows if "val_loss" in row]
 
 
-def _sample_lengths(model, saved: dict[str, Any], settings: RetrofitBenchSettings, vocab, seed: int,
-                    count: int) -> tuple[np.ndarray, list[list[int]]]:
-    insertion = schedule_from_config(saved["schedules"]["insertion"])
-    unmasking = schedule_from_config(saved["schedules"]["unmasking"])
-    generator = torch.Generator().manual_seed(seed)
-    lengths, examples = [], []
-    for start in tqdm(range(0, count, settings.sample_batch), desc="sample", dynamic_ncols=True):
-        size = min(settings.sample_batch, count - start)
-        out = sample_flexmdm(model, vocab=vocab, insertion_schedule=insertion, unmasking_schedule=unmasking,
-                             steps=settings.sampling_steps, max_length=settings.max_length, batch_size=size,
-                             rule=TauLeaping(), final_fill="parallel", generator=generator)
-        lengths.append(out.lengths.numpy())
-        examples += out.sequences()[: max(0, 6 - len(examples))]
-    return np.concatenate(lengths), examples
-
-
-def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
-                           work_dir: str | Path | None = None, argv: list[str] | None = None,
-                           retrofit: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
+                           argv: list[str] | None = None, retrofit: dict[str, Any] | None = None,
+                           settings: RetrofitBenchSettings | None = None) -> dict[str, Any]:
     """Pretrain, retrofit, train from scratch, sample; write JSON + PNG and return the record.
 
-    ``retrofit`` updates the retrofit settings (:func:`retrofit_overrides`); give such a variant
-    its own ``work_dir``.
+    ``retrofit`` updates the retrofit settings (``--retrofit``, :func:`~flexmdm.bench.commands.retrofit_overrides`);
+    give such a variant its own ``work_dir``.
     """
-    watch = Stopwatch()
-    out = Path(out)
-    settings = RetrofitBenchSettings.quick() if quick else RetrofitBenchSettings()
-    settings.retrofit.update(retrofit or {})
+    run = BenchRun.start(out, seed=seed, work_dir=work_dir, argv=argv)
+    settings = choose(RetrofitBenchSettings, quick, settings)
+    settings = dataclasses.replace(settings, retrofit={**settings.retrofit, **(retrofit or {})})
     RetrofitConfig.from_dict(settings.retrofit)  # fail before pretraining
-    work = Path(work_dir) if work_dir is not None else out.with_suffix("")
-    cache = work / "cache"
-    phases: dict[str, float] = {}
-
-    def timed(name: str, function, *args, **kwargs):
-        start = time.perf_counter()
-        result = function(*args, **kwargs)
-        phases[name] = time.perf_counter() - start
-        return result
-
-    pretrain_cfg = config_from_dict(copy.deepcopy(_config(settings, "mdm", work / "pretrain-mdm", seed,
-                                                          settings.pretrain_steps, settings.pretrain_lr, cache)))
-    print(f"pretraining the MDM ({settings.pretrain_steps} steps) in {pretrain_cfg.output_dir}", flush=True)
-    pretrained = timed("pretrain_seconds", train, pretrain_cfg)
-    mdm, _ = load_pretrained(pretrained.model_dir)
-    base_dir = save_llada(mdm, work / "base-llada")  # the native LLaDA checkpoint the retrofit starts from
-
-    runs = {}
-    for name, raw in (
-        ("scratch", _config(settings, "flexmdm", work / "scratch-flexmdm", seed, settings.flex_steps,
-                            settings.scratch_lr, cache)),
-        ("retrofit", _retrofit_config(settings, base_dir, work / "retrofit-flexmdm", seed, cache)),
-    ):
-        cfg = config_from_dict(raw)
-        print(f"training the {name} FlexMDM ({settings.flex_steps} steps) in {cfg.output_dir}", flush=True)
-        runs[name] = timed(f"{name}_seconds", train, cfg)
-    task = cfg.data.build_task()
+    pretrained = run.timed("pretrain_seconds", _train, _config(settings, "mdm", "pretrain-mdm", run,
+                                                           settings.pretrain_steps, settings.pretrain_lr))
+    base_dir = save_llada(load_pretrained(pretrained.model_dir)[0], run.work / "base-llada")  # native LLaDA
+    scratch = _config(settings, "flexmdm", "scratch-flexmdm", run, settings.flex_steps, settings.scratch_lr)
+    retrofitted = retrofit_run_config(_config(settings, "flexmdm", "retrofit-flexmdm", run, settings.flex_steps,
+                                              settings.retrofit_lr), base_dir, settings.retrofit)
+    runs = {"scratch": run.timed("scratch_seconds", _train, scratch),
+            "retrofit": run.timed("retrofit_seconds", _train, retrofitted)}
+    task = config_from_dict(copy.deepcopy(scratch)).data.build_task()
 
     # The run wrote its adapters on their own; re-attach them to the base checkpoint for sampling.
     adapter_dir = runs["retrofit"].output_dir / ADAPTERS_DIR
-    model, record_meta = load_retrofit(base_dir, adapter_dir)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model, saved = load_retrofit(base_dir, adapter_dir)
+    parameters = {"total": sum(p.numel() for p in model.parameters()),
+                  "retrofit_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     merge_adapters(model)  # same outputs, no LoRA overhead while sampling
-    adapter_bytes = sum(f.stat().st_size for f in adapter_dir.iterdir())
-    base_bytes = sum(f.stat().st_size for f in base_dir.iterdir())
-
-    curves = {name: _validation_curve(run.output_dir) for name, run in runs.items()}
+    curves = {name: _validation_curve(r.output_dir) for name, r in runs.items()}
     target = curves["scratch"][-1][1]
     reached = steps_to_reach(curves["retrofit"], target)
     data_lengths = task.lengths("train").astype(np.int64)
 
-    print(f"sampling {settings.samples} sequences from the retrofitted model", flush=True)
-    retrofit_lengths, examples = timed("sample_seconds", _sample_lengths, model, record_meta, settings,
-                                       task.vocab, seed, settings.samples)
-    scratch_model, scratch_saved = load_pretrained(runs["scratch"].model_dir)
-    scratch_lengths, _ = timed("scratch_sample_seconds", _sample_lengths, scratch_model, scratch_saved, settings,
-                               task.vocab, seed, settings.scratch_samples)
-    noise = np.random.default_rng(seed).choice(data_lengths, size=settings.samples, replace=True)
+    def sample(pipe: Pipeline, count: int) -> list[list[int]]:
+        return unconditional_samples(pipe, count, batch_size=settings.sample_batch, steps=settings.sampling_steps,
+                                     max_length=settings.max_length, generator=torch.Generator().manual_seed(seed))
 
-    png = out.with_suffix(".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    retrofit_figure(curves, target, reached, {"data (train)": data_lengths, "retrofit samples": retrofit_lengths,
-                                    "scratch samples": scratch_lengths}, settings.max_length, png)
-    record = {
-        "command": command_line(argv),
-        "seed": seed,
-        "wall_seconds": watch.seconds,
-        "scratch_final_val_loss": target,
-        "scratch_steps": runs["scratch"].steps,
+    samples = {"retrofit": run.timed("sample_seconds", sample, Pipeline.from_model(model, saved), settings.samples),
+               "scratch": run.timed("scratch_sample_seconds", sample, Pipeline.from_pretrained(
+                   runs["scratch"].model_dir), settings.scratch_samples)}
+    lengths = {name: np.array([len(s) for s in samples[name]]) for name in samples}
+    noise = np.random.default_rng(seed).choice(data_lengths, size=settings.samples, replace=True)
+    retrofit_figure(curves, target, reached, {"data (train)": data_lengths, "retrofit samples": lengths["retrofit"],
+                                              "scratch samples": lengths["scratch"]}, settings.max_length, run.png())
+    return run.write({
+        "scratch_final_val_loss": target, "scratch_steps": runs["scratch"].steps,
         "retrofit_steps_to_scratch_final": reached,
         "retrofit_fraction_of_scratch_steps": None if reached is None else reached / runs["scratch"].steps,
         "retrofit_final_val_loss": curves["retrofit"][-1][1],
-        "retrofit_length_tv": length_tv(retrofit_lengths, data_lengths, settings.max_length),
-        "scratch_length_tv": length_tv(scratch_lengths, data_lengths, settings.max_length),
-        "length_tv_noise_floor": length_tv(noise, data_lengths, settings.max_length),
-        "mean_length": {"data": float(data_lengths.mean()), "retrofit": float(retrofit_lengths.mean()),
-                        "scratch": float(scratch_lengths.mean())},
-        "pretrain_final_val_loss_mdm": pretrained.val_loss,
-        "pretrain_steps": pretrained.steps,
-        "parameters": {"total": total, "retrofit_trainable": trainable},
-        "checkpoint_bytes": {"base": base_bytes, "adapters": adapter_bytes},
+        **{f"{name}_length_tv": length_total_variation(lengths[name], data_lengths) for name in samples},
+        "length_tv_noise_floor": length_total_variation(noise, data_lengths),
+        "mean_length": {"data": float(data_lengths.mean()), **{k: float(v.mean()) for k, v in lengths.items()}},
+        "pretrain_final_val_loss_mdm": pretrained.val_loss, "pretrain_steps": pretrained.steps,
+        "parameters": parameters,
+        "checkpoint_bytes": {name: sum(f.stat().st_size for f in folder.iterdir())
+                             for name, folder in (("base", base_dir), ("adapters", adapter_dir))},
         "curves": {name: [{"step": s, "val_loss": v} for s, v in curve] for name, curve in curves.items()},
-        "phase_seconds": phases,
-        "retrofit_sample_texts": task.decode(examples),
-        "config": asdict(settings),
+        "phase_seconds": run.phases, "retrofit_sample_texts": task.decode(samples["retrofit"][:6]),
+        "config": asdict(settings), "plot": run.png().name,
         "data": {"train_sequences": int(len(data_lengths)), "vocab_size": task.vocab.size},
-        "machine": machine_info(),
-        "plot": png.name,
-    }
-    write_json(record, out)
-    print(json.dumps({k: record[k] for k in ("scratch_final_val_loss", "scratch_steps",
-                                             "retrofit_steps_to_scratch_final", "retrofit_length_tv",
-                                             "length_tv_noise_floor", "wall_seconds")}, indent=1))
-    return record
+    })
 
 
-def main(args: argparse.Namespace) -> int:
-    """``flexmdm bench retrofit``."""
-    run_retrofit_benchmark(args.out, quick=args.quick, seed=args.seed, work_dir=args.work_dir, argv=args.argv,
-                           retrofit=retrofit_overrides(args.retrofit))
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
-    return 0
+main = bench_main(run_retrofit_benchmark, lambda args: {"retrofit": retrofit_overrides(args.retrofit)})
+"""``flexmdm bench retrofit``."""

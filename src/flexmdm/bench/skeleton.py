@@ -39,6 +39,7 @@ from flexmdm.training.trainer import TrainResult
 __all__ = ["BenchRun", "Column", "bench_main", "choose", "format_rows", "train_fields"]
 
 Settings = TypeVar("Settings")
+Result = TypeVar("Result")
 
 
 def choose(settings_class: type[Settings], quick: bool, settings: Settings | None = None) -> Settings:
@@ -57,6 +58,7 @@ class BenchRun:
         seed: the run's seed.
         work: where the training runs go (default: ``out`` without its suffix); a rerun resumes them.
         argv: the command line, as recorded (None: this process's).
+        phases: wall seconds of the steps run through :meth:`timed`, by name.
     """
 
     out: Path
@@ -64,6 +66,7 @@ class BenchRun:
     work: Path
     argv: list[str] | None
     watch: Stopwatch = field(default_factory=Stopwatch)
+    phases: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def start(cls, out: str | Path, *, seed: int = 0, work_dir: str | Path | None = None,
@@ -75,6 +78,13 @@ class BenchRun:
         """A plot beside the record: ``<out stem><tag>.png`` (its folder created)."""
         self.out.parent.mkdir(parents=True, exist_ok=True)
         return self.out.with_name(f"{self.out.stem}{tag}.png")
+
+    def timed(self, name: str, function: Callable[..., Result], *args: Any) -> Result:
+        """``function(*args)``, its wall time kept as ``phases[name]``."""
+        watch = Stopwatch()
+        result = function(*args)
+        self.phases[name] = watch.seconds
+        return result
 
     def write(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Write and return the record: the command, the seed, the wall time, ``fields`` and the machine."""

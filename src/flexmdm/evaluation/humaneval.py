@@ -26,9 +26,9 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from flexmdm.families import Affixes
 from flexmdm.pipeline import Pipeline
 from flexmdm.sampling import Insertion, UnmaskingRule
+from flexmdm.tasks.infill.evaluation import MiddleConditioning
 from flexmdm.tasks.infill.humaneval import HumanEvalInfill, pass_at_1, program_for, run_program
 from flexmdm.tasks.infill.metrics import infill_metrics
 from flexmdm.vocab import Vocab
@@ -81,12 +81,10 @@ def fill_middles(model: Pipeline, vocab: Vocab, encoded: Sequence[EncodedInfill]
                  rule: UnmaskingRule, steps: int, insertion: Insertion | None, temperature: float,
                  generator: torch.Generator) -> tuple[list[list[int]], list[int]]:
     """Generated middle ids (PAD dropped) and network calls of each task (see the module docstring)."""
-    affixes = Affixes([e.prefix for e in encoded], [e.suffix for e in encoded], vocab, width, budget)
-    out = model.sample(affixes, max_length=width, generator=generator, steps=steps, rule=rule, insertion=insertion,
+    middles = MiddleConditioning([e.prefix for e in encoded], [e.suffix for e in encoded], vocab, width, budget)
+    out = model.sample(middles, max_length=width, generator=generator, steps=steps, rule=rule, insertion=insertion,
                        temperature=temperature)
-    inside = torch.arange(out.tokens.shape[1], device=out.tokens.device)[None, :] < out.lengths[:, None]
-    keep = ~out.frozen & inside & (out.tokens != vocab.pad_id)
-    return [row[mask].tolist() for row, mask in zip(out.tokens, keep)], out.nfe.tolist()
+    return model.family.read(middles, out.sequences()), out.nfe.tolist()
 
 
 def evaluate_humaneval_infill(

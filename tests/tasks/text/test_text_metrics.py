@@ -12,9 +12,12 @@ from torch import nn
 from flexmdm.models import AutoregressiveLM, ModelConfig, load_pretrained
 from flexmdm.tasks.text.metrics import (
     generative_perplexity,
+    length_distances,
     length_summary,
     length_total_variation,
     length_wasserstein1,
+    sample_statistics,
+    text_statistics,
     unigram_entropy,
 )
 from flexmdm.tasks.toy import ToyLanguage
@@ -74,6 +77,22 @@ def test_generative_perplexity_known_answer_and_exclusion():
     assert generative_perplexity(model, [short], pad_id=3) == (pytest.approx(math.nan, nan_ok=True), 0)
     uniform = _FixedDistribution(torch.full((4,), 0.25))
     assert generative_perplexity(uniform, [long_a, long_b], pad_id=3)[0] == pytest.approx(4.0)
+
+
+def test_text_and_sample_statistics_gather_the_metrics():
+    model = _FixedDistribution(torch.tensor([0.5, 0.25, 0.125, 0.125]))
+    long_a, long_b, short = [0] * 12, [1] * 11 + [2] * 5, [3] * 10
+    stats = text_statistics([long_a, short, long_b], model, pad_id=3)
+    ppl, _ = generative_perplexity(model, [long_a, long_b], pad_id=3)
+    assert stats == {"n": 3, "n_scored": 2, "gen_ppl": pytest.approx(ppl), "length": length_summary([12, 10, 16]),
+                     "unigram_entropy": pytest.approx(unigram_entropy([long_a, short, long_b]))}
+    nothing = text_statistics([short], model, pad_id=3)  # nothing long enough to score: JSON null, not NaN
+    assert nothing["gen_ppl"] is None and nothing["n_scored"] == 0 and nothing["unigram_entropy"] == 0.0
+    assert length_distances([1, 1, 2, 2], [2, 2, 3, 3]) == {"length_tv": pytest.approx(0.5),
+                                                            "length_w1": pytest.approx(1.0)}
+    together = sample_statistics([long_a, short], [12, 12, 11], model, pad_id=3)
+    assert together == {**text_statistics([long_a, short], model, pad_id=3), **length_distances([12, 10], [12, 12, 11])}
+    assert together["length_tv"] == pytest.approx(0.5)  # ½ (|½ − ⅔| + ½ + ⅓)
 
 
 def test_generative_perplexity_matches_causal_lm_likelihood_despite_padding():

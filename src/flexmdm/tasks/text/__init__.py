@@ -7,6 +7,8 @@
   files, and where ``[MASK]`` and ``[PAD]`` sit in the model vocabulary.
 * :mod:`~flexmdm.tasks.text.task` — :class:`TextTask`, registered as ``text`` for training,
   with an on-disk cache of the tokenized corpus.
+* :mod:`~flexmdm.tasks.text.metrics` — length fidelity, generative perplexity, unigram entropy.
+* :mod:`~flexmdm.tasks.text.evaluation` — unconditional samples of a trained model (imported on its own).
 """
 
 from flexmdm.tasks.text.corpus import (

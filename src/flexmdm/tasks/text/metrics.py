@@ -1,4 +1,5 @@
-"""Metrics of generated text: length fidelity, generative perplexity, unigram entropy.
+"""Metrics of generated text: length fidelity, generative perplexity, unigram entropy
+(:func:`text_statistics` and :func:`sample_statistics` gather them).
 
 * Length distributions are compared as empirical distributions over integer lengths: the
   total-variation distance ``½ Σ_ℓ |p(ℓ) − q(ℓ)|`` and the Wasserstein-1 distance
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,10 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "finite_or_none",
     "generative_perplexity",
+    "length_distances",
     "length_summary",
     "length_total_variation",
     "length_wasserstein1",
+    "sample_statistics",
+    "text_statistics",
     "unigram_entropy",
 ]
 
@@ -114,3 +120,32 @@ def generative_perplexity(model: nn.Module, sequences: Sequence[Sequence[int]], 
         total_nll += float(nll[scored].double().sum())
         total_tokens += int(scored.sum())
     return math.exp(total_nll / total_tokens), len(kept)
+
+
+def length_distances(lengths: Sequence[int] | np.ndarray, reference: Sequence[int] | np.ndarray) -> dict[str, float]:
+    """``{"length_tv", "length_w1"}`` between two sets of lengths."""
+    return {"length_tv": length_total_variation(lengths, reference),
+            "length_w1": length_wasserstein1(lengths, reference)}
+
+
+def text_statistics(sequences: Sequence[Sequence[int]], scorer: nn.Module, *, pad_id: int) -> dict[str, Any]:
+    """``{"n", "n_scored", "gen_ppl", "length", "unigram_entropy"}`` of ``sequences``: ``gen_ppl`` under the causal
+    LM ``scorer`` (:func:`generative_perplexity`), ``length`` the :func:`length_summary`; ``gen_ppl`` and
+    ``unigram_entropy`` are None where NaN (no sequence to score)."""
+    ppl, scored = generative_perplexity(scorer, sequences, pad_id=pad_id)
+    return {"n": len(sequences), "n_scored": scored, "gen_ppl": finite_or_none(ppl),
+            "length": length_summary([len(s) for s in sequences]),
+            "unigram_entropy": finite_or_none(unigram_entropy(sequences))}
+
+
+def sample_statistics(sequences: Sequence[Sequence[int]], reference_lengths: Sequence[int] | np.ndarray,
+                      scorer: nn.Module, *, pad_id: int) -> dict[str, Any]:
+    """:func:`text_statistics` of generated ``sequences`` and the :func:`length_distances` of their lengths to
+    ``reference_lengths``."""
+    return {**length_distances([len(s) for s in sequences], reference_lengths),
+            **text_statistics(sequences, scorer, pad_id=pad_id)}
+
+
+def finite_or_none(value: float) -> float | None:
+    """``value``, or None (JSON null) when it is NaN: e.g. no sample long enough to score."""
+    return None if math.isnan(value) else value
