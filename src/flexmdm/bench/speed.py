@@ -46,7 +46,7 @@ from typing import Any
 
 from flexmdm.bench.attention import measure_attention
 from flexmdm.bench.sampling_cost import SamplingCost, measure_sampling
-from flexmdm.bench.skeleton import BenchRun
+from flexmdm.bench.skeleton import BenchRun, choose
 from flexmdm.bench.throughput import matmul_peak_gflops, measure_training
 
 __all__ = ["SpeedSettings", "main", "run_speed_benchmark"]
@@ -86,7 +86,7 @@ def run_speed_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, 
     are those of the recommended configuration, every configuration's are under
     ``configurations``."""
     run = BenchRun.start(out, seed=seed, argv=argv)
-    settings = SpeedSettings.quick() if quick else SpeedSettings()
+    settings = choose(SpeedSettings, quick)
     settings.seed = seed
     peak = matmul_peak_gflops()
     training = measure_training(settings, peak)
