@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ import yaml
 
 from flexmdm.models import FlexMDMModel, ModelConfig
 from flexmdm.models.compiled import CompiledNetwork
-from flexmdm.training import load_config, train
+from flexmdm.training import load_config, read_metrics, train
 from flexmdm.training.checkpoint import latest_checkpoint, load_trainer_state
 
 
@@ -98,7 +97,7 @@ def test_training_with_compile_follows_the_eager_run(tmp_path, fresh_dynamo):
         path = tmp_path / f"compile-{compile_}.yaml"
         path.write_text(yaml.safe_dump({**raw, "output_dir": str(run)}))
         train(load_config(path, [f"train.compile={str(compile_).lower()}"]))
-        metrics[compile_] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        metrics[compile_] = read_metrics(run)
         weights[compile_] = load_trainer_state(latest_checkpoint(run))["model"]
     assert fresh_dynamo["stats"]["unique_graphs"] > 0  # it did compile
     for key in ("loss", "grad_norm", "val_loss"):

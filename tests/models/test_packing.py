@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from flexmdm.models import ModelConfig, build_model
 from flexmdm.models.packing import Packing, first_fit_decreasing
 from flexmdm.sampling import sample_flexmdm
 from flexmdm.schedules import LinearSchedule
-from flexmdm.training import ConfigError, load_config, train
+from flexmdm.training import ConfigError, load_config, read_metrics, train
 from flexmdm.training.checkpoint import latest_checkpoint, load_trainer_state
 from flexmdm.vocab import Vocab
 
@@ -240,7 +239,7 @@ def test_training_with_packing_follows_the_padded_run(tmp_path, kind):
         path = tmp_path / f"packing-{packing}.yaml"
         path.write_text(yaml.safe_dump({**raw, "output_dir": str(run)}))
         train(load_config(path, [f"train.packing={str(packing).lower()}"]))
-        metrics[packing] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        metrics[packing] = read_metrics(run)
         weights[packing] = load_trainer_state(latest_checkpoint(run))["model"]
     for key in ("loss", "grad_norm", "val_loss"):
         a = [row[key] for row in metrics[False] if key in row]

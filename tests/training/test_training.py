@@ -22,7 +22,8 @@ from flexmdm.errors import InputFileError
 from flexmdm.interpolant import FlexInterpolant
 from flexmdm.schedules import LinearSchedule
 from flexmdm.tasks.toy import ToyLanguage
-from flexmdm.training import EMA, ConfigError, TrainConfig, keyed_generator, learning_rate_factor, load_config, train
+from flexmdm.training import (EMA, ConfigError, TrainConfig, keyed_generator, learning_rate_factor, load_config,
+                              read_metrics, train)
 from flexmdm.training.config import config_from_dict
 from flexmdm.training import checkpoint as checkpoint_module
 from flexmdm.training.checkpoint import latest_checkpoint, load_trainer_state
@@ -49,10 +50,6 @@ def write_config(directory: Path, overrides: dict | None = None, name: str = "co
     path = directory / name
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def cli(*args: str) -> list[str]:

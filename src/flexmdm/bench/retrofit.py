@@ -1,35 +1,17 @@
 """``flexmdm bench retrofit``: an MDM retrofitted into a FlexMDM vs a FlexMDM from scratch (paper §5.2).
 
-1. **Pretrain** an MDM of the LLaDA architecture (:mod:`flexmdm.models.llada`) on the
-   standard-library docstring paragraphs (task ``text``: byte-level BPE, at most
-   ``max_length`` tokens), then write it as a native LLaDA checkpoint (``config.json`` +
-   ``model.safetensors``) — the stand-in for LLaDA-8B.
-2. **Retrofit** it (:func:`flexmdm.models.retrofit.retrofit`: adaLN time conditioning, gap
-   head, LoRA; only those train) and fine-tune it with the FlexMDM objective, through the
-   training configuration's ``retrofit`` section (``retrofit.base`` = that checkpoint), as
-   ``flexmdm train`` would. ``--retrofit KEY=VALUE`` changes a setting of that section (e.g.
-   ``time_rank=32``), and the scratch run's time conditioning and gap head with it.
-3. Train a FlexMDM **from scratch** of the same architecture (same modules, all trainable) for
-   the same number of steps, with the same data, batch, schedules and validation states.
-
-Both FlexMDM runs draw their training times as ``t = max_time · u²`` (``train.time_power`` 2):
-more early times, where a sequence is short and its final length is decided. It leaves the
-loss's minimiser unchanged (:func:`flexmdm.losses.sample_times`); validation times stay uniform.
-
-Reported: both validation-loss curves (PNG), the scratch run's final validation loss, the
-first evaluated step at which the retrofit reaches it, and the total variation between the
-lengths of retrofitted samples (through a :class:`~flexmdm.Pipeline` of the adapters re-attached
-to the base checkpoint from their own files, under the schedules the retrofit was trained with)
-and the lengths of the training paragraphs. ``length_tv_noise_floor`` is the TV of
-as many lengths drawn from the data itself: the level sampling noise alone produces.
+An MDM of the LLaDA architecture pretrained on standard-library docstring paragraphs, saved as a native LLaDA checkpoint
+(standing in for LLaDA-8B), is retrofitted (:func:`flexmdm.models.retrofit.retrofit`) and fine-tuned through its
+training configuration's ``retrofit`` section (``--retrofit KEY=VALUE``, which the scratch run's time conditioning and
+gap head follow), beside a FlexMDM of its architecture trained from scratch as long on the same data and schedules.
+Reported: both validation-loss curves, the first evaluated step at which the retrofit reaches the scratch run's final
+validation loss, and the length total variation of samples to the training data (``length_tv_noise_floor``: of data).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +30,7 @@ from flexmdm.tasks.text.evaluation import unconditional_samples
 from flexmdm.tasks.text.metrics import length_total_variation
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.network import retrofit_run_config, scratch_model_like
-from flexmdm.training.trainer import ADAPTERS_DIR, METRICS_FILE, train
+from flexmdm.training.trainer import ADAPTERS_DIR, read_metrics, train
 
 __all__ = ["RetrofitBenchSettings", "main", "run_retrofit_benchmark", "steps_to_reach"]
 
@@ -83,9 +65,8 @@ class RetrofitBenchSettings:
     @classmethod
     def quick(cls) -> RetrofitBenchSettings:
         """A ~6-minute smoke setting (not a result)."""
-        settings = cls(pretrain_steps=300, flex_steps=200, samples=400, scratch_samples=200, eval_every=20)
-        settings.model.update(d_model=64, n_layers=2)
-        return settings
+        return cls(pretrain_steps=300, flex_steps=200, samples=400, scratch_samples=200, eval_every=20,
+                   model={**cls().model, "d_model": 64, "n_layers": 2})
 
 
 def steps_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
@@ -109,22 +90,13 @@ def _train(config: dict[str, Any]):
     return train(config_from_dict(copy.deepcopy(config)))
 
 
-def _validation_curve(run_dir: Path) -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
-    return [(row["step"], row["val_loss"]) for row in rows if "val_loss" in row]
-
-
 def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
                            argv: list[str] | None = None, retrofit: dict[str, Any] | None = None,
                            settings: RetrofitBenchSettings | None = None) -> dict[str, Any]:
-    """Pretrain, retrofit, train from scratch, sample; write JSON + PNG and return the record.
-
-    ``retrofit`` updates the retrofit settings (``--retrofit``, :func:`~flexmdm.bench.commands.retrofit_overrides`);
-    give such a variant its own ``work_dir``.
-    """
+    """Pretrain, retrofit, train from scratch, sample; write JSON + PNG and return the record."""
     run = BenchRun.start(out, seed=seed, work_dir=work_dir, argv=argv)
     settings = choose(RetrofitBenchSettings, quick, settings)
-    settings = dataclasses.replace(settings, retrofit={**settings.retrofit, **(retrofit or {})})
+    settings = replace(settings, retrofit={**settings.retrofit, **(retrofit or {})})
     RetrofitConfig.from_dict(settings.retrofit)  # fail before pretraining
     pretrained = run.timed("pretrain_seconds", _train, _config(settings, "mdm", "pretrain-mdm", run,
                                                            settings.pretrain_steps, settings.pretrain_lr))
@@ -135,15 +107,14 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     runs = {"scratch": run.timed("scratch_seconds", _train, scratch),
             "retrofit": run.timed("retrofit_seconds", _train, retrofitted)}
     task = config_from_dict(copy.deepcopy(scratch)).data.build_task()
-
-    # The run wrote its adapters on their own; re-attach them to the base checkpoint for sampling.
     adapter_dir = runs["retrofit"].output_dir / ADAPTERS_DIR
-    model, saved = load_retrofit(base_dir, adapter_dir)
-    parameters = {"total": sum(p.numel() for p in model.parameters()),
-                  "retrofit_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    model, saved = load_retrofit(base_dir, adapter_dir)  # the run's adapters, re-attached to the base checkpoint
+    counts = {"total": sum(p.numel() for p in model.parameters()),
+              "retrofit_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     merge_adapters(model)  # same outputs, no LoRA overhead while sampling
-    curves = {name: _validation_curve(r.output_dir) for name, r in runs.items()}
-    target = curves["scratch"][-1][1]
+    curves = {name: [(row["step"], row["val_loss"]) for row in read_metrics(r.output_dir) if "val_loss" in row]
+              for name, r in runs.items()}
+    target, scratch_steps = curves["scratch"][-1][1], runs["scratch"].steps
     reached = steps_to_reach(curves["retrofit"], target)
     data_lengths = task.lengths("train").astype(np.int64)
 
@@ -159,15 +130,13 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     retrofit_figure(curves, target, reached, {"data (train)": data_lengths, "retrofit samples": lengths["retrofit"],
                                               "scratch samples": lengths["scratch"]}, settings.max_length, run.png())
     return run.write({
-        "scratch_final_val_loss": target, "scratch_steps": runs["scratch"].steps,
-        "retrofit_steps_to_scratch_final": reached,
-        "retrofit_fraction_of_scratch_steps": None if reached is None else reached / runs["scratch"].steps,
+        "scratch_final_val_loss": target, "scratch_steps": scratch_steps, "retrofit_steps_to_scratch_final": reached,
+        "retrofit_fraction_of_scratch_steps": None if reached is None else reached / scratch_steps,
         "retrofit_final_val_loss": curves["retrofit"][-1][1],
         **{f"{name}_length_tv": length_total_variation(lengths[name], data_lengths) for name in samples},
         "length_tv_noise_floor": length_total_variation(noise, data_lengths),
         "mean_length": {"data": float(data_lengths.mean()), **{k: float(v.mean()) for k, v in lengths.items()}},
-        "pretrain_final_val_loss_mdm": pretrained.val_loss, "pretrain_steps": pretrained.steps,
-        "parameters": parameters,
+        "pretrain_final_val_loss_mdm": pretrained.val_loss, "pretrain_steps": pretrained.steps, "parameters": counts,
         "checkpoint_bytes": {name: sum(f.stat().st_size for f in folder.iterdir())
                              for name, folder in (("base", base_dir), ("adapters", adapter_dir))},
         "curves": {name: [{"step": s, "val_loss": v} for s, v in curve] for name, curve in curves.items()},

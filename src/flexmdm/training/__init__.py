@@ -2,7 +2,7 @@
 
 from flexmdm.training.config import Config, ConfigError, TrainConfig, config_from_dict, load_config
 from flexmdm.training.streams import keyed_generator
-from flexmdm.training.trainer import EMA, TrainResult, learning_rate_factor, train
+from flexmdm.training.trainer import EMA, TrainResult, learning_rate_factor, read_metrics, train
 
 __all__ = [
     "Config",
@@ -14,5 +14,6 @@ __all__ = [
     "keyed_generator",
     "learning_rate_factor",
     "load_config",
+    "read_metrics",
     "train",
 ]

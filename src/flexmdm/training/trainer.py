@@ -78,7 +78,7 @@ from flexmdm.training.network import build_network
 from flexmdm.training.sharding import full_state_dict, gradient_sync, local_value, meta_copy, wrap
 from flexmdm.training.streams import keyed_generator
 
-__all__ = ["EMA", "TrainResult", "learning_rate_factor", "train"]
+__all__ = ["EMA", "TrainResult", "learning_rate_factor", "read_metrics", "train"]
 
 RESUMABLE_CHANGES = frozenset(
     f"train.{key}" for key in ("steps", "log_every", "eval_every", "eval_batches", "save_every", "keep_last", "device",
@@ -94,6 +94,12 @@ MODEL_DIR = "model"
 ADAPTERS_DIR = "adapters"
 """Where a run of a retrofitted network (one with a ``retrofit_config``) also writes its adapters
 and new modules on their own (:func:`flexmdm.models.retrofit.save_retrofit`)."""
+
+
+def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``output_dir/metrics.jsonl``, in the order written (see **Metrics** above)."""
+    lines = (Path(output_dir) / METRICS_FILE).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 @dataclass

@@ -1,0 +1,60 @@
+"""``flexmdm bench NAME`` reaches ``flexmdm.bench.<name>``'s runner with the command line's options."""
+
+import importlib
+
+import pytest
+
+from flexmdm.bench import skeleton
+from flexmdm.bench.commands import BENCHMARKS
+from flexmdm.cli import main
+
+
+class Started(Exception):
+    """Stops a benchmark once its runner has chosen its settings (nothing trained or measured)."""
+
+
+@pytest.mark.parametrize("quick", [True, False])
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_bench_command_calls_its_runner(name, quick, tmp_path, monkeypatch):
+    module = importlib.import_module(f"flexmdm.bench.{name}")
+    seen = {}
+    start = skeleton.BenchRun.start.__func__
+
+    def record_start(cls, out, **options):
+        seen["start"] = (out, options)
+        return start(cls, out, **options)
+
+    def record_choice(settings_class, quick, settings=None):
+        seen["choice"] = (settings_class, quick, settings)
+        raise Started
+
+    monkeypatch.setattr(skeleton.BenchRun, "start", classmethod(record_start))
+    monkeypatch.setattr(module, "choose", record_choice)
+    argv = ["bench", name, *(["--quick"] if quick else []), "--out", str(tmp_path / "b.json"), "--seed", "3",
+            "--work-dir", str(tmp_path / "work")]
+    with pytest.raises(Started):
+        main(argv)
+    out, options = seen["start"]
+    assert out == tmp_path / "b.json" and options["seed"] == 3 and options["argv"] == argv
+    if name not in ("sampler", "speed"):  # those two train nothing: no work directory
+        assert options["work_dir"] == tmp_path / "work"
+    settings_class, chosen_quick, settings = seen["choice"]
+    assert settings_class.__module__ == module.__name__ and chosen_quick is quick and settings is None
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_bench_retrofit_passes_its_overrides(tmp_path, monkeypatch):
+    retrofit = importlib.import_module("flexmdm.bench.retrofit")
+    seen = []
+
+    class CheckedSection:
+        @staticmethod
+        def from_dict(section):
+            seen.append(section)
+            raise Started
+
+    monkeypatch.setattr(retrofit, "RetrofitConfig", CheckedSection)
+    with pytest.raises(Started):
+        main(["bench", "retrofit", "--quick", "--out", str(tmp_path / "r.json"), "--retrofit", "time_rank=8",
+              "--retrofit", "lora_rank=4"])
+    assert seen == [{**retrofit.RetrofitBenchSettings.quick().retrofit, "time_rank": 8, "lora_rank": 4}]
