@@ -8,12 +8,10 @@ import pytest
 import torch
 import torch._dynamo
 import torch._inductor.config
-import yaml
 
 from flexmdm.models import FlexMDMModel, ModelConfig
 from flexmdm.models.compiled import CompiledNetwork
-from flexmdm.training import load_config, read_metrics, train
-from flexmdm.training.checkpoint import latest_checkpoint, load_trainer_state
+from tests.models.switched_runs import train_each_way
 
 
 @pytest.fixture
@@ -91,14 +89,7 @@ def test_training_with_compile_follows_the_eager_run(tmp_path, fresh_dynamo):
         "train": {"steps": 3, "batch_size": 8, "micro_batch_size": 4, "warmup_steps": 1, "ema_decay": 0.0,
                   "log_every": 1, "eval_batches": 1, "seed": 3, "packing": True},
     }
-    metrics, weights = {}, {}
-    for compile_ in (False, True):
-        run = tmp_path / f"compile-{compile_}"
-        path = tmp_path / f"compile-{compile_}.yaml"
-        path.write_text(yaml.safe_dump({**raw, "output_dir": str(run)}))
-        train(load_config(path, [f"train.compile={str(compile_).lower()}"]))
-        metrics[compile_] = read_metrics(run)
-        weights[compile_] = load_trainer_state(latest_checkpoint(run))["model"]
+    metrics, weights = train_each_way(tmp_path, raw, "compile")
     assert fresh_dynamo["stats"]["unique_graphs"] > 0  # it did compile
     for key in ("loss", "grad_norm", "val_loss"):
         a = [row[key] for row in metrics[False] if key in row]

@@ -14,9 +14,9 @@ from flexmdm.models import ModelConfig, build_model
 from flexmdm.models.packing import Packing, first_fit_decreasing
 from flexmdm.sampling import sample_flexmdm
 from flexmdm.schedules import LinearSchedule
-from flexmdm.training import ConfigError, load_config, read_metrics, train
-from flexmdm.training.checkpoint import latest_checkpoint, load_trainer_state
+from flexmdm.training import ConfigError, load_config
 from flexmdm.vocab import Vocab
+from tests.models.switched_runs import train_each_way
 
 V, MASK, PAD = 12, 10, 11
 ATOL = 1e-5
@@ -233,14 +233,7 @@ def test_training_with_packing_follows_the_padded_run(tmp_path, kind):
         "train": {"steps": 3, "batch_size": 8, "micro_batch_size": 4, "warmup_steps": 1, "ema_decay": 0.0,
                   "log_every": 1, "eval_batches": 1, "seed": 3},
     }
-    metrics, weights = {}, {}
-    for packing in (False, True):
-        run = tmp_path / f"packing-{packing}"
-        path = tmp_path / f"packing-{packing}.yaml"
-        path.write_text(yaml.safe_dump({**raw, "output_dir": str(run)}))
-        train(load_config(path, [f"train.packing={str(packing).lower()}"]))
-        metrics[packing] = read_metrics(run)
-        weights[packing] = load_trainer_state(latest_checkpoint(run))["model"]
+    metrics, weights = train_each_way(tmp_path, raw, "packing")
     for key in ("loss", "grad_norm", "val_loss"):
         a = [row[key] for row in metrics[False] if key in row]
         b = [row[key] for row in metrics[True] if key in row]

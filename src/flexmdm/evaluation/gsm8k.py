@@ -57,7 +57,7 @@ class GSM8KSet:
         """A reasoning task's own problems (e.g. its validation or test split), gold reasoning included."""
         return cls([list(q) for q in data.questions], [str(p.answer) for p in data.problems],
                    [p.compact_question() for p in data.problems],
-                   [" ".join(template.symbols[i] for i in r) for r in data.reasonings])
+                   [template.text(r) for r in data.reasonings])
 
     def __len__(self) -> int:
         return len(self.questions)

@@ -296,7 +296,7 @@ def infilling_scores(
     for row, seq in enumerate(out.sequences()):
         decoded = template.decode(seq, out.frozen[row, : len(seq)].tolist())
         kept += decoded.answer == "".join(template.symbols[i] for i in data.answers[row])
-        gold += decoded.reasoning == " ".join(template.symbols[i] for i in data.reasonings[row])
+        gold += decoded.reasoning == template.text(data.reasonings[row])
     scores = {}
     for fraction in prefix_fractions:
         prefixes = [r[: round(fraction * len(r))] for r in data.reasonings]
