@@ -24,8 +24,10 @@ def test_sigterm_to_the_parent_stops_the_training_processes(tmp_path):
     runs = {name: tmp_path / name for name in ("first", "second")}
     configs = {name: {**TINY, "train": {**TINY["train"], "steps": 100_000, "save_every": 1, "eval_every": 0},
                       "output_dir": str(run)} for name, run in runs.items()}
-    parent = subprocess.Popen([sys.executable, "-c", LAUNCH, json.dumps(configs)], env=subprocess_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        parent = subprocess.Popen([sys.executable, "-c", LAUNCH, json.dumps(configs)], env=subprocess_env(),
+                                  stdout=subprocess.DEVNULL, stderr=err)
     checkpoints = [run / "checkpoints" / "latest" for run in runs.values()]
     deadline = time.monotonic() + 120
     while not all(path.exists() for path in checkpoints) and parent.poll() is None and time.monotonic() < deadline:
@@ -38,3 +40,6 @@ def test_sigterm_to_the_parent_stops_the_training_processes(tmp_path):
     sizes = [path.stat().st_size for path in metrics]
     time.sleep(1.5)
     assert [path.stat().st_size for path in metrics] == sizes, "a training process outlived its parent"
+    said = stderr.read_text()
+    assert "Traceback" not in said  # each process says where it stopped, in one line
+    assert all(f"{run}: stopped by SIGTERM at step" in said for run in runs.values())

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from flexmdm.training.config import config_from_dict
+from flexmdm.training.interrupt import TrainingInterrupted
 from flexmdm.training.trainer import TrainResult, train
 
 __all__ = ["train_side_by_side"]
@@ -30,7 +31,11 @@ __all__ = ["train_side_by_side"]
 def _train_in_process(config: dict[str, Any], threads: int, progress_line: int) -> TrainResult:
     """Train one model with ``threads`` CPU threads, its progress bar on terminal line ``progress_line``."""
     torch.set_num_threads(threads)
-    return train(config_from_dict(config), progress_line=progress_line)
+    try:
+        return train(config_from_dict(config), progress_line=progress_line)
+    except TrainingInterrupted as stopped:  # the parent is stopping: say where it saved, no traceback
+        print(f"{config['output_dir']}: stopped by {stopped}", file=sys.stderr, flush=True)
+        raise SystemExit(stopped.exit_code) from None
 
 
 def train_side_by_side(configs: dict[str, dict[str, Any]]) -> tuple[dict[str, TrainResult], int]:
