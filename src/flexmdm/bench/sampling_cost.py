@@ -95,7 +95,8 @@ def measure_sampling(settings: SpeedSettings, sampling: SamplingCost) -> dict[st
     for _ in range(2):  # compiling a configuration may cost the previous one a recompile (guards shared)
         for name in names:
             sampling.warm_up(name)
-    costs = alternate(settings.repeats, {name: functools.partial(sampling.cost, name) for name in names})
+    costs = alternate(settings.repeats, {name: functools.partial(sampling.cost, name) for name in names},
+                      "sample cost")
     return {name: {**costs[name], "sample_first_seconds": sampling.first_seconds[name]} for name in names}
 
 

@@ -47,6 +47,7 @@ from typing import Any
 from flexmdm.bench.attention import measure_attention
 from flexmdm.bench.sampling_cost import SamplingCost, measure_sampling
 from flexmdm.bench.skeleton import BenchRun, choose
+from flexmdm.bench.speed_setup import configurations
 from flexmdm.bench.throughput import matmul_peak_gflops, measure_training
 
 __all__ = ["SpeedSettings", "main", "run_speed_benchmark"]
@@ -88,6 +89,8 @@ def run_speed_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, 
     run = BenchRun.start(out, seed=seed, argv=argv)
     settings = choose(SpeedSettings, quick)
     settings.seed = seed
+    print("measuring the matmul peak, then training and sampling in every configuration "
+          f"({', '.join(configurations(settings))}); each warms up first (compiling: minutes)", flush=True)
     peak = matmul_peak_gflops()
     training = measure_training(settings, peak)
     sampler = SamplingCost(settings)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm import tqdm
 
 from flexmdm.bench.record import spread
 from flexmdm.models import ModelConfig
@@ -41,10 +42,15 @@ def run_as(network: torch.nn.Module, compiled: bool) -> torch.nn.Module:
     return CompiledNetwork(network) if compiled else network
 
 
-def alternate(repeats: int, measures: dict[str, Callable[[], dict[str, float]]]) -> dict[str, dict[str, Any]]:
-    """Every measurement ``repeats`` times, alternating them: the median and range of each key."""
+def alternate(repeats: int, measures: dict[str, Callable[[], dict[str, float]]],
+              description: str) -> dict[str, dict[str, Any]]:
+    """Every measurement ``repeats`` times, alternating them: the median and range of each key.
+    A progress bar labelled ``description`` counts the measurements (on stderr)."""
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in measures}
-    for _ in range(repeats):
-        for name, measure in measures.items():
-            samples[name].append(measure())
+    with tqdm(total=repeats * len(measures), desc=description, unit="measurement") as bar:
+        for _ in range(repeats):
+            for name, measure in measures.items():
+                bar.set_postfix_str(name)
+                samples[name].append(measure())
+                bar.update()
     return {name: {key: spread([row[key] for row in rows]) for key in rows[0]} for name, rows in samples.items()}

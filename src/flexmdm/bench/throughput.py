@@ -126,5 +126,5 @@ def measure_training(settings: SpeedSettings, peak_gflops: float) -> dict[str, d
     for run in runs.values():  # once all are compiled (see sampling_cost.measure_sampling)
         run.step()
     training = alternate(settings.repeats, {name: functools.partial(run.measure, peak_gflops)
-                                            for name, run in runs.items()})
+                                            for name, run in runs.items()}, "training steps")
     return {name: {**training[name], "train_first_step_seconds": run.first_step_seconds} for name, run in runs.items()}

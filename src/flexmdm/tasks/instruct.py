@@ -115,10 +115,10 @@ class InstructTask(Task):
     middle_budget: int | None = None
 
     def __post_init__(self) -> None:
-        layout_family(self.layout)  # raises for a layout no generating family trains on
+        self._fixed_canvas = not layout_family(self.layout).inserts  # raises for a layout no family trains on
         if self.middle_budget is not None and self.middle_budget < 1:
             raise ValueError(f"middle_budget must be >= 1, got {self.middle_budget}")
-        if self.layout == "mdm" and self.coupling == "infill" and self.middle_budget is None:
+        if self._fixed_canvas and self.coupling == "infill" and self.middle_budget is None:
             raise ValueError("middle_budget: the mdm layout of infilling pairs needs a budget for the middle")
         if not Path(self.path).is_file():
             raise ValueError(f"path: no JSONL file at {self.path!r}")
@@ -159,7 +159,7 @@ class InstructTask(Task):
         """Tokenized pairs per split (pairs longer than ``max_length`` left out)."""
         splits: dict[str, list[InstructExample]] = {"train": [], "validation": []}
         for row in read_pairs(self.path):
-            if self.layout == "mdm" and self.coupling == "infill" and "suffix" not in row:
+            if self._fixed_canvas and self.coupling == "infill" and "suffix" not in row:
                 raise ValueError(f"{self.path}: the mdm layout needs every infilling pair's 'suffix' (its canvas "
                                  "fixes where the middle ends); a pair without one is cut at random")
             example = InstructExample(self._encode(row["prompt"]), self._encode(row["response"]),
@@ -195,7 +195,7 @@ class InstructTask(Task):
         pool = self.examples[split]
         rows = torch.randint(len(pool), (batch_size,), generator=generator).tolist()
         parts = [self._parts(pool[row], generator) for row in rows]
-        if not layout_family(self.layout).inserts:
+        if self._fixed_canvas:
             return self._canvas_batch(parts)
         x1, lengths = pad_sequences([p + m + s for p, m, s in parts], self.vocab.pad_id)
         x1 = torch.cat([x1, x1.new_full((batch_size, self.max_length - x1.shape[1]), self.vocab.pad_id)], dim=1)
