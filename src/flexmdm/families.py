@@ -6,9 +6,9 @@ scores text here (it is the length benchmark's reference). :func:`family` maps t
 saved model to its family, and this is the module that knows what each kind needs.
 
 Each family also builds its models' process — the interpolant of :mod:`flexmdm.interpolant` with the
-saved schedules and vocabulary (:meth:`Family.process`) — and from it both the objective its models
-train on (:meth:`Family.objective`, see :mod:`flexmdm.objectives`) and the sampler's process in
-:meth:`Family.generate`.
+saved schedules and vocabulary (:meth:`Family.process`) — and hands that one object both to the
+objective its models train on (:meth:`Family.objective`, see :mod:`flexmdm.objectives`) and to the
+sampler (:meth:`Family.generate`).
 
 A request is a :class:`Conditioning`: the same batch as a FlexMDM prompt and as an MDM canvas
 (:class:`Affixes` for prefixes and suffixes; tasks define their own, e.g. maze subgoals or a
