@@ -22,6 +22,7 @@ import torch
 
 from flexmdm.bench.record import Stopwatch, machine_info, write_json
 from flexmdm.bench.oracle_gaps import LengthOracleGaps
+from flexmdm.interpolant import FlexInterpolant
 from flexmdm.models import FlexMDMModel, ModelConfig
 from flexmdm.sampling import sample_flexmdm
 from flexmdm.schedules import LinearSchedule
@@ -44,11 +45,11 @@ def main() -> None:
     length_probs[8:] = 1.0
     schedule = LinearSchedule()
     denoiser = LengthOracleGaps(FlexMDMModel(config).eval(), length_probs / length_probs.sum(), schedule)
+    process = FlexInterpolant(schedule, schedule, config.vocab)
 
     def run(record_trace: bool) -> tuple[float, list[list[int]]]:
         clock = Stopwatch()
-        out = sample_flexmdm(denoiser, vocab=config.vocab, insertion_schedule=schedule, unmasking_schedule=schedule,
-                             steps=args.steps, max_length=max_length, batch_size=args.batch,
+        out = sample_flexmdm(denoiser, process, steps=args.steps, max_length=max_length, batch_size=args.batch,
                              generator=torch.Generator().manual_seed(args.seed), record_trace=record_trace)
         seconds = clock.seconds
         if record_trace:

@@ -20,6 +20,7 @@ from torch.utils._pytree import tree_flatten
 
 from flexmdm.cli import main
 from flexmdm.constraints import Prompt
+from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
 from flexmdm.models import ModelConfig, build_model, save_pretrained
 from flexmdm.pipeline import Pipeline, usable_device
 from flexmdm.sampling import (
@@ -109,9 +110,8 @@ def test_flexmdm_sampling_keeps_every_tensor_on_the_model_device(options):
     outputs = []
 
     def run():
-        outputs.append(sample_flexmdm(model, vocab=VOCAB, insertion_schedule=LinearSchedule(),
-                                      unmasking_schedule=LinearSchedule(), steps=6, max_length=limit,
-                                      prompt=prompt, generator=generator, **options))
+        outputs.append(sample_flexmdm(model, FlexInterpolant(LinearSchedule(), LinearSchedule(), VOCAB), steps=6,
+                                      max_length=limit, prompt=prompt, generator=generator, **options))
 
     recorder = on_the_model_device(run)
     assert recorder.elsewhere("cpu") == [] and len(recorder.seen) > 50
@@ -126,7 +126,7 @@ def test_mdm_sampling_keeps_every_tensor_on_the_model_device(options):
     model = network("mdm")
     canvas, frozen = mdm_canvas([[0, 2], [1]], 10, VOCAB, [[3], [0, 0]])
     generator = torch.Generator().manual_seed(1)
-    recorder = on_the_model_device(lambda: sample_mdm(model, vocab=VOCAB, unmasking_schedule=LinearSchedule(),
+    recorder = on_the_model_device(lambda: sample_mdm(model, MDMInterpolant(LinearSchedule(), VOCAB),
                                                       steps=5, canvas=canvas, frozen=frozen, generator=generator,
                                                       **options))
     assert recorder.elsewhere("cpu") == [] and len(recorder.seen) > 20

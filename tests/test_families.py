@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from flexmdm.families import FAMILIES, LAYOUTS, family, layout_family
+from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
 from flexmdm.objectives import AutoregressiveObjective, FlexMDMObjective, MDMObjective
-from flexmdm.schedules import LinearSchedule
+from flexmdm.schedules import CosineSchedule, LinearSchedule
 from flexmdm.vocab import Vocab
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "flexmdm"
@@ -111,6 +112,17 @@ def test_layouts_are_the_generating_families():
         family("dit")
 
 
+def test_each_generating_family_builds_its_process_from_the_saved_schedules():
+    vocab = Vocab(10, 8, 9)
+    schedules = {"insertion": CosineSchedule(), "unmasking": LinearSchedule()}
+    flex, mdm = family("flexmdm").process(schedules, vocab), family("mdm").process(schedules, vocab)
+    assert type(flex) is FlexInterpolant and type(mdm) is MDMInterpolant
+    assert (flex.insertion_schedule, flex.unmasking_schedule, flex.vocab) == (CosineSchedule(), LinearSchedule(), vocab)
+    assert (mdm.unmasking_schedule, mdm.vocab) == (LinearSchedule(), vocab)
+    with pytest.raises(ValueError, match="^autoregressive models have no masking process"):
+        family("autoregressive").process(schedules, vocab)
+
+
 def test_each_family_builds_its_own_objective():
     vocab = Vocab(10, 8, 9)
     schedules = {"insertion": LinearSchedule(), "unmasking": LinearSchedule()}
@@ -118,8 +130,10 @@ def test_each_family_builds_its_own_objective():
     mdm = family("mdm").objective(schedules, vocab, 16)
     causal = family("autoregressive").objective({}, vocab, 16)
     assert type(flex) is FlexMDMObjective and flex.options == {"packed": True}
-    assert flex.insertion is schedules["insertion"] and flex.unmasking is schedules["unmasking"]
+    assert flex.process.insertion_schedule is schedules["insertion"]
+    assert flex.process.unmasking_schedule is schedules["unmasking"]
     assert type(mdm) is MDMObjective and (mdm.width, mdm.pad_id, mdm.options) == (16, 9, {})
+    assert mdm.process.unmasking_schedule is schedules["unmasking"]
     assert type(causal) is AutoregressiveObjective and causal.pad_id == 9
     assert [f.label for f in FAMILIES.values()] == ["FlexMDM", "MDM", "autoregressive"]
     assert [f.inserts for f in FAMILIES.values()] == [True, False, False]

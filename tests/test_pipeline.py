@@ -11,6 +11,7 @@ from flexmdm import Pipeline, SamplingOptions
 from flexmdm.cli import main
 from flexmdm.constraints import Prompt
 from flexmdm.families import family
+from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
 from flexmdm.models import load_pretrained
 from flexmdm.sampling import EntropyBounded, Insertion, mdm_canvas, sample_flexmdm, sample_mdm
 from tests.training.test_training import write_config
@@ -45,9 +46,10 @@ def test_flexmdm_generation_is_the_sampler_with_the_saved_schedules(models):
     rule = EntropyBounded(0.3)
     generation = pipe.generate([0, 1], num=6, steps=7, rule=rule, insertion=Insertion("binomial"),
                                temperature=0.5, seed=3)
+    process = FlexInterpolant(pipe.schedules["insertion"], pipe.schedules["unmasking"], pipe.vocab)
+    assert type(pipe.process) is FlexInterpolant and vars(pipe.process) == vars(process)
     by_hand = sample_flexmdm(
-        pipe.model, vocab=pipe.vocab, insertion_schedule=pipe.schedules["insertion"],
-        unmasking_schedule=pipe.schedules["unmasking"], steps=7, max_length=pipe.max_length,
+        pipe.model, process, steps=7, max_length=pipe.max_length,
         prompt=Prompt.prefix([[0, 1]] * 6, pipe.vocab.pad_id), rule=rule, insertion=Insertion("binomial"),
         temperature=0.5, final_fill="rule", generator=torch.Generator().manual_seed(3),
     )
@@ -58,8 +60,9 @@ def test_mdm_generation_fills_the_canvas_by_hand(models):
     pipe = Pipeline.from_pretrained(models["mdm"])
     generation = pipe.generate("b", suffix="a", num=4, steps=5, max_length=9, seed=2)
     canvas, frozen = mdm_canvas([[1]] * 4, 9, pipe.vocab, [[0]] * 4)
-    by_hand = sample_mdm(pipe.model, vocab=pipe.vocab, unmasking_schedule=pipe.schedules["unmasking"], steps=5,
-                         canvas=canvas, frozen=frozen, generator=torch.Generator().manual_seed(2))
+    process = MDMInterpolant(pipe.schedules["unmasking"], pipe.vocab)
+    assert type(pipe.process) is MDMInterpolant and vars(pipe.process) == vars(process)
+    by_hand = sample_mdm(pipe.model, process, steps=5, canvas=canvas, frozen=frozen, generator=torch.Generator().manual_seed(2))
     assert generation.ids == by_hand.sequences()
     assert all(ids[0] == 1 and ids[-1] == 0 and len(ids) <= 9 for ids in generation.ids)
 

@@ -5,8 +5,10 @@ fills a fixed canvas of MASKs laid out around the same frozen tokens; an autoreg
 scores text here (it is the length benchmark's reference). :func:`family` maps the ``kind`` of a
 saved model to its family, and this is the module that knows what each kind needs.
 
-Each family also builds the objective its models train on (:meth:`Family.objective`, see
-:mod:`flexmdm.objectives`).
+Each family also builds its models' process — the interpolant of :mod:`flexmdm.interpolant` with the
+saved schedules and vocabulary (:meth:`Family.process`) — and hands that one object both to the
+objective its models train on (:meth:`Family.objective`, see :mod:`flexmdm.objectives`) and to the
+sampler (:meth:`Family.generate`).
 
 A request is a :class:`Conditioning`: the same batch as a FlexMDM prompt and as an MDM canvas
 (:class:`Affixes` for prefixes and suffixes; tasks define their own, e.g. maze subgoals or a
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from flexmdm.constraints import Prompt
+from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
 from flexmdm.objectives import AutoregressiveObjective, FlexMDMObjective, MDMObjective, Objective
 from flexmdm.sampling import (
     Insertion,
@@ -164,11 +167,21 @@ class Family(ABC):
     inserts: bool = False
 
     @abstractmethod
+    def process(self, schedules: dict[str, Schedule], vocab: Vocab) -> FlexInterpolant | MDMInterpolant:
+        """The interpolant its models train on and sample from: ``schedules`` as saved with a model
+        (``{"unmasking": β}`` and, for FlexMDM, ``"insertion": α``) and its ``vocab``.
+
+        Raises:
+            ValueError: the family has no such process (autoregressive).
+        """
+
+    @abstractmethod
     def generate(self, model: nn.Module, *, schedules: dict[str, Schedule], vocab: Vocab, max_length: int,
                  conditioning: Conditioning, options: SamplingOptions, generator: torch.Generator | None,
                  device: torch.device | str = "cpu") -> SampleOutput:
-        """Sequences for ``conditioning`` (see :class:`SamplingOptions`); a FlexMDM's at most ``max_length``
-        long. The conditioning's tensors go to ``device``, the model's."""
+        """Sequences for ``conditioning`` (see :class:`SamplingOptions`) from the :meth:`process` of
+        ``schedules`` and ``vocab``; a FlexMDM's at most ``max_length`` long. The conditioning's
+        tensors go to ``device``, the model's."""
 
     @property
     def layout(self) -> str:
@@ -217,11 +230,14 @@ class FlexMDMFamily(Family):
 
         return FlexMDMModel(config)
 
+    def process(self, schedules, vocab):
+        return FlexInterpolant(schedules["insertion"], schedules["unmasking"], vocab)
+
     def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator, device="cpu"):
         limit = conditioning.length_limit(max_length)
         return sample_flexmdm(
-            model, vocab=vocab, insertion_schedule=schedules["insertion"], unmasking_schedule=schedules["unmasking"],
-            steps=options.steps, max_length=limit.to(device) if isinstance(limit, Tensor) else limit,
+            model, self.process(schedules, vocab), steps=options.steps,
+            max_length=limit.to(device) if isinstance(limit, Tensor) else limit,
             prompt=conditioning.flexmdm_prompt().to(device), rule=options.rule,
             insertion=options.insertion, temperature=options.temperature, final_fill=options.fill,
             generator=generator, early_exit=options.early_exit, record_trace=options.trace,
@@ -231,7 +247,7 @@ class FlexMDMFamily(Family):
         return conditioning.read_flexmdm(sequences)
 
     def objective(self, schedules, vocab, max_length, *, packed=False):
-        return FlexMDMObjective(schedules["insertion"], schedules["unmasking"], vocab, packed=packed)
+        return FlexMDMObjective(self.process(schedules, vocab), packed=packed)
 
 
 class MDMFamily(Family):
@@ -246,6 +262,9 @@ class MDMFamily(Family):
 
         return MDMModel(config)
 
+    def process(self, schedules, vocab):
+        return MDMInterpolant(schedules["unmasking"], vocab)
+
     def check(self, options):
         if options.insertion is not None or options.trace:
             raise ValueError("insertion options and traces are for FlexMDM models")
@@ -257,7 +276,7 @@ class MDMFamily(Family):
         self.check(options)
         canvas, frozen = conditioning.mdm_canvas()
         return sample_mdm(
-            model, vocab=vocab, unmasking_schedule=schedules["unmasking"], steps=options.steps,
+            model, self.process(schedules, vocab), steps=options.steps,
             canvas=canvas.to(device), frozen=frozen.to(device), rule=options.rule, temperature=options.temperature,
             final_fill=options.final_fill or "sequential", generator=generator, early_exit=options.early_exit,
         )
@@ -266,7 +285,7 @@ class MDMFamily(Family):
         return conditioning.read_mdm(sequences)
 
     def objective(self, schedules, vocab, max_length, *, packed=False):
-        return MDMObjective(schedules["unmasking"], vocab, max_length, packed=packed)
+        return MDMObjective(self.process(schedules, vocab), max_length, packed=packed)
 
 
 class AutoregressiveFamily(Family):
@@ -280,6 +299,9 @@ class AutoregressiveFamily(Family):
         from flexmdm.models.autoregressive import AutoregressiveLM  # the models import this module
 
         return AutoregressiveLM(config)
+
+    def process(self, schedules, vocab):
+        raise ValueError("autoregressive models have no masking process; they score text left to right")
 
     def generate(self, model, *, schedules, vocab, max_length, conditioning, options, generator, device="cpu"):
         raise ValueError("autoregressive models score text here; generate with a FlexMDM or an MDM")

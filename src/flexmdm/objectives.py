@@ -27,7 +27,6 @@ from torch import Tensor, nn
 
 from flexmdm.interpolant import FlexBatch, FlexInterpolant, MDMBatch, MDMInterpolant
 from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss
-from flexmdm.schedules import Schedule
 from flexmdm.tasks.base import TrainingBatch
 from flexmdm.vocab import Vocab
 
@@ -61,18 +60,18 @@ def _options(packed: bool) -> dict[str, Any]:
 
 
 class FlexMDMObjective:
-    """FlexMDM: joint interpolant, eq. 7, states cropped to the longest x_t (or packed)."""
+    """FlexMDM: states drawn from ``process`` (the joint interpolant), eq. 7, cropped to the
+    longest x_t (or packed)."""
 
-    def __init__(self, insertion: Schedule, unmasking: Schedule, vocab: Vocab, *, packed: bool = False):
-        self.insertion, self.unmasking = insertion, unmasking
-        self.interpolant = FlexInterpolant(insertion, unmasking, vocab)
+    def __init__(self, process: FlexInterpolant, *, packed: bool = False):
+        self.process = process
         self.options = _options(packed)
 
     def normaliser(self, batch: TrainingBatch) -> Tensor:
         return batch.num_generated
 
     def states(self, batch: TrainingBatch, t: Tensor, generator: torch.Generator) -> FlexBatch:
-        return self.interpolant.sample(
+        return self.process.sample(
             batch.x1, batch.lengths, t, frozen=batch.frozen, allowed_regions=batch.allowed_regions,
             generator=generator,
         )
@@ -91,16 +90,17 @@ class FlexMDMObjective:
     def loss(self, model: nn.Module, states: FlexBatch) -> LossOutput:
         token_logits, expected_gaps, *count = model(states.tokens, states.t, states.lengths, states.frozen,
                                                     **self.options)
-        return flexmdm_loss(token_logits, expected_gaps, states, self.insertion, self.unmasking, *count)
+        return flexmdm_loss(token_logits, expected_gaps, states, self.process.insertion_schedule,
+                            self.process.unmasking_schedule, *count)
 
 
 class MDMObjective:
-    """MDM: a fixed canvas of ``width`` (the task's maximum length), PAD a target, eq. 4."""
+    """MDM: states drawn from ``process`` on a fixed canvas of ``width`` (the task's maximum
+    length), PAD a target, eq. 4."""
 
-    def __init__(self, unmasking: Schedule, vocab: Vocab, width: int, *, packed: bool = False):
-        self.unmasking = unmasking
-        self.interpolant = MDMInterpolant(unmasking, vocab)
-        self.width, self.pad_id = width, vocab.pad_id
+    def __init__(self, process: MDMInterpolant, width: int, *, packed: bool = False):
+        self.process = process
+        self.width, self.pad_id = width, process.vocab.pad_id
         self.options = _options(packed)
 
     def normaliser(self, batch: TrainingBatch) -> Tensor:
@@ -108,7 +108,7 @@ class MDMObjective:
 
     def states(self, batch: TrainingBatch, t: Tensor, generator: torch.Generator) -> MDMBatch:
         canvas, frozen = batch.canvas(self.width, self.pad_id)
-        return self.interpolant.sample(canvas, t, frozen=frozen, generator=generator)
+        return self.process.sample(canvas, t, frozen=frozen, generator=generator)
 
     def live(self, batch: TrainingBatch, states: MDMBatch) -> Tensor:
         """Canvas positions that hold a data token (the rest is PAD)."""
@@ -123,7 +123,7 @@ class MDMObjective:
 
     def loss(self, model: nn.Module, states: MDMBatch) -> LossOutput:
         token_logits = model(states.tokens, states.t, states.lengths, states.frozen, **self.options)
-        return mdm_loss(token_logits, states, self.unmasking)
+        return mdm_loss(token_logits, states, self.process.unmasking_schedule)
 
 
 @dataclass

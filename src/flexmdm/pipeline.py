@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from flexmdm.families import Affixes, Conditioning, Family, SamplingOptions, family
+from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
 from flexmdm.models import load_pretrained
 from flexmdm.sampling import SampleOutput
 from flexmdm.schedules import Schedule, schedule_from_config
@@ -137,6 +138,12 @@ class Pipeline:
     @property
     def kind(self) -> str:
         return self.family.kind
+
+    @property
+    def process(self) -> FlexInterpolant | MDMInterpolant:
+        """The interpolant of the saved schedules and vocabulary, what the samplers take
+        (:meth:`~flexmdm.families.Family.process`)."""
+        return self.family.process(self.schedules, self.vocab)
 
     @property
     def device(self) -> torch.device:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from flexmdm.errors import InputFileError
+from flexmdm.interpolant import FlexInterpolant
 from flexmdm.models import ModelConfig, build_model, load_pretrained, save_pretrained
 from flexmdm.models import pretrained as pretrained_module
 from flexmdm.models.pretrained import CHECKSUM_KEY
@@ -212,8 +213,8 @@ def test_count_head_gives_a_distribution_per_gap_and_certain_zero_past_the_end()
 
 def test_untrained_model_drives_the_sampler():
     model = perturbed()
-    out = sample_flexmdm(model, vocab=model.config.vocab, insertion_schedule=LinearSchedule(),
-                         unmasking_schedule=LinearSchedule(), steps=8, max_length=12, batch_size=4,
+    process = FlexInterpolant(LinearSchedule(), LinearSchedule(), model.config.vocab)
+    out = sample_flexmdm(model, process, steps=8, max_length=12, batch_size=4,
                          generator=torch.Generator().manual_seed(0))
     inside = torch.arange(out.tokens.shape[1]) < out.lengths[:, None]
     assert bool((out.tokens[inside] < MASK).all()) and bool((out.lengths <= 12).all())

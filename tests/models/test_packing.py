@@ -214,9 +214,8 @@ def test_sampler_packed_gives_the_same_samples():
     schedule = LinearSchedule()
 
     def sample(denoiser):
-        return sample_flexmdm(denoiser, vocab=Vocab(V, MASK, PAD), insertion_schedule=schedule,
-                              unmasking_schedule=schedule, steps=12, max_length=16, batch_size=8,
-                              generator=torch.Generator().manual_seed(7))
+        return sample_flexmdm(denoiser, FlexInterpolant(schedule, schedule, Vocab(V, MASK, PAD)), steps=12,
+                              max_length=16, batch_size=8, generator=torch.Generator().manual_seed(7))
 
     padded, packed = sample(model), sample(functools.partial(model, packed=True))
     assert len(set(padded.lengths.tolist())) > 3

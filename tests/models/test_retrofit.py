@@ -163,7 +163,7 @@ def test_peft_reads_the_saved_adapters_onto_the_base(base_dir, tmp_path):
 def test_retrofitted_model_is_a_sampler_denoiser(base_dir):
     model = retrofit(load_llada(base_dir)).eval()
     alpha = LinearSchedule()
-    out = sample_flexmdm(model, vocab=model.config.vocab, insertion_schedule=alpha, unmasking_schedule=alpha,
+    out = sample_flexmdm(model, FlexInterpolant(alpha, alpha, model.config.vocab),
                          steps=8, max_length=12, batch_size=5, generator=torch.Generator().manual_seed(0))
     assert bool((out.lengths <= 12).all()) and out.lengths.shape == (5,)
     for sequence in out.sequences():
@@ -278,7 +278,7 @@ def test_instruction_fine_tuning_trains_only_adapters_and_samples_after_the_prom
     task = config.data.build_task()
     prompt, _ = task.prompts("validation", count=4)
     alpha = LinearSchedule()
-    out = sample_flexmdm(model, vocab=task.vocab, insertion_schedule=alpha, unmasking_schedule=alpha, steps=6,
+    out = sample_flexmdm(model, FlexInterpolant(alpha, alpha, task.vocab), steps=6,
                          max_length=12, prompt=prompt, generator=torch.Generator().manual_seed(0))
     for row, sequence in enumerate(out.sequences()):
         given = prompt.tokens[row, : prompt.lengths[row]].tolist()

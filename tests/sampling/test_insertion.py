@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from flexmdm.interpolant import FlexInterpolant
 from flexmdm.sampling import (
     Adaptive,
     ConfidenceThreshold,
@@ -28,6 +29,7 @@ from flexmdm.testing.structured import oracle_case
 from tests.oracle_cases import P1, VOCAB
 
 LINEAR = LinearSchedule()
+PROCESS = FlexInterpolant(LINEAR, LINEAR, VOCAB)
 SAMPLES = 20_000
 TRUE_MEAN_LENGTH = sum(p * len(s) for s, p in P1.items())  # 3.049
 
@@ -35,7 +37,7 @@ TRUE_MEAN_LENGTH = sum(p * len(s) for s, p in P1.items())  # 3.049
 def few_step_statistics(rule, insertion=None, seed=0, steps=8):
     """(mean length, mean masks left to the sequential fill) at ``steps`` steps on the toy oracle."""
     out = sample_flexmdm(
-        ExactFlexOracle(P1, VOCAB, LINEAR), vocab=VOCAB, insertion_schedule=LINEAR, unmasking_schedule=LINEAR,
+        ExactFlexOracle(P1, VOCAB, LINEAR), PROCESS,
         steps=steps, max_length=8, batch_size=SAMPLES, rule=rule, insertion=insertion,
         generator=torch.Generator().manual_seed(seed),
     )
@@ -105,7 +107,7 @@ def test_interval_probabilities_compose_and_end_at_one():
 def toy_tv(insertion, rule, steps=200, seed=0):
     oracle = ExactFlexOracle(P1, VOCAB, LINEAR, gap_counts=True)
     out = sample_flexmdm(
-        oracle, vocab=VOCAB, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=steps, max_length=8,
+        oracle, PROCESS, steps=steps, max_length=8,
         batch_size=SAMPLES, rule=rule, insertion=insertion,
         generator=torch.Generator().manual_seed(seed),
     )
@@ -129,7 +131,7 @@ def test_every_insertion_variant_is_exact_at_many_steps(insertion, rule):
 def test_exact_insertion_samples_only_balanced_brackets_at_few_calls():
     case = oracle_case("brackets", 4000)
     out = sample_flexmdm(
-        case.oracle, vocab=case.vocab, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=64,
+        case.oracle, FlexInterpolant(LINEAR, LINEAR, case.vocab), steps=64,
         max_length=case.max_length, prompt=case.prompt, rule=ConfidenceThreshold(1.0),
         insertion=Insertion("exact", certainty=1.0), generator=torch.Generator().manual_seed(0),
     )
@@ -142,7 +144,7 @@ def test_exact_insertion_samples_only_balanced_brackets_at_few_calls():
 def test_poisson_grid_breaks_brackets_at_the_same_budget():
     case = oracle_case("brackets", 4000)
     out = sample_flexmdm(
-        case.oracle, vocab=case.vocab, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=64,
+        case.oracle, FlexInterpolant(LINEAR, LINEAR, case.vocab), steps=64,
         max_length=case.max_length, prompt=case.prompt, generator=torch.Generator().manual_seed(0),
     )
     assert case.score(out.tokens, out.lengths)["invalid_rate"] >= 0.05
@@ -157,7 +159,7 @@ def test_certain_counts_write_whole_reasoning_traces_in_a_few_calls():
         return case.oracle(x, t, lengths, frozen)
 
     out = sample_flexmdm(
-        spy, vocab=case.vocab, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=32,
+        spy, FlexInterpolant(LINEAR, LINEAR, case.vocab), steps=32,
         max_length=case.max_length, prompt=case.prompt, rule=EntropyBounded(0.2),
         insertion=Insertion("exact", certainty=1.0), final_fill="rule", generator=torch.Generator().manual_seed(0),
     )
@@ -178,8 +180,7 @@ def test_insertion_options_are_checked():
     with pytest.raises(ValueError, match="refresh"):
         Insertion("exact", refresh=True)
     oracle = ExactFlexOracle(P1, VOCAB, LINEAR)  # no count distributions
-    common = dict(vocab=VOCAB, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=4, max_length=8,
-                  batch_size=2)
+    common = dict(process=PROCESS, steps=4, max_length=8, batch_size=2)
     with pytest.raises(ValueError, match="gap-count distributions"):
         sample_flexmdm(oracle, insertion=Insertion("binomial", certainty=0.9), **common)
     with pytest.raises(ValueError, match="rate-free rule"):

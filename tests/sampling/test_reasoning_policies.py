@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from flexmdm.constraints import Prompt
+from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
 from flexmdm.sampling import (
     ConfidenceThreshold,
     EntropyBounded,
@@ -94,6 +95,8 @@ def test_semi_autoregressive_blocks():
 
 # --------------------------------------------------------------------------- early exit
 VOCAB = Vocab(size=8, mask_id=6, pad_id=7)
+PROCESS = FlexInterpolant(LINEAR, LINEAR, VOCAB)
+MDM_PROCESS = MDMInterpolant(LINEAR, VOCAB)
 A_OPEN, A_CLOSE = 4, 5
 
 
@@ -184,7 +187,7 @@ def test_mdm_early_exit_stops_at_the_settling_call(settle):
     canvas = torch.tensor([[0, 6, 6, 6, 6, A_OPEN, 6, 6, A_CLOSE]] * 2)
     denoiser = ScriptedDenoiser(settle, flex=False)
     criterion = AnswerEntropyExit(A_OPEN, A_CLOSE, VOCAB.mask_id, threshold=0.1)
-    out = sample_mdm(denoiser, vocab=VOCAB, unmasking_schedule=LINEAR, steps=20, canvas=canvas,
+    out = sample_mdm(denoiser, MDM_PROCESS, steps=20, canvas=canvas,
                      rule=ConfidenceThreshold(2.0), temperature=0.0, early_exit=criterion,
                      generator=torch.Generator().manual_seed(0))
     assert out.nfe.tolist() == [settle, settle]
@@ -195,7 +198,7 @@ def test_mdm_early_exit_stops_at_the_settling_call(settle):
 
 def test_mdm_without_exit_is_unchanged_by_a_criterion_that_never_fires():
     canvas = torch.tensor([[0, 6, 6, 6, 6, A_OPEN, 6, 6, A_CLOSE]] * 3)
-    runs = [sample_mdm(ScriptedDenoiser(3, flex=False), vocab=VOCAB, unmasking_schedule=LINEAR, steps=20,
+    runs = [sample_mdm(ScriptedDenoiser(3, flex=False), MDM_PROCESS, steps=20,
                        canvas=canvas, rule=EntropyBounded(0.5), generator=torch.Generator().manual_seed(1),
                        early_exit=hook) for hook in (None, lambda p, x, g: torch.zeros(x.shape[0], dtype=torch.bool))]
     assert torch.equal(runs[0].tokens, runs[1].tokens) and torch.equal(runs[0].nfe, runs[1].nfe)
@@ -210,9 +213,8 @@ def test_flexmdm_early_exit_stops_inserting_and_charges_no_more_calls(settle):
     criterion = AnswerEntropyExit(A_OPEN, A_CLOSE, VOCAB.mask_id, threshold=0.1, max_missing=0.5)
 
     def run(hook):
-        return sample_flexmdm(ScriptedDenoiser(settle, flex=True), vocab=VOCAB, insertion_schedule=LINEAR,
-                              unmasking_schedule=LINEAR, steps=10, max_length=200, prompt=prompt,
-                              rule=EntropyBounded(0.1), temperature=0.0, final_fill="rule",
+        return sample_flexmdm(ScriptedDenoiser(settle, flex=True), PROCESS, steps=10, max_length=200,
+                              prompt=prompt, rule=EntropyBounded(0.1), temperature=0.0, final_fill="rule",
                               generator=torch.Generator().manual_seed(0), early_exit=hook, record_trace=True)
 
     out, full = run(criterion), run(None)
@@ -234,5 +236,5 @@ def test_final_fill_rule_needs_a_rate_free_rule():
     from flexmdm.sampling import TauLeaping
 
     with pytest.raises(ValueError, match="rate-free"):
-        sample_flexmdm(ScriptedDenoiser(1, True), vocab=VOCAB, insertion_schedule=LINEAR, unmasking_schedule=LINEAR,
+        sample_flexmdm(ScriptedDenoiser(1, True), PROCESS,
                        steps=2, max_length=5, batch_size=1, rule=TauLeaping(), final_fill="rule")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from flexmdm.constraints import Prompt
+from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
 from flexmdm.sampling import (
     Adaptive,
     EntropyBounded,
@@ -25,7 +26,7 @@ TV_BOUND = 0.03
 def flex_tv(rule, *, steps=200, alpha=LinearSchedule(), beta=LinearSchedule(), seed=0, final_fill="sequential"):
     oracle = ExactFlexOracle(P1, VOCAB, alpha)
     out = sample_flexmdm(
-        oracle, vocab=VOCAB, insertion_schedule=alpha, unmasking_schedule=beta, steps=steps,
+        oracle, FlexInterpolant(alpha, beta, VOCAB), steps=steps,
         max_length=8, batch_size=SAMPLES, rule=rule, final_fill=final_fill,
         generator=torch.Generator().manual_seed(seed),
     )
@@ -76,7 +77,7 @@ def test_prompted_generation_matches_conditional():
     oracle = ExactFlexOracle(conditional, VOCAB, alpha, frozen=frozen)
     prompt = Prompt.prefix([list(prompt_tokens)] * SAMPLES, VOCAB.pad_id)
     out = sample_flexmdm(
-        oracle, vocab=VOCAB, insertion_schedule=alpha, unmasking_schedule=alpha, steps=200,
+        oracle, FlexInterpolant(alpha, alpha, VOCAB), steps=200,
         max_length=8, prompt=prompt, rule=Adaptive("right_most"),
         generator=torch.Generator().manual_seed(4),
     )
@@ -96,7 +97,7 @@ def test_infilling_matches_conditional():
     oracle = ExactFlexOracle(conditional, VOCAB, alpha, frozen=frozen)
     prompt = Prompt.infill([[1]] * SAMPLES, [[0]] * SAMPLES, VOCAB.pad_id)
     out = sample_flexmdm(
-        oracle, vocab=VOCAB, insertion_schedule=alpha, unmasking_schedule=alpha, steps=200,
+        oracle, FlexInterpolant(alpha, alpha, VOCAB), steps=200,
         max_length=8, prompt=prompt, generator=torch.Generator().manual_seed(5),
     )
     total = sum(conditional.values())
@@ -111,7 +112,7 @@ def test_mdm_sampler_is_exact(rule):
     oracle = ExactMDMOracle(P1, VOCAB, canvas_length)
     canvas, frozen = mdm_canvas([[]] * SAMPLES, canvas_length, VOCAB)
     out = sample_mdm(
-        oracle, vocab=VOCAB, unmasking_schedule=LinearSchedule(), steps=100, canvas=canvas,
+        oracle, MDMInterpolant(LinearSchedule(), VOCAB), steps=100, canvas=canvas,
         frozen=frozen, rule=rule, generator=torch.Generator().manual_seed(6),
     )
     tv = total_variation(empirical_distribution(out.tokens, out.lengths), P1)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from flexmdm.constraints import Prompt
+from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
 from flexmdm.sampling import (
     Adaptive,
     ConfidenceThreshold,
@@ -22,6 +23,8 @@ from flexmdm.vocab import Vocab
 
 VOCAB = Vocab(size=7, mask_id=5, pad_id=6)
 LINEAR = LinearSchedule()
+PROCESS = FlexInterpolant(LINEAR, LINEAR, VOCAB)
+MDM_PROCESS = MDMInterpolant(LINEAR, VOCAB)
 RULES = [
     TauLeaping(),
     Adaptive("margin"),
@@ -44,7 +47,7 @@ def hostile_flex(x, t, lengths, frozen):
 
 def flex_run(rule, seed, prompt, max_length):
     return sample_flexmdm(
-        hostile_flex, vocab=VOCAB, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=30,
+        hostile_flex, PROCESS, steps=30,
         max_length=max_length, prompt=prompt, rule=rule, generator=torch.Generator().manual_seed(seed),
         record_trace=True,
     )
@@ -87,7 +90,7 @@ def test_flexmdm_semi_autoregressive_from_the_empty_string(inner, final_fill):
     lies in the left-most block that holds masks."""
     rule = SemiAutoregressive(inner, block_size=3)
     out = sample_flexmdm(
-        hostile_flex, vocab=VOCAB, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=12,
+        hostile_flex, PROCESS, steps=12,
         max_length=14, batch_size=6, rule=rule, final_fill=final_fill,
         generator=torch.Generator().manual_seed(2), record_trace=True,
     )
@@ -117,7 +120,7 @@ def test_mdm_semi_autoregressive_fills_blocks_left_to_right(inner):
         return 3.0 * torch.randn(*x.shape, VOCAB.size, generator=torch.Generator().manual_seed(int(x.sum())))
 
     canvas, frozen = mdm_canvas([[0]], 10, VOCAB, suffixes=[[1]])
-    out = sample_mdm(recording, vocab=VOCAB, unmasking_schedule=LINEAR, steps=2, canvas=canvas, frozen=frozen,
+    out = sample_mdm(recording, MDM_PROCESS, steps=2, canvas=canvas, frozen=frozen,
                      rule=SemiAutoregressive(inner, block_size=4), generator=torch.Generator().manual_seed(1))
     final = out.sequences()[0]
     assert final[0] == 0 and final[-1] == 1 and VOCAB.mask_id not in final
@@ -142,7 +145,7 @@ def test_mdm_invariants(rule):
         return hostile_flex(x, t, lengths, frozen)[0]
 
     canvas, frozen = mdm_canvas([[0, 1], [2]], 8, VOCAB, suffixes=[[3], []], middle_lengths=[3, 5])
-    out = sample_mdm(hostile_mdm, vocab=VOCAB, unmasking_schedule=LINEAR, steps=10, canvas=canvas,
+    out = sample_mdm(hostile_mdm, MDM_PROCESS, steps=10, canvas=canvas,
                      frozen=frozen, rule=rule, generator=torch.Generator().manual_seed(0))
     live = torch.arange(out.tokens.shape[1]) < out.lengths[:, None]
     assert not bool(((out.tokens == VOCAB.mask_id) | (out.tokens == VOCAB.pad_id))[live].any())
@@ -198,7 +201,7 @@ def test_compact():
 
 
 def test_sampler_argument_errors():
-    kwargs = dict(vocab=VOCAB, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, max_length=5)
+    kwargs = dict(process=PROCESS, max_length=5)
     with pytest.raises(ValueError, match="steps must be >= 1"):
         sample_flexmdm(hostile_flex, steps=0, batch_size=2, **kwargs)
     with pytest.raises(ValueError, match="give a prompt or a batch_size"):
@@ -221,7 +224,7 @@ def test_temperature_zero_takes_the_argmax_among_real_tokens():
         return logits, torch.ones(x.shape[0], x.shape[1] + 1)
 
     out = sample_flexmdm(
-        peaked, vocab=VOCAB, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=20,
+        peaked, PROCESS, steps=20,
         max_length=10, batch_size=16, rule=Adaptive("top_probability"), temperature=0.0,
         generator=torch.Generator().manual_seed(5),
     )

@@ -11,6 +11,7 @@ import torch
 
 from flexmdm.cli import main
 from flexmdm.constraints import Prompt
+from flexmdm.interpolant import FlexInterpolant
 from flexmdm.sampling import sample_flexmdm
 from flexmdm.schedules import LinearSchedule
 from flexmdm.viz import (
@@ -31,6 +32,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz "
 VOCAB = Vocab(size=len(LETTERS) + 2, mask_id=len(LETTERS), pad_id=len(LETTERS) + 1)
 PHRASE = "the quick brown fox jumps over the lazy dog"
 LINEAR = LinearSchedule()
+PROCESS = FlexInterpolant(LINEAR, LINEAR, VOCAB)
 
 
 def letters_decode(ids: list[int]) -> list[str]:
@@ -61,7 +63,7 @@ def phrase_denoiser(x, t, lengths, frozen):
 
 def sample_run(seed: int = 0, batch: int = 3, prompt: Prompt | None = None, steps: int = 24, max_length: int = 48):
     return sample_flexmdm(
-        phrase_denoiser, vocab=VOCAB, insertion_schedule=LINEAR, unmasking_schedule=LINEAR, steps=steps,
+        phrase_denoiser, PROCESS, steps=steps,
         max_length=max_length, prompt=prompt, batch_size=None if prompt is not None else batch,
         generator=torch.Generator().manual_seed(seed), record_trace=True,
     )

@@ -13,6 +13,7 @@ from torch import Tensor
 from flexmdm.bench.oracle_gaps import LengthOracleGaps
 from flexmdm.bench.record import Stopwatch
 from flexmdm.bench.speed_setup import CONFIGURATIONS, alternate, configurations, model_config, run_as
+from flexmdm.interpolant import FlexInterpolant, MDMInterpolant
 from flexmdm.models import FlexMDMModel, MDMModel
 from flexmdm.sampling import mdm_canvas, sample_flexmdm, sample_mdm
 from flexmdm.schedules import LinearSchedule, Schedule
@@ -49,8 +50,10 @@ class SamplingCost:
         flex, mdm = _flex_network(settings, self.schedule), MDMModel(model_config(settings, "mdm")).eval()
         modes = {compiled for _, compiled in configurations(settings).values()}
         self.networks = {compiled: (run_as(flex, compiled), run_as(mdm, compiled)) for compiled in modes}
-        self.vocab = flex.network.config.vocab
-        self.canvas, self.frozen = mdm_canvas([[]] * settings.cost_batch, settings.sequence_length, self.vocab)
+        vocab = flex.network.config.vocab
+        self.flex_process = FlexInterpolant(self.schedule, self.schedule, vocab)
+        self.mdm_process = MDMInterpolant(self.schedule, vocab)
+        self.canvas, self.frozen = mdm_canvas([[]] * settings.cost_batch, settings.sequence_length, vocab)
         self.first_seconds: dict[str, float] = {}
 
     def warm_up(self, name: str) -> None:
@@ -66,12 +69,12 @@ class SamplingCost:
         flex, mdm = self.networks[compiled]
         batch = self.settings.cost_batch
         watch = Stopwatch()
-        sample_mdm(mdm, vocab=self.vocab, unmasking_schedule=self.schedule, steps=self.settings.sample_steps,
+        sample_mdm(mdm, self.mdm_process, steps=self.settings.sample_steps,
                    canvas=self.canvas, frozen=self.frozen, final_fill="parallel",
                    generator=torch.Generator().manual_seed(self.settings.seed))
         mdm_seconds = watch.seconds / batch
         watch = Stopwatch()
-        out = _sample_flexmdm(self.settings, functools.partial(flex, packed=packed), self.schedule, batch)
+        out = _sample_flexmdm(self.settings, functools.partial(flex, packed=packed), self.flex_process, batch)
         flex_seconds = watch.seconds / batch
         return {"flexmdm_sample_seconds": flex_seconds, "mdm_sample_seconds": mdm_seconds,
                 "flexmdm_mean_length": float(out.lengths.float().mean()),
@@ -82,7 +85,7 @@ class SamplingCost:
         packed, compiled = CONFIGURATIONS[name]
         timed = _TimedDenoiser(functools.partial(self.networks[compiled][0], packed=packed))
         watch = Stopwatch()
-        out = _sample_flexmdm(self.settings, timed, self.schedule, self.settings.sample_batch)
+        out = _sample_flexmdm(self.settings, timed, self.flex_process, self.settings.sample_batch)
         total = watch.seconds
         return {"sampler_overhead_fraction": 1.0 - timed.seconds / total, "sampler_seconds_batch": total,
                 "sampler_network_calls": timed.calls, "sampler_mean_length": float(out.lengths.float().mean())}
@@ -110,9 +113,8 @@ def _flex_network(settings: SpeedSettings, schedule: Schedule) -> LengthOracleGa
     return LengthOracleGaps(FlexMDMModel(model_config(settings, "flexmdm")).eval(), length_probs, schedule)
 
 
-def _sample_flexmdm(settings: SpeedSettings, denoiser: Any, schedule: Schedule, batch: int) -> Any:
+def _sample_flexmdm(settings: SpeedSettings, denoiser: Any, process: FlexInterpolant, batch: int) -> Any:
     """FlexMDM samples of the reference length with the reference number of steps."""
-    vocab = model_config(settings, "flexmdm").vocab
-    return sample_flexmdm(denoiser, vocab=vocab, insertion_schedule=schedule, unmasking_schedule=schedule,
-                          steps=settings.sample_steps, max_length=settings.sequence_length, batch_size=batch,
-                          final_fill="parallel", generator=torch.Generator().manual_seed(settings.seed))
+    return sample_flexmdm(denoiser, process, steps=settings.sample_steps, max_length=settings.sequence_length,
+                          batch_size=batch, final_fill="parallel",
+                          generator=torch.Generator().manual_seed(settings.seed))

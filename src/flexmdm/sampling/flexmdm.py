@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from flexmdm.constraints import Prompt, allowed_gaps
-from flexmdm.interpolant import typical_time
+from flexmdm.interpolant import FlexInterpolant, typical_time
 from flexmdm.sampling.insertion import Insertion
 from flexmdm.sampling.ragged import insert_masks, thin_counts
 from flexmdm.sampling.trace import Trace
@@ -151,10 +151,8 @@ def _write_rows(full: Tensor, rows: Tensor, part: Tensor, fill: int | bool) -> T
 @torch.no_grad()
 def sample_flexmdm(
     denoiser: FlexDenoiser,
+    process: FlexInterpolant,
     *,
-    vocab: Vocab,
-    insertion_schedule: Schedule,
-    unmasking_schedule: Schedule,
     steps: int,
     max_length: int | Tensor,
     prompt: Prompt | None = None,
@@ -171,9 +169,9 @@ def sample_flexmdm(
 
     Args:
         denoiser: the network or an exact oracle (see :data:`FlexDenoiser`).
-        vocab: special-token ids.
-        insertion_schedule: α (read it from the checkpoint: it must match training).
-        unmasking_schedule: β.
+        process: the interpolant the denoiser was trained on: its insertion schedule α, unmasking
+            schedule β and special-token ids (build it from the checkpoint, e.g.
+            :meth:`flexmdm.families.Family.process`: it must match training).
         steps: N, the grid's intervals (network calls before the final fill); with exact arrivals
             the most calls a row may make before it inserts what is left at once.
         max_length: an int or ``[B]`` per-sequence maximum (prompt included).
@@ -199,6 +197,7 @@ def sample_flexmdm(
         raise ValueError(f"final_fill must be 'sequential', 'parallel' or 'rule', got {final_fill!r}")
     if final_fill == "rule" and (rule is None or rule.uses_rates):
         raise ValueError("final_fill='rule' needs a rate-free rule (MED, EB, a threshold)")
+    vocab, alpha, beta = process.vocab, process.insertion_schedule, process.unmasking_schedule
     if prompt is None:
         if batch_size is None:
             raise ValueError("give a prompt or a batch_size")
@@ -244,7 +243,7 @@ def sample_flexmdm(
         n = lengths[rows]
         w = int(n.max())
         x, fz, tr = tokens[rows, :w], frozen[rows, :w], t[rows]
-        asked = _network_times(x, fz, n, tr, complete[rows], vocab, insertion_schedule, unmasking_schedule)
+        asked = _network_times(x, fz, n, tr, complete[rows], process)
         token_logits, gaps, count_log_probs = call(x, asked, n, fz)
         nfe[rows] += 1
 
@@ -253,13 +252,13 @@ def sample_flexmdm(
         allowed = allowed_gaps(fz, n, prompt.allowed_regions[rows])
         if exact:
             last = calls[rows] + 1 >= steps
-            event = _next_event(insertion, insertion_schedule, gaps, count_log_probs, allowed, tr,
+            event = _next_event(insertion, alpha, gaps, count_log_probs, allowed, tr,
                                 pending[rows], bound[rows], last, generator)
             masked = masked & ~event.accepted[:, None]
             t_next = tr
         else:
             t_next = grid[calls[rows] + 1]
-        intensity = ((t_next - tr) * unmasking_schedule.rate(tr)).float()
+        intensity = ((t_next - tr) * beta.rate(tr)).float()
         selected = rule.select(probs, masked, intensity, generator)
         if early_exit is not None:
             exiting = early_exit(probs, x, gaps)
@@ -279,7 +278,7 @@ def sample_flexmdm(
             if insertion.refresh and bool(revealed.any()):
                 _, gaps, count_log_probs = call(x, asked, n, fz)
                 nfe[rows] += revealed.long()
-            counts = insertion.draw(gaps, count_log_probs, insertion_schedule, tr, t_next,
+            counts = insertion.draw(gaps, count_log_probs, alpha, tr, t_next,
                                     allowed & go_on[:, None], generator)
         certain = insertion.certain_counts(count_log_probs)
         if certain is not None:  # every count is known and inserted now: the length is complete
@@ -376,8 +375,8 @@ def _next_event(
     return _Event(accepted, counts, proposal, total, last)
 
 
-def _network_times(x: Tensor, frozen: Tensor, lengths: Tensor, t: Tensor, complete: Tensor, vocab: Vocab,
-                   insertion_schedule: Schedule, unmasking_schedule: Schedule) -> Tensor:
+def _network_times(x: Tensor, frozen: Tensor, lengths: Tensor, t: Tensor, complete: Tensor,
+                   process: FlexInterpolant) -> Tensor:
     """``[R]`` the time each row is shown to the denoiser: its clock, or for a length-complete
     row (nothing left to insert, with certainty) the time at which its state is most typical.
 
@@ -390,9 +389,10 @@ def _network_times(x: Tensor, frozen: Tensor, lengths: Tensor, t: Tensor, comple
     if not bool(complete.any()):
         return t
     inside = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-    masks = (x == vocab.mask_id).sum(dim=1)
+    masks = (x == process.vocab.mask_id).sum(dim=1)
     clean = (inside & ~frozen).sum(dim=1) - masks
-    return torch.where(complete, typical_time(masks, clean, insertion_schedule, unmasking_schedule), t)
+    typical = typical_time(masks, clean, process.insertion_schedule, process.unmasking_schedule)
+    return torch.where(complete, typical, t)
 
 
 def _fill_remaining(

@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 
 from flexmdm.constraints import pad_sequences
+from flexmdm.interpolant import MDMInterpolant
 from flexmdm.sampling.flexmdm import ExitCriterion, SampleOutput, _posterior, reveal
 from flexmdm.sampling.ragged import compact
 from flexmdm.sampling.unmasking import TauLeaping, UnmaskingRule
-from flexmdm.schedules import Schedule
 from flexmdm.vocab import Vocab
 
 __all__ = ["MDMDenoiser", "mdm_canvas", "sample_mdm"]
@@ -63,9 +63,8 @@ def mdm_canvas(
 @torch.no_grad()
 def sample_mdm(
     denoiser: MDMDenoiser,
+    process: MDMInterpolant,
     *,
-    vocab: Vocab,
-    unmasking_schedule: Schedule,
     steps: int,
     canvas: Tensor,
     frozen: Tensor | None = None,
@@ -79,8 +78,8 @@ def sample_mdm(
 
     Args:
         denoiser: see :data:`MDMDenoiser`.
-        vocab: special-token ids.
-        unmasking_schedule: β, as in training.
+        process: the interpolant the denoiser was trained on: its unmasking schedule β and
+            special-token ids (e.g. :meth:`flexmdm.families.Family.process`: it must match training).
         steps: grid intervals for rate-following rules; the maximum number of calls otherwise.
         canvas: ``[B, L]`` tokens with MASK where to generate (see :func:`mdm_canvas`).
         frozen: ``[B, L]`` bool, positions the model treats as given (default: non-MASK ones).
@@ -96,6 +95,7 @@ def sample_mdm(
     if final_fill not in ("sequential", "parallel"):
         raise ValueError(f"final_fill must be 'sequential' or 'parallel', got {final_fill!r}")
     rule = TauLeaping() if rule is None else rule
+    vocab, beta = process.vocab, process.unmasking_schedule
     tokens = canvas.clone()
     batch, width = tokens.shape
     frozen = tokens != vocab.mask_id if frozen is None else frozen.bool()
@@ -119,10 +119,10 @@ def sample_mdm(
             break
         if rule.uses_rates:
             t = torch.full((batch,), k / steps, device=device)
-            intensity = (1.0 / steps) * unmasking_schedule.rate(t)
+            intensity = (1.0 / steps) * beta.rate(t)
         else:
             revealed = 1.0 - masked.sum(dim=1) / generable
-            t = unmasking_schedule.inverse(revealed.float())
+            t = beta.inverse(revealed.float())
             intensity = torch.zeros(batch, device=device)
         probs, sampling_probs = _posterior(call(rows, t), vocab, False, temperature)
         selected = rule.select(probs, masked[rows], intensity[rows], generator)

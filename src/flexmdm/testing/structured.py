@@ -34,6 +34,7 @@ from torch import Tensor
 
 from flexmdm.constraints import Prompt
 from flexmdm.families import SamplingOptions
+from flexmdm.interpolant import FlexInterpolant
 from flexmdm.sampling import SampleOutput, sample_flexmdm
 from flexmdm.schedules import LinearSchedule, Schedule
 from flexmdm.testing.exact import ExactFlexOracle, empirical_distribution, total_variation
@@ -70,11 +71,11 @@ class OracleCase:
 
     def sample(self, options: SamplingOptions, seed: int) -> SampleOutput:
         """Samples of every prompt row from the exact oracle (linear schedules, as the oracle's)."""
-        schedule = LinearSchedule()
+        process = FlexInterpolant(LinearSchedule(), LinearSchedule(), self.vocab)
         return sample_flexmdm(
-            self.oracle, vocab=self.vocab, insertion_schedule=schedule, unmasking_schedule=schedule,
-            steps=options.steps, max_length=self.max_length, prompt=self.prompt, rule=options.rule,
-            insertion=options.insertion, final_fill=options.fill, generator=torch.Generator().manual_seed(seed),
+            self.oracle, process, steps=options.steps, max_length=self.max_length, prompt=self.prompt,
+            rule=options.rule, insertion=options.insertion, final_fill=options.fill,
+            generator=torch.Generator().manual_seed(seed),
         )
 
     def score(self, tokens: Tensor, lengths: Tensor) -> dict[str, float | None]:
