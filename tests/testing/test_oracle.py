@@ -158,3 +158,16 @@ def test_structured_cases_judge_their_samples():
     text = template.text(right)
     wrong_result = template.encode(text.replace("= ", "= 1 ", 1))  # a digit too many in the first result
     assert reasoning.judge(0, tuple(wrong_result))[::2] == (False, False)
+
+
+def test_a_case_samples_with_its_oracle_insertion_schedule():
+    """Under α = power_decay(3) the exact case still samples its target (a linear α would shorten lengths)."""
+    from flexmdm.families import SamplingOptions
+    from flexmdm.schedules import PowerDecaySchedule
+    from flexmdm.testing.structured import oracle_case
+
+    case = oracle_case("toy", 3000, PowerDecaySchedule(3.0))
+    out = case.sample(SamplingOptions(steps=64), seed=0)
+    mean = sum(p * len(s) for s, p in case.target.items())  # 3.05; sampled with a linear α: 1.16 (TV 0.59)
+    assert float(out.lengths.float().mean()) == pytest.approx(mean, abs=0.15)
+    assert case.score(out.tokens, out.lengths)["tv"] < 0.08

@@ -70,8 +70,9 @@ class OracleCase:
     target: dict[tuple[int, ...], float] | None = None
 
     def sample(self, options: SamplingOptions, seed: int) -> SampleOutput:
-        """Samples of every prompt row from the exact oracle (linear schedules, as the oracle's)."""
-        process = FlexInterpolant(LinearSchedule(), LinearSchedule(), self.vocab)
+        """Samples of every prompt row from the exact oracle: its insertion schedule α (the posterior
+        depends on no other), linear β."""
+        process = FlexInterpolant(self.oracle.insertion_schedule, LinearSchedule(), self.vocab)
         return sample_flexmdm(
             self.oracle, process, steps=options.steps, max_length=self.max_length, prompt=self.prompt,
             rule=options.rule, insertion=options.insertion, final_fill=options.fill,
