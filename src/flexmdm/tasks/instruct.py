@@ -10,10 +10,20 @@ Each line of the file is a JSON object ``{"prompt": str, "response": str}``, opt
   response at two uniform points a ≤ b: prefix = prompt + response[:a], middle =
   response[a:b], suffix = response[b:] (code infilling from plain pairs).
 
-Both map onto :mod:`flexmdm.constraints`: frozen flags plus ``allowed_regions`` with the single
-region ``len(prefix)`` open (built with :meth:`flexmdm.constraints.Prompt.infill`; the prompt
-coupling is infilling with an empty suffix), which the FlexMDM interpolant and sampler honour.
-:meth:`InstructTask.prompts` gives the matching :class:`~flexmdm.constraints.Prompt` for sampling.
+A row whose ``suffix`` is ``""`` is the prompt coupling inside an infilling file, so one file can
+mix math (prompt) and code (infill) pairs.
+
+Two layouts of the same draw, by the model's family:
+
+* ``layout="flexmdm"`` — ``prefix + middle + suffix``, prefix and suffix frozen, insertions only
+  in region ``len(prefix)`` (:mod:`flexmdm.constraints`' ``allowed_regions``, built with
+  :meth:`flexmdm.constraints.Prompt.infill`), which the FlexMDM interpolant and sampler honour.
+  :meth:`InstructTask.prompts` gives the matching :class:`~flexmdm.constraints.Prompt` for sampling.
+* ``layout="mdm"`` — LLaDA's supervised fine-tuning on a fixed canvas of ``max_length``: prefix,
+  middle, PAD up to the middle's budget, suffix, PAD to the end. The budget is ``middle_budget``
+  when the suffix is not empty and the rest of the canvas when it is (the response padded with
+  PAD targets); prefix, suffix and the PAD after a suffix are frozen. This is the canvas that
+  :func:`flexmdm.sampling.mdm.mdm_canvas` builds for sampling with ``middle_lengths`` the budget.
 
 Pairs go to the validation split by a hash of their text (deterministic, order-independent).
 """
@@ -31,6 +41,7 @@ from typing import Literal
 import torch
 
 from flexmdm.constraints import Prompt, pad_sequences
+from flexmdm.families import layout_family
 from flexmdm.tasks.base import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
 
@@ -86,6 +97,11 @@ class InstructTask(Task):
         mask_token: the tokenizer's MASK token.
         pad_token: the tokenizer's PAD (end-of-text) token.
         validation_fraction: share of pairs held out.
+        layout: "flexmdm" or "mdm" (see the module docstring); it follows the model's family.
+        middle_budget: the most tokens of a middle before a non-empty suffix: the MDM's masks
+            there. Such pairs with a longer middle, or whose prefix, budget and suffix exceed
+            ``max_length``, are left out in both layouts, so that both train on the same pairs.
+            None: no limit (``layout="flexmdm"`` only).
     """
 
     path: str = ""
@@ -95,8 +111,15 @@ class InstructTask(Task):
     mask_token: str = "[MASK]"
     pad_token: str = "[PAD]"
     validation_fraction: float = 0.05
+    layout: Literal["flexmdm", "mdm"] = "flexmdm"
+    middle_budget: int | None = None
 
     def __post_init__(self) -> None:
+        layout_family(self.layout)  # raises for a layout no generating family trains on
+        if self.middle_budget is not None and self.middle_budget < 1:
+            raise ValueError(f"middle_budget must be >= 1, got {self.middle_budget}")
+        if self.layout == "mdm" and self.coupling == "infill" and self.middle_budget is None:
+            raise ValueError("middle_budget: the mdm layout of infilling pairs needs a budget for the middle")
         if not Path(self.path).is_file():
             raise ValueError(f"path: no JSONL file at {self.path!r}")
         if not Path(self.tokenizer).is_file():
@@ -136,10 +159,12 @@ class InstructTask(Task):
         """Tokenized pairs per split (pairs longer than ``max_length`` left out)."""
         splits: dict[str, list[InstructExample]] = {"train": [], "validation": []}
         for row in read_pairs(self.path):
+            if self.layout == "mdm" and self.coupling == "infill" and "suffix" not in row:
+                raise ValueError(f"{self.path}: the mdm layout needs every infilling pair's 'suffix' (its canvas "
+                                 "fixes where the middle ends); a pair without one is cut at random")
             example = InstructExample(self._encode(row["prompt"]), self._encode(row["response"]),
                                       self._encode(row["suffix"]) if "suffix" in row else None)
-            total = len(example.prompt) + len(example.response) + len(example.suffix or ())
-            if total <= self.max_length and example.response:
+            if example.response and self._fits(example):
                 split = "validation" if _in_validation(row, self.validation_fraction) else "train"
                 splits[split].append(example)
         if not splits["train"]:
@@ -147,6 +172,13 @@ class InstructTask(Task):
         if not splits["validation"]:
             splits["validation"] = splits["train"][-1:]
         return splits
+
+    def _fits(self, example: InstructExample) -> bool:
+        """Whether the pair fits ``max_length`` (and, before a non-empty suffix, ``middle_budget``)."""
+        outside = len(example.prompt) + len(example.suffix or ())
+        if not example.suffix or self.middle_budget is None:
+            return outside + len(example.response) <= self.max_length
+        return len(example.response) <= self.middle_budget and outside + self.middle_budget <= self.max_length
 
     def _parts(self, example: InstructExample, generator: torch.Generator) -> tuple[tuple, tuple, tuple]:
         """``(prefix, middle, suffix)`` of one draw (the prompt coupling has an empty suffix)."""
@@ -159,10 +191,12 @@ class InstructTask(Task):
         return example.prompt + example.response[:a], example.response[a:b], example.response[b:]
 
     def sample_batch(self, batch_size: int, generator: torch.Generator, split: Split = "train") -> TrainingBatch:
-        """Draw pairs; frozen prefix (and suffix), insertion only in region ``len(prefix)``."""
+        """Draw pairs in the task's layout (see the module docstring)."""
         pool = self.examples[split]
         rows = torch.randint(len(pool), (batch_size,), generator=generator).tolist()
         parts = [self._parts(pool[row], generator) for row in rows]
+        if not layout_family(self.layout).inserts:
+            return self._canvas_batch(parts)
         x1, lengths = pad_sequences([p + m + s for p, m, s in parts], self.vocab.pad_id)
         x1 = torch.cat([x1, x1.new_full((batch_size, self.max_length - x1.shape[1]), self.vocab.pad_id)], dim=1)
         frozen = torch.zeros_like(x1, dtype=torch.bool)
@@ -173,6 +207,19 @@ class InstructTask(Task):
         allowed = torch.zeros(batch_size, self.max_length + 1, dtype=torch.bool)
         allowed[:, : prompt.allowed_regions.shape[1]] = prompt.allowed_regions
         return TrainingBatch(x1, lengths, frozen, allowed)
+
+    def _canvas_batch(self, parts: list[tuple[tuple, tuple, tuple]]) -> TrainingBatch:
+        """The MDM layout: ``[B, max_length]`` canvases, the middle padded to its budget with PAD targets."""
+        width, pad = self.max_length, self.vocab.pad_id
+        x1 = torch.full((len(parts), width), pad, dtype=torch.long)
+        frozen = torch.zeros(len(parts), width, dtype=torch.bool)
+        for b, (prefix, middle, suffix) in enumerate(parts):
+            end = len(prefix) + (self.middle_budget if suffix else width - len(prefix))
+            x1[b, :len(prefix) + len(middle)] = torch.tensor(prefix + middle, dtype=torch.long)
+            x1[b, end:end + len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+            frozen[b, :len(prefix)] = True
+            frozen[b, end:] = True
+        return TrainingBatch(x1, torch.full((len(parts),), width), frozen)
 
     def prompts(self, split: Split = "validation", count: int | None = None,
                 generator: torch.Generator | None = None) -> tuple[Prompt, list[tuple[int, ...]]]:

@@ -1,6 +1,6 @@
 """Training configuration: a YAML file read into nested dataclasses.
 
-A configuration has five top-level keys, and a sixth for a retrofit::
+A configuration has five top-level keys, and a sixth to start from a base checkpoint::
 
     model:      fields of flexmdm.models.ModelConfig; vocab_size, mask_id and pad_id default to
                 the task's vocabulary (and must match it when given)
@@ -12,6 +12,9 @@ A configuration has five top-level keys, and a sixth for a retrofit::
                 only what it adds (see RetrofitSection). The network, its dimensions and its
                 vocabulary are the base's: ``model`` may be left out, and a value it gives must
                 equal the base's; the task's vocabulary must be the base's.
+    init:       {base: DIR} instead trains every weight of the native LLaDA checkpoint DIR as an
+                MDM (supervised fine-tuning, as LLaDA's SFT); ``model`` and the vocabulary follow
+                the base as for a retrofit (see InitSection).
 
 ``load_config(path, overrides)`` applies ``a.b=value`` overrides (each value parsed with
 ``yaml.safe_load``), rejects unknown keys and invalid values with a :class:`ConfigError` naming
@@ -45,6 +48,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "InitSection",
     "RetrofitSection",
     "ScheduleConfig",
     "TrainConfig",
@@ -54,7 +58,7 @@ __all__ = [
     "parse_override",
 ]
 
-TOP_LEVEL_KEYS = ("model", "schedules", "data", "train", "output_dir", "retrofit")
+TOP_LEVEL_KEYS = ("model", "schedules", "data", "train", "output_dir", "retrofit", "init")
 VOCAB_FIELDS = ("vocab_size", "mask_id", "pad_id")
 
 
@@ -263,15 +267,47 @@ class RetrofitSection(RetrofitConfig):
         Raises:
             ConfigError: no such file, or a config this implementation does not support.
         """
-        key, path = ("base_config", self.base_config) if self.base_config else ("base", Path(self.base) / "config.json")
-        try:
-            return read_llada_config(path)
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"retrofit.{key}: {error}") from None
+        if self.base_config:
+            return _read_base_config("retrofit.base_config", self.base_config)
+        return _read_base_config("retrofit.base", Path(self.base) / "config.json")
 
     def model_config(self) -> ModelConfig:
         """The FlexMDM the retrofit makes of the base."""
         return retrofit_model_config(model_config_from_llada(self.llada_config()), self.adapters)
+
+
+@dataclass
+class InitSection:
+    """``init:``: an MDM whose every weight starts from a native LLaDA checkpoint and is trained.
+
+    This is supervised fine-tuning of a pretrained MDM (LLaDA's SFT, the MDM arm of the paper's
+    §5.2), where a ``retrofit`` section would turn the same base into a FlexMDM instead.
+
+    Attributes:
+        base: the checkpoint folder (``config.json`` + safetensors), relative to the cwd.
+    """
+
+    base: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.base:
+            raise ValueError("base must name a LLaDA checkpoint folder")
+
+    def model_config(self) -> ModelConfig:
+        """The base network's configuration (kind "mdm", architecture "llada").
+
+        Raises:
+            ConfigError: no ``base/config.json``, or one this implementation does not support.
+        """
+        return model_config_from_llada(_read_base_config("init.base", Path(self.base) / "config.json"))
+
+
+def _read_base_config(key: str, path: Path | str) -> LLaDAConfig:
+    """:func:`read_llada_config` of ``path``, its failure a :class:`ConfigError` naming ``key``."""
+    try:
+        return read_llada_config(path)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{key}: {error}") from None
 
 
 @dataclass
@@ -284,6 +320,12 @@ class Config:
     train: TrainConfig
     output_dir: str
     retrofit: RetrofitSection | None = None
+    init: InitSection | None = None
+
+    @property
+    def base(self) -> RetrofitSection | InitSection | None:
+        """The section naming the checkpoint the network starts from (``retrofit`` or ``init``), if any."""
+        return self.retrofit or self.init
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-ready dict; :func:`config_from_dict` inverts it."""
@@ -296,6 +338,8 @@ class Config:
         }
         if self.retrofit is not None:
             out["retrofit"] = _plain(self.retrofit.to_dict())
+        if self.init is not None:
+            out["init"] = _plain(dataclasses.asdict(self.init))
         return out
 
     def save(self, path: str | Path) -> None:
@@ -464,24 +508,25 @@ def _build_model(raw: Any, task: Task) -> ModelConfig:
     return model
 
 
-def _build_retrofit_model(raw: Any, retrofit: RetrofitSection, task: Task | None) -> ModelConfig:
-    """The base's FlexMDM; ``model`` values must equal it, the task's vocabulary must be the base's."""
-    derived = retrofit.model_config()
+def _build_base_model(raw: Any, section: str, base: RetrofitSection | InitSection, task: Task | None) -> ModelConfig:
+    """The network the ``section`` (``retrofit`` or ``init``) makes of its base; ``model`` values must
+    equal it, the task's vocabulary must be the base's."""
+    derived = base.model_config()
     raw = _check_mapping(raw, "model")
     _reject_unknown(raw, [f.name for f in dataclasses.fields(ModelConfig)], "model.")
     hints = get_type_hints(ModelConfig)
     for name in raw:
         if _coerce(raw[name], hints[name], f"model.{name}") != getattr(derived, name):
-            raise ConfigError(f"model.{name}={raw[name]!r} contradicts the retrofit of {retrofit.base} "
+            raise ConfigError(f"model.{name}={raw[name]!r} contradicts the {section} of {base.base} "
                               f"({name}={getattr(derived, name)!r}); leave it out to take the base's")
     if task is not None:
         ours = {"vocab_size": task.vocab.size, "mask_id": task.vocab.mask_id, "pad_id": task.vocab.pad_id}
         theirs = {name: getattr(derived, name) for name in VOCAB_FIELDS}
         if ours != theirs:
-            raise ConfigError(f"retrofit.base: the task's vocabulary {ours} is not the base's {theirs}; a retrofit "
-                              "keeps its base's tokenizer")
+            raise ConfigError(f"{section}.base: the task's vocabulary {ours} is not the base's {theirs}; a model "
+                              "trained from a base keeps its base's tokenizer")
         if task.max_length > derived.max_length:
-            raise ConfigError(f"retrofit.base: the task's longest sequence ({task.max_length}) exceeds the base's "
+            raise ConfigError(f"{section}.base: the task's longest sequence ({task.max_length}) exceeds the base's "
                               f"max_sequence_length ({derived.max_length})")
     return derived
 
@@ -492,7 +537,7 @@ def config_from_dict(raw: Any, *, check_data: bool = True) -> Config:
     Args:
         raw: the configuration.
         check_data: build the task and check the model against it. With ``False`` a retrofit
-            configuration, whose network is its base's, is resolved without its data (for
+            or init configuration, whose network is its base's, is resolved without its data (for
             :mod:`flexmdm.planner`); ``data`` is then kept as given, unchecked. Other
             configurations take their vocabulary from the task, which is then built anyway.
 
@@ -506,16 +551,20 @@ def config_from_dict(raw: Any, *, check_data: bool = True) -> Config:
         raise ConfigError("missing required key 'output_dir'")
     output_dir = _coerce(raw["output_dir"], str, "output_dir")
     retrofit = None if raw.get("retrofit") is None else _build(RetrofitSection, raw["retrofit"], "retrofit.")
-    if retrofit is not None and not check_data:
+    init = None if raw.get("init") is None else _build(InitSection, raw["init"], "init.")
+    if retrofit is not None and init is not None:
+        raise ConfigError("init: a retrofit already starts from its base; give either retrofit or init")
+    section, base = ("retrofit", retrofit) if retrofit is not None else ("init", init)
+    if base is not None and not check_data:
         data_raw = _check_mapping(raw.get("data"), "data")
         data, task = DataConfig(task=data_raw.pop("task", "toy"), options=data_raw), None
     else:
-        kind = "flexmdm" if retrofit is not None else _check_mapping(raw.get("model"), "model").get("kind")
+        kind = base.model_config().kind if base is not None else _check_mapping(raw.get("model"), "model").get("kind")
         data, task = _build_data(raw.get("data"), kind)
-    if retrofit is None:
+    if base is None:
         model = _build_model(raw.get("model"), task)
     else:
-        model = _build_retrofit_model(raw.get("model"), retrofit, task)
+        model = _build_base_model(raw.get("model"), section, base, task)
     schedules = _build(ScheduleConfig, raw.get("schedules"), "schedules.")
     train = _build(TrainConfig, raw.get("train"), "train.")
     if retrofit is not None and retrofit.base_dtype == "bfloat16" and train.autocast != "bfloat16":
@@ -528,7 +577,8 @@ def config_from_dict(raw: Any, *, check_data: bool = True) -> Config:
     if train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("train.tensorboard: the tensorboard package is not installed; "
                           "run 'pip install tensorboard' or set train.tensorboard=false")
-    return Config(model=model, schedules=schedules, data=data, train=train, output_dir=output_dir, retrofit=retrofit)
+    return Config(model=model, schedules=schedules, data=data, train=train, output_dir=output_dir, retrofit=retrofit,
+                  init=init)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

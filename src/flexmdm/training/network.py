@@ -1,7 +1,8 @@
 """The network of a training configuration: built fresh, or retrofitted from a base checkpoint.
 
-Without a ``retrofit`` section the network is :func:`flexmdm.models.build_model` of ``model``,
-initialised from the global RNG (the trainer seeds it with ``train.seed``). With one, the base
+Without a ``retrofit`` or ``init`` section the network is :func:`flexmdm.models.build_model` of
+``model``, initialised from the global RNG (the trainer seeds it with ``train.seed``). With ``init``
+it is the base checkpoint itself, in float32, every weight trainable. With ``retrofit``, the base
 checkpoint is loaded in ``retrofit.base_dtype`` (float32 or bfloat16) and
 :func:`flexmdm.models.retrofit.retrofit` adds the FlexMDM modules and LoRA adapters, seeded with
 ``train.seed``; only those are trainable, always in float32.
@@ -64,6 +65,8 @@ def build_network(config: Config, *, meta: bool = False) -> nn.Module:
         ConfigError: the base checkpoint disagrees with ``retrofit.base_config``.
     """
     device = torch.device("meta") if meta else contextlib.nullcontext()
+    if config.init is not None and not meta:
+        return load_llada(config.init.base, dtype=torch.float32)
     section = config.retrofit
     if section is None:
         with device:
