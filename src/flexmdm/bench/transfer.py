@@ -62,9 +62,9 @@ class TransferBenchSettings:
     def quick(cls) -> TransferBenchSettings:
         """A smoke run (about a minute on one thread; not a result): one standard-library package, a tiny model."""
         settings = cls(data=TransferData(
-            vocab_size=400, max_length=96, middle_budget=16, held_out_fraction=0.3, num_train_problems=300,
-            num_validation=12, num_test=16, num_infill=12, num_humaneval=4,
-            stdlib_root=str(Path(sysconfig.get_paths()["stdlib"]) / "json")),
+            vocab_size=512, max_length=96, middle_budget=16, held_out_fraction=0.3, num_train_problems=300,
+            num_validation=12, num_test=16, max_steps=3, num_infill=12, num_humaneval=4,
+            stdlib_root=str(Path(sysconfig.get_paths()["stdlib"]) / "email")),
             model={**cls().model, "d_model": 32, "n_layers": 2, "n_heads": 2},
             sampling_steps=(4, 8), curve_steps=4, curve_examples=8, thresholds=(0.9,), eval_batch=16)
         settings.pretrain.update(steps=40, batch_size=16, warmup_steps=5, eval_every=20, eval_batches=1)
@@ -73,18 +73,16 @@ class TransferBenchSettings:
 
 
 def _train_config(settings: TransferBenchSettings, arm: str, run: BenchRun, files, base: Path) -> dict[str, Any]:
-    """The instruction tuning of one arm from the pretrained checkpoint ``base``."""
-    ift = {key: value for key, value in settings.ift.items()}
-    train = {**ift, "lr": settings.lr[arm], "seed": run.seed, "keep_last": ift["steps"] // ift["save_every"] + 1}
-    data = {"task": "instruct", "path": str(files.ift), "tokenizer": str(files.tokenizer), "coupling": "infill",
-            "max_length": settings.data.max_length, "layout": arm}
+    """The instruction tuning of one arm from the pretrained checkpoint ``base`` (same pairs, same steps)."""
+    ift, data = settings.ift, {"task": "instruct", "path": str(files.ift), "tokenizer": str(files.tokenizer),
+                               "coupling": "infill", "max_length": settings.data.max_length,
+                               "middle_budget": settings.data.middle_budget}
+    config = {"data": data, "output_dir": str(run.work / arm), "train": {
+        **ift, "lr": settings.lr[arm], "seed": run.seed, "keep_last": ift["steps"] // ift["save_every"] + 1}}
     if arm == "mdm":
-        data["middle_budget"] = settings.data.middle_budget
-        return {"model": {"kind": "mdm", "init": str(base)}, "data": data, "train": train,
-                "output_dir": str(run.work / arm)}
-    scratch = {"model": {"kind": "flexmdm"}, "schedules": {"insertion": settings.insertion_schedule}, "data": data,
-               "train": train, "output_dir": str(run.work / arm)}
-    return retrofit_run_config(scratch, base, settings.retrofit)
+        return {**config, "init": {"base": str(base)}}
+    return retrofit_run_config({**config, "model": {}, "schedules": {"insertion": settings.insertion_schedule}},
+                               base, settings.retrofit)
 
 
 def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
@@ -99,22 +97,20 @@ def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
                  "max_length": settings.data.max_length, "cache_dir": str(run.work / "cache")},
         "train": {**settings.pretrain, "seed": seed}, "output_dir": str(run.work / "pretrain")}
     pretrained = run.timed("pretrain_seconds", lambda: train(config_from_dict(pretrain_config)))
-    base = save_llada(load_pretrained(pretrained.model_dir)[0], run.work / "base-llada")
+    base = save_llada(load_pretrained(pretrained.model_dir)[0], run.work / "base-llada")  # native LLaDA
     configs = {arm: _train_config(settings, arm, run, files, base) for arm in ("mdm", "flexmdm")}
     trained, threads = run.timed("ift_seconds", train_side_by_side, configs)
-    evaluation = files.evaluation()
+    evaluation, budget, batch = files.evaluation(), settings.data.middle_budget, settings.eval_batch
     math, infills = evaluation["math"], evaluation["infill"]
     humaneval = [HumanEvalInfill(**task) for task in evaluation["humaneval"]]
-    budget, batch = settings.data.middle_budget, settings.eval_batch
 
     def score(pipe: Pipeline, threshold: float) -> dict[str, Any]:  # one checkpoint, on a part of test
-        count = settings.curve_examples
-        options = sampling_options(pipe, settings.curve_steps, threshold)
+        count, options = settings.curve_examples, sampling_options(pipe, settings.curve_steps, threshold)
         return {**math_scores(pipe, math["test"][:count], options, batch_size=batch, seed=seed),
                 **infill_scores(pipe, infills[:count], sampling_options(pipe, budget, threshold), budget=budget,
                                 batch_size=batch, seed=seed)}
 
-    pipes = {arm: Pipeline.from_pretrained(trained[arm].model_dir) for arm in configs}
+    pipes = {arm: Pipeline.from_pretrained(trained[arm].model_dir) for arm in configs}  # the last checkpoints
     trials = [{"threshold": c, **math_scores(pipes["flexmdm"], math["validation"], sampling_options(
         pipes["flexmdm"], max(settings.sampling_steps), c), batch_size=batch, seed=seed)} for c in settings.thresholds]
     chosen = max(trials, key=lambda trial: (trial["accuracy"], -trial["mean_nfe"]))["threshold"]
@@ -133,7 +129,7 @@ def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
               for arm in configs}
     budgets = [{"arm": row["model"], **row} for row in budget_rows(curves, "accuracy")]
     accuracy_against_steps(math_rows, run.png(), "Arithmetic word problems (test) after instruction tuning")
-    infill_bars([{**row, "model": row["arm"], "setting": "held-out modules"} for row in infill_rows], run.png("_infill"))
+    infill_bars([{**r, "model": r["arm"], "setting": "held-out modules"} for r in infill_rows], run.png("_infill"))
     print(format_rows(math_rows, MATH_TABLE), format_rows(infill_rows, INFILL_TABLE), sep="\n\n")
     return run.write({
         "seeds": [seed], "split": "test", "math": math_rows, "infill": infill_rows, "budget": budgets, "curves": curves,
@@ -151,6 +147,5 @@ MATH_TABLE: list[Column] = [("arm", "arm", "<8"), ("steps", "steps", ">5"), ("ac
                             ("calls", "mean_nfe", ">7.1f")]
 INFILL_TABLE: list[Column] = [("arm", "arm", "<8"), ("exact", "exact_match", ">6.3f"), ("parse", "parse_rate", ">6.3f"),
                               ("|len err|", "length_abs_error", ">9.2f"), ("pass@1", "pass_at_1", ">6.3f")]
-
 main = bench_main(run_transfer_benchmark)
 """``flexmdm bench transfer``."""

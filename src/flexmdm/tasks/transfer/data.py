@@ -13,7 +13,7 @@ Everything follows from a :class:`TransferData` and a seed, and is written to on
   suffix: lines after}``;
 * ``evaluation.json`` — math ``validation`` and ``test`` problems (``{question, answer}``), single-line
   infills of *held-out* modules, and HumanEval single-line infilling tasks (one per problem);
-* ``meta.json`` — the options and what was kept or left out (pairs longer than ``max_length`` are
+* ``meta.json`` — the options and what was kept or left out (pairs that do not fit the canvas are
   dropped, and counted).
 
 Held-out modules (:func:`~flexmdm.tasks.infill.functions.split_by_module`) and the validation and
@@ -48,7 +48,8 @@ class TransferData:
 
     Attributes:
         vocab_size: BPE ids, ``[MASK]`` and ``[PAD]`` included.
-        max_length: the longest pair (prompt + response + suffix, in tokens) and eval example kept.
+        max_length: the canvas: the longest math pair (question + rationale, in tokens) kept, and
+            of code pairs and held-out infills, prefix + ``middle_budget`` + suffix.
         middle_budget: the longest code middle (tokens), the MDM's middle canvas.
         held_out_fraction: share of standard-library modules held out.
         num_train_problems: arithmetic problems drawn for pretraining and instruction pairs.
@@ -148,8 +149,9 @@ def _build(folder: Path, data: TransferData, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     math_pairs = [{"prompt": p["question"], "response": p["answer"], "suffix": ""} for p in train_problems]
     code_pairs = [pair for f in train_functions if (pair := _single_line(f, tokenizer, data.middle_budget, rng))]
-    pairs = [pair for pair in math_pairs + code_pairs
-             if _fits(tokenizer, [pair["prompt"], pair["response"], pair["suffix"]], data.max_length)]
+    code_room = data.max_length - data.middle_budget  # the MDM canvas: prefix, the budget, suffix
+    pairs = [p for p in math_pairs if _fits(tokenizer, [p["prompt"], p["response"]], data.max_length)]
+    pairs += [p for p in code_pairs if _fits(tokenizer, [p["prompt"], p["suffix"]], code_room)]
     rng.shuffle(pairs)
     (folder / "ift.jsonl").write_text("".join(json.dumps({k: p[k] for k in ("prompt", "response", "suffix")}) + "\n"
                                               for p in pairs))
@@ -158,7 +160,7 @@ def _build(folder: Path, data: TransferData, seed: int) -> dict[str, Any]:
         return [p for p in problems if _fits(tokenizer, [p["question"], p["answer"]], data.max_length)]
 
     held_infills = [pair for f in held_functions if (pair := _single_line(f, tokenizer, data.middle_budget, rng))
-                    and _fits(tokenizer, [pair["prompt"], pair["response"], pair["suffix"]], data.max_length)]
+                    and _fits(tokenizer, [pair["prompt"], pair["suffix"]], code_room)]
     humaneval = single_line_tasks(load_problems(), one_per_problem=True)[:data.num_humaneval]
     evaluation = {"math": {"validation": fitting(validation), "test": fitting(test)},
                   "infill": rng.sample(held_infills, min(data.num_infill, len(held_infills))),
