@@ -44,12 +44,12 @@ class TransferBenchSettings:
     model: dict[str, Any] = field(default_factory=lambda: {
         "d_model": 128, "n_layers": 4, "n_heads": 4, "mlp_ratio": 2.75, "rope_theta": 10000.0})
     pretrain: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01, "ema_decay": 0.99,
-        "log_every": 50, "eval_every": 500, "eval_batches": 8})
+        "steps": 800, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01, "ema_decay": 0.99,
+        "log_every": 50, "eval_every": 200, "eval_batches": 8})
     retrofit: dict[str, Any] = field(default_factory=lambda: {"lora_rank": 16, "lora_alpha": 32.0, "time_groups": 2})
     insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})
     ift: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 2000, "save_every": 500, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
+        "steps": 1200, "save_every": 300, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
         "ema_decay": 0.99, "log_every": 50, "eval_every": 0, "eval_batches": 4})
     lr: dict[str, float] = field(default_factory=lambda: {"mdm": 5e-4, "flexmdm": 2e-3})
     sampling_steps: tuple[int, ...] = (16, 32, 64, 128)
