@@ -6,10 +6,9 @@ out) and exported as a native LLaDA checkpoint. From it, side by side, for the s
 the same instruction pairs (coupling ``infill``: math rows have an empty suffix, the prompt coupling):
 the MDM arm (``model.init``: LLaDA-style SFT on a fixed canvas, the response padded with PAD targets)
 and the FlexMDM arm (the ``retrofit`` section: LoRA, time conditioning and a gap head, then the same
-pairs). Every checkpoint of both is scored (:mod:`flexmdm.bench.budgets`: equal steps, equal CPU time,
-plateau); the final models give math accuracy against sampling steps, held-out-module single-line
-infilling and HumanEval single-line pass@1 (:mod:`flexmdm.tasks.transfer.evaluation`). The FlexMDM's
-reveal threshold is chosen on the validation problems; every reported row is on test.
+pairs). Every checkpoint is scored (:mod:`flexmdm.bench.budgets`); the final models give math accuracy
+against sampling steps, held-out-module single-line infilling and HumanEval single-line pass@1
+(:mod:`flexmdm.tasks.transfer.evaluation`). The FlexMDM's reveal threshold is chosen on validation.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from flexmdm.bench.budgets import budget_rows, learning_curve
 from flexmdm.bench.figures import accuracy_against_steps, infill_bars
 from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.bench.skeleton import BenchRun, Column, bench_main, choose, format_rows, train_fields
+from flexmdm.families import family
 from flexmdm.models import load_pretrained
 from flexmdm.models.llada import save_llada
 from flexmdm.pipeline import Pipeline
@@ -40,7 +40,7 @@ __all__ = ["TransferBenchSettings", "main", "run_transfer_benchmark"]
 class TransferBenchSettings:
     """What the benchmark trains and evaluates (the default is the committed run)."""
 
-    data: TransferData = field(default_factory=TransferData)
+    data: TransferData = field(default_factory=lambda: TransferData(num_test=100))
     model: dict[str, Any] = field(default_factory=lambda: {
         "d_model": 128, "n_layers": 4, "n_heads": 4, "mlp_ratio": 2.75, "rope_theta": 10000.0})
     pretrain: dict[str, Any] = field(default_factory=lambda: {
@@ -49,12 +49,12 @@ class TransferBenchSettings:
     retrofit: dict[str, Any] = field(default_factory=lambda: {"lora_rank": 16, "lora_alpha": 32.0, "time_groups": 2})
     insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})
     ift: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 1200, "save_every": 300, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
+        "steps": 1200, "save_every": 400, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
         "ema_decay": 0.99, "log_every": 50, "eval_every": 0, "eval_batches": 4})
     lr: dict[str, float] = field(default_factory=lambda: {"mdm": 5e-4, "flexmdm": 2e-3})
-    sampling_steps: tuple[int, ...] = (16, 32, 64, 128)
-    curve_steps: int = 32
-    curve_examples: int = 100
+    sampling_steps: tuple[int, ...] = (8, 16, 32, 64)
+    curve_steps: int = 16
+    curve_examples: int = 50
     thresholds: tuple[float, ...] = (0.5, 0.9)
     eval_batch: int = 100
 
@@ -79,7 +79,7 @@ def _train_config(settings: TransferBenchSettings, arm: str, run: BenchRun, file
                                "middle_budget": settings.data.middle_budget}
     config = {"data": data, "output_dir": str(run.work / arm), "train": {
         **ift, "lr": settings.lr[arm], "seed": run.seed, "keep_last": ift["steps"] // ift["save_every"] + 1}}
-    if arm == "mdm":
+    if not family(arm).inserts:  # LLaDA's SFT: every weight of the base trained as an MDM
         return {**config, "init": {"base": str(base)}}
     return retrofit_run_config({**config, "model": {}, "schedules": {"insertion": settings.insertion_schedule}},
                                base, settings.retrofit)
@@ -97,7 +97,7 @@ def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
                  "max_length": settings.data.max_length, "cache_dir": str(run.work / "cache")},
         "train": {**settings.pretrain, "seed": seed}, "output_dir": str(run.work / "pretrain")}
     pretrained = run.timed("pretrain_seconds", lambda: train(config_from_dict(pretrain_config)))
-    base = save_llada(load_pretrained(pretrained.model_dir)[0], run.work / "base-llada")  # native LLaDA
+    base = save_llada(load_pretrained(pretrained.model_dir)[0], run.work / "base-llada")
     configs = {arm: _train_config(settings, arm, run, files, base) for arm in ("mdm", "flexmdm")}
     trained, threads = run.timed("ift_seconds", train_side_by_side, configs)
     evaluation, budget, batch = files.evaluation(), settings.data.middle_budget, settings.eval_batch
@@ -147,5 +147,4 @@ MATH_TABLE: list[Column] = [("arm", "arm", "<8"), ("steps", "steps", ">5"), ("ac
                             ("calls", "mean_nfe", ">7.1f")]
 INFILL_TABLE: list[Column] = [("arm", "arm", "<8"), ("exact", "exact_match", ">6.3f"), ("parse", "parse_rate", ">6.3f"),
                               ("|len err|", "length_abs_error", ">9.2f"), ("pass@1", "pass_at_1", ">6.3f")]
-main = bench_main(run_transfer_benchmark)
-"""``flexmdm bench transfer``."""
+main = bench_main(run_transfer_benchmark)  # ``flexmdm bench transfer``
