@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "retrofit": "an MDM retrofitted into a FlexMDM vs a FlexMDM trained from scratch (paper §5.2)",
     "speed": "matmul peak, training throughput and MFU, sampler overhead",
     "infill": "code infilling: FlexMDM vs MDM with the true length and with a fixed budget",
+    "transfer": "pretrain an MDM, retrofit it, instruction-tune both on math and code infilling (paper §5.2)",
     "sampler": "FlexMDM samplers driven by exact oracles (no training): structure, accuracy, TV per call",
 }
 """Benchmark name -> one-line help; ``flexmdm.bench.<name>`` implements it."""

@@ -19,7 +19,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from flexmdm.families import family
 
-__all__ = ["infill_bars", "length_figures", "retrofit_figure", "sampler_figure", "save_figure"]
+__all__ = ["accuracy_against_steps", "infill_bars", "length_figures", "retrofit_figure", "sampler_figure", "save_figure"]
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
@@ -53,6 +53,24 @@ def infill_bars(rows: list[dict[str, Any]], out_png: Path) -> Path:
         ax.set_xticks(range(len(rows)), labels, fontsize=8)
         ax.set_title(title, fontsize=10)
     fig.suptitle(f"Infilling held-out standard-library functions (n = {rows[0]['n']})")
+    return save_figure(fig, out_png)
+
+
+def accuracy_against_steps(rows: list[dict[str, Any]], out_png: Path, title: str) -> Path:
+    """Accuracy (left) and mean network calls (right) against sampling steps, a line per ``arm``."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        points = sorted((r["steps"], r["accuracy"], r["mean_nfe"]) for r in rows if r["arm"] == arm)
+        steps, accuracy, calls = zip(*points)
+        axes[0].plot(steps, accuracy, marker="o", label=family(arm).label)
+        axes[1].plot(steps, calls, marker="o", label=family(arm).label)
+    for ax, label in zip(axes, ("accuracy", "mean network calls")):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set(xlabel="sampling steps", ylabel=label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
     return save_figure(fig, out_png)
 
 

@@ -1,0 +1,108 @@
+"""Scoring a pipeline on the transfer benchmark's evaluation sets (:mod:`flexmdm.tasks.transfer.data`).
+
+Both kinds of model are asked through the same :class:`~flexmdm.tasks.infill.evaluation.MiddleConditioning`:
+
+* math — the question is the prefix, the suffix is empty; the MDM's canvas is the rest of its width
+  (its instruction tuning's layout), a FlexMDM grows the answer up to ``max_length``;
+* code — prefix and suffix frozen; the MDM gets ``middle_budget`` masks (PAD removed when read), a
+  FlexMDM inserts at most ``middle_budget`` tokens between them. HumanEval tasks longer than the
+  window keep the end of their prefix and the start of their suffix (:func:`window`); the middle is
+  then executed in the whole program (:func:`~flexmdm.tasks.infill.humaneval.evaluate_infills`).
+
+:func:`sampling_options` is each family's sampler: confidence-ordered unmasking with argmax tokens;
+a FlexMDM inserts with exact arrivals (:class:`~flexmdm.sampling.Insertion`) and reveals every mask
+at least ``threshold`` probable (at least one per call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from flexmdm.families import SamplingOptions
+from flexmdm.sampling import Adaptive, ConfidenceThreshold, Insertion
+from flexmdm.tasks.infill.evaluation import MiddleConditioning
+from flexmdm.tasks.infill.humaneval import HumanEvalInfill, evaluate_infills, pass_at_1
+from flexmdm.tasks.infill.metrics import infill_metrics
+from flexmdm.tasks.reasoning.gsm8k import answers_match, extract_answer
+
+if TYPE_CHECKING:
+    from flexmdm.pipeline import Pipeline
+
+__all__ = ["fill", "humaneval_scores", "infill_scores", "math_scores", "sampling_options", "window"]
+
+
+def sampling_options(pipe: Pipeline, steps: int, threshold: float) -> SamplingOptions:
+    """Temperature-0 confidence-ordered sampling in ``steps`` (a FlexMDM: exact insertion, see the module)."""
+    if pipe.family.inserts:
+        return SamplingOptions(steps=steps, rule=ConfidenceThreshold(threshold), temperature=0.0,
+                               insertion=Insertion("exact"))
+    return SamplingOptions(steps=steps, rule=Adaptive("top_probability"), temperature=0.0, final_fill="sequential")
+
+
+def window(prefix: Sequence[int], suffix: Sequence[int], max_length: int, budget: int) -> tuple[list[int], list[int]]:
+    """The end of ``prefix`` and the start of ``suffix`` that leave ``budget`` of ``max_length`` for the middle
+    (the suffix keeps at most a quarter of the window)."""
+    kept_suffix = list(suffix[:min(len(suffix), max_length // 4)])
+    room = max_length - budget - len(kept_suffix)
+    return list(prefix[max(0, len(prefix) - room):]), kept_suffix
+
+
+def fill(pipe: Pipeline, prefixes: list[list[int]], suffixes: list[list[int]], *, budget: int | None,
+         options: SamplingOptions, batch_size: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
+    """Generated middles (token ids, PAD removed) and ``[N]`` network calls, in batches.
+
+    ``budget`` None: an MDM's middle is the rest of its canvas (math); else at most ``budget`` tokens.
+    """
+    width, generator = pipe.max_length, torch.Generator().manual_seed(seed)
+    middles, calls = [], []
+    for start in range(0, len(prefixes), batch_size):
+        p, s = prefixes[start:start + batch_size], suffixes[start:start + batch_size]
+        rows = None if budget is not None else [width - len(x) - len(y) for x, y in zip(p, s)]
+        conditioning = MiddleConditioning(p, s, pipe.vocab, width, budget=budget, middles=rows)
+        out = pipe.sample(conditioning, max_length=width, generator=generator, options=options)
+        middles += pipe.family.read(conditioning, out.sequences())
+        calls += out.nfe.tolist()
+    return middles, np.asarray(calls, dtype=np.float64)
+
+
+def _ids(pipe: Pipeline, texts: Sequence[str]) -> list[list[int]]:
+    return [pipe.encode(text) if text else [] for text in texts]
+
+
+def math_scores(pipe: Pipeline, problems: list[dict[str, str]], options: SamplingOptions, *, batch_size: int,
+                seed: int) -> dict[str, Any]:
+    """``{accuracy, mean_nfe, answered, n}`` of GSM8K-format ``problems`` (answered: a ``####`` line was written)."""
+    middles, calls = fill(pipe, _ids(pipe, [p["question"] for p in problems]), [[] for _ in problems], budget=None,
+                          options=options, batch_size=batch_size, seed=seed)
+    predicted = [extract_answer(pipe.decode(m)) for m in middles]
+    return {"accuracy": float(np.mean([answers_match(a, extract_answer(p["answer"]))
+                                       for a, p in zip(predicted, problems)])),
+            "mean_nfe": float(calls.mean()), "answered": float(np.mean([a is not None for a in predicted])),
+            "n": len(problems)}
+
+
+def infill_scores(pipe: Pipeline, examples: list[dict[str, str]], options: SamplingOptions, *, budget: int,
+                  batch_size: int, seed: int) -> dict[str, Any]:
+    """Exact match, parse rate, middle-length error and calls on ``{prompt, response, suffix}`` examples."""
+    middles, calls = fill(pipe, _ids(pipe, [e["prompt"] for e in examples]), _ids(pipe, [e["suffix"] for e in examples]),
+                          budget=budget, options=options, batch_size=batch_size, seed=seed)
+    scores = infill_metrics([e["prompt"] for e in examples], [pipe.decode(m) for m in middles],
+                            [e["suffix"] for e in examples], [e["response"] for e in examples],
+                            [len(m) for m in middles], [len(pipe.encode(e["response"])) for e in examples])
+    return {**scores, "mean_nfe": float(calls.mean())}
+
+
+def humaneval_scores(pipe: Pipeline, tasks: list[HumanEvalInfill], options: SamplingOptions, *, budget: int,
+                     batch_size: int, seed: int) -> dict[str, Any]:
+    """pass@1 (one temperature-0 sample executed against the tests) and exact match of the middle line."""
+    cut = [window(pipe.encode(t.prefix), _ids(pipe, [t.suffix])[0], pipe.max_length, budget) for t in tasks]
+    middles, _ = fill(pipe, [p for p, _ in cut], [s for _, s in cut], budget=budget, options=options,
+                      batch_size=batch_size, seed=seed)
+    texts = [pipe.decode(m) for m in middles]
+    return {"pass_at_1": pass_at_1(evaluate_infills(tasks, texts)),
+            "humaneval_exact_match": float(np.mean([m == t.middle for m, t in zip(texts, tasks)])),
+            "humaneval_n": len(tasks)}

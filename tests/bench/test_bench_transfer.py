@@ -1,0 +1,49 @@
+"""``flexmdm bench transfer --quick`` end to end: a pretrained MDM, both instruction-tuned arms, a complete record."""
+
+import json
+
+import pytest
+
+from flexmdm.bench import transfer as transfer_bench
+from flexmdm.cli import main as cli_main
+
+pytestmark = pytest.mark.e2e
+
+ARMS = {"mdm", "flexmdm"}
+
+
+def test_quick_run_record(tmp_path):
+    out = tmp_path / "transfer.json"
+    assert cli_main(["bench", "transfer", "--quick", "--out", str(out), "--seed", "2"]) == 0
+    record = json.loads(out.read_text())
+    quick = transfer_bench.TransferBenchSettings.quick()
+    assert record["seeds"] == [2] and record["split"] == "test" and record["command"].startswith("flexmdm bench transfer")
+    # math: every arm at every sampling step count, on the whole test split
+    test_size = record["data"]["evaluation"]["test"]
+    assert {(r["arm"], r["steps"]) for r in record["math"]} == {(a, s) for a in ARMS for s in quick.sampling_steps}
+    for row in record["math"]:
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["n"] == test_size > 0 and row["mean_nfe"] >= 1
+        assert row["train_steps"] == quick.ift["steps"] and row["split"] == "test"
+    # infill: one row per arm, held-out modules and HumanEval
+    assert {r["arm"] for r in record["infill"]} == ARMS and len(record["infill"]) == 2
+    for row in record["infill"]:
+        assert 0.0 <= row["exact_match"] <= 1.0 and 0.0 <= row["parse_rate"] <= 1.0 and row["length_abs_error"] >= 0
+        assert 0.0 <= row["pass_at_1"] <= 1.0 and row["humaneval_n"] == quick.data.num_humaneval
+        assert row["n"] == record["data"]["evaluation"]["infill"] > 0
+    # budgets from the checkpoints: both arms at equal steps and at equal CPU time
+    budgets = {(r["budget"], r["arm"]) for r in record["budget"]}
+    assert {(b, a) for b in ("equal_steps", "equal_cpu") for a in ARMS} <= budgets
+    checkpoints = quick.ift["steps"] // quick.ift["save_every"]
+    assert all([p["step"] for p in curve] == [quick.ift["save_every"] * (i + 1) for i in range(checkpoints)]
+               for curve in record["curves"].values())
+    assert all(r["step"] == quick.ift["steps"] for r in record["budget"] if r["budget"] == "equal_steps")
+    # the pretrained origin and the choices made on validation
+    pretrain = record["pretrain"]
+    assert pretrain["steps"] == quick.pretrain["steps"] and pretrain["final_val_loss"] > 0
+    assert pretrain["corpus"]["tokens"] > pretrain["corpus"]["documents"] > 0
+    assert record["tuning"]["selected_on"] == "validation" and record["tuning"]["flexmdm_threshold"] in quick.thresholds
+    assert record["train_configs"]["mdm"]["init"]["base"] == record["train_configs"]["flexmdm"]["retrofit"]["base"]
+    assert record["train_configs"]["mdm"]["data"] == record["train_configs"]["flexmdm"]["data"]
+    assert set(record["arms"]) == ARMS
+    for name in record["plots"]:
+        assert (tmp_path / name).stat().st_size > 0
