@@ -49,7 +49,7 @@ class TransferBenchSettings:
     retrofit: dict[str, Any] = field(default_factory=lambda: {"lora_rank": 16, "lora_alpha": 32.0, "time_groups": 2})
     insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})
     ift: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 1200, "save_every": 400, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
+        "steps": 2000, "save_every": 500, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
         "ema_decay": 0.99, "log_every": 50, "eval_every": 0, "eval_batches": 4})
     lr: dict[str, float] = field(default_factory=lambda: {"mdm": 5e-4, "flexmdm": 2e-3})
     sampling_steps: tuple[int, ...] = (8, 16, 32, 64)
