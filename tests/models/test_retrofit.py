@@ -28,6 +28,7 @@ from flexmdm.schedules import LinearSchedule
 from flexmdm.tasks.instruct import InstructTask, read_pairs
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.trainer import ADAPTERS_DIR, train
+from tests.tasks.word_tokenizer import write_word_tokenizer
 
 V, MASK, PAD = 40, 39, 38
 LIVE = torch.tensor([i not in (MASK, PAD) for i in range(V)])
@@ -177,13 +178,7 @@ WORDS = ["a", "b", "c", "d", "e", "f", "[MASK]", "[PAD]"]
 
 @pytest.fixture
 def instruct_files(tmp_path):
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
-
-    tokenizer = Tokenizer(WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[PAD]"))
-    tokenizer.pre_tokenizer = WhitespaceSplit()
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    write_word_tokenizer(tmp_path / "tokenizer.json", WORDS)
     g = torch.Generator().manual_seed(0)
     rows = []
     for _ in range(60):

@@ -8,6 +8,7 @@ import torch
 from flexmdm.sampling.mdm import mdm_canvas
 from flexmdm.tasks.instruct import InstructTask
 from flexmdm.training.config import config_from_dict
+from tests.tasks.word_tokenizer import write_word_tokenizer
 
 WORDS = ["a", "b", "c", "d", "e", "f", "[MASK]", "[PAD]"]
 MASK, PAD = 6, 7
@@ -16,13 +17,7 @@ MASK, PAD = 6, 7
 @pytest.fixture
 def mixed_pairs(tmp_path):
     """Math-like pairs (empty suffix: the prompt coupling) and code-like pairs (a real suffix)."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
-
-    tokenizer = Tokenizer(WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[PAD]"))
-    tokenizer.pre_tokenizer = WhitespaceSplit()
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    write_word_tokenizer(tmp_path / "tokenizer.json", WORDS)
     g = torch.Generator().manual_seed(0)
 
     def words(low, high, count):
