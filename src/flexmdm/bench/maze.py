@@ -119,11 +119,11 @@ def run_maze_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, w
                            metrics=("success_rate", "mean_length_ratio", "mean_nfe"))
     first, panels, reveal_plot = fair["seeds"][0], [], None
     for model in LAYOUTS:  # figures: the first seed's headline checkpoints, the chosen trials, on test
+        model_dir = points[first][HEADLINE][model].model_dir
         for k in settings.ks:
-            paths, samples = generate(model, points[first][HEADLINE][model].model_dir,
-                                      DecoderTrial(**fair["tuning"]["choice"][model]), "test", k, first)
+            paths, samples = generate(model, model_dir, DecoderTrial(**fair["tuning"]["choice"][model]), "test", k, first)
             panels += [(model, paths[i], problems["test", k][i]) for i in range(min(2, len(paths)))]
-        if model == "flexmdm":
+        if pipe(model_dir).family.inserts:
             reveal_plot = plot_reveal(task, paths, problems["test", k], samples, run.png("-reveal"))
     plot_samples(task, panels, run.png())
     record = run.write({"config": {**asdict(settings), "maze_shape": list(task.maze.shape), "max_length": task.max_length,
