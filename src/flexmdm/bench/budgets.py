@@ -9,6 +9,9 @@ model's score at three budgets:
   training time among the models;
 * ``plateau`` — each model's last checkpoint, with its gain over the previous one (a large gain
   says the model was still improving when it stopped).
+
+When only the equal budgets are reported, :func:`budget_checkpoints` picks their checkpoints from
+the saved ones before any is scored, so only those are evaluated.
 """
 
 from __future__ import annotations
@@ -16,16 +19,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from operator import attrgetter, itemgetter
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
 from flexmdm.pipeline import Pipeline
 from flexmdm.training.checkpoint import checkpoint_dir, load_trainer_state
 
-__all__ = ["Checkpoint", "budget_rows", "learning_curve", "saved_checkpoints"]
+__all__ = ["Checkpoint", "budget_checkpoints", "budget_rows", "learning_curve", "saved_checkpoints"]
 
 BUDGETS = ("equal_steps", "equal_cpu", "plateau")
+Point = TypeVar("Point")
 
 
 @dataclass(frozen=True)
@@ -55,9 +60,25 @@ def learning_curve(output_dir: str | Path, score: Callable[[Pipeline], dict[str,
             for c in tqdm(saved_checkpoints(output_dir), desc=f"curve {label}".strip())]
 
 
-def _last_within(curve: list[dict[str, Any]], key: str, limit: float) -> dict[str, Any]:
-    within = [point for point in curve if point[key] <= limit + 1e-9]
+def _last_within(curve: list[Point], key: Callable[[Point], float], limit: float) -> Point:
+    within = [point for point in curve if key(point) <= limit + 1e-9]
     return within[-1] if within else curve[0]
+
+
+def _equal_budgets(curves: dict[str, list[Point]], step: Callable[[Point], int],
+                   seconds: Callable[[Point], float]) -> dict[str, dict[str, Point]]:
+    """``{"equal_steps": {model: point}, "equal_cpu": {model: point}}`` from curves sorted by step."""
+    common_steps = min(step(curve[-1]) for curve in curves.values())
+    common_seconds = min(seconds(curve[-1]) for curve in curves.values())
+    return {"equal_steps": {name: _last_within(curve, step, common_steps) for name, curve in curves.items()},
+            "equal_cpu": {name: _last_within(curve, seconds, common_seconds) for name, curve in curves.items()}}
+
+
+def budget_checkpoints(output_dirs: dict[str, str | Path]) -> dict[str, dict[str, Checkpoint]]:
+    """Each model's checkpoint at ``equal_steps`` and ``equal_cpu`` (see the module docstring), from the
+    checkpoints its training run in ``output_dirs[model]`` saved: ``{budget: {model: checkpoint}}``."""
+    return _equal_budgets({name: saved_checkpoints(path) for name, path in output_dirs.items()},
+                          attrgetter("step"), attrgetter("train_seconds"))
 
 
 def budget_rows(curves: dict[str, list[dict[str, Any]]], metric: str) -> list[dict[str, Any]]:
@@ -71,12 +92,10 @@ def budget_rows(curves: dict[str, list[dict[str, Any]]], metric: str) -> list[di
     Returns:
         rows ``{"budget", "model", **point}``; plateau rows add ``gain_over_previous``.
     """
-    common_steps = min(curve[-1]["step"] for curve in curves.values())
-    common_seconds = min(curve[-1]["train_seconds"] for curve in curves.values())
+    equal = _equal_budgets(curves, itemgetter("step"), itemgetter("train_seconds"))
     rows = []
     for name, curve in curves.items():
-        rows.append({"budget": "equal_steps", "model": name, **_last_within(curve, "step", common_steps)})
-        rows.append({"budget": "equal_cpu", "model": name, **_last_within(curve, "train_seconds", common_seconds)})
+        rows += [{"budget": budget, "model": name, **equal[budget][name]} for budget in ("equal_steps", "equal_cpu")]
         gain = curve[-1][metric] - curve[-2][metric] if len(curve) > 1 else None
         rows.append({"budget": "plateau", "model": name, "gain_over_previous": gain, **curve[-1]})
     return rows

@@ -2,7 +2,8 @@
 
 Every benchmark takes ``--out FILE.json`` (plots are written beside it), ``--seed``, ``--quick``
 (a small setting; for most benchmarks a smoke run, not a result) and ``--work-dir`` (where its
-training runs go; default: next to ``--out``; a rerun resumes them). Running ``flexmdm bench
+training runs go; default: next to ``--out``; a rerun resumes them); ``maze`` also takes
+``--seeds N`` (training seeds, :mod:`flexmdm.bench.seeds`). Running ``flexmdm bench
 NAME`` calls ``flexmdm.bench.<name>.main(args) -> exit code``, imported only then, so that
 ``flexmdm --help`` stays light.
 """
@@ -35,6 +36,19 @@ def _retrofit_options(parser: argparse.ArgumentParser) -> None:
                         "e.g. --retrofit time_rank=32; repeatable; give the variant its own --work-dir")
 
 
+def _seeds_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
+                        help="training seeds 0 … N-1, the models trained side by side for each; rows report "
+                        "mean ± standard error over them (default: 3; --seed fixes the data)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def retrofit_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["time_rank=32", ...]`` (``--retrofit``) as ``{"time_rank": 32, ...}``, checked against
     :class:`~flexmdm.models.retrofit.RetrofitConfig`.
@@ -56,7 +70,7 @@ def retrofit_overrides(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
-BENCH_OPTIONS = {"retrofit": _retrofit_options}
+BENCH_OPTIONS = {"retrofit": _retrofit_options, "maze": _seeds_option}
 """Benchmark name -> a function adding the options of that benchmark alone."""
 
 

@@ -202,6 +202,26 @@ def test_split_is_disjoint_by_pair_and_about_95_5(dataset):
     assert build_dataset(11, 11, seed=4, num_pairs=400).train_pairs != train
 
 
+def test_task_halves_the_held_out_pairs_into_validation_and_test():
+    task = get_task_class("maze")(rooms=5, num_pairs=2000, maze_seed=3)
+    pairs = task.pairs
+    validation, test = pairs["validation"], pairs["test"]
+    assert sorted(validation + test) == sorted(task.dataset.val_pairs) and pairs["train"] == task.dataset.train_pairs
+    assert not {frozenset(p) for p in validation} & {frozenset(p) for p in test}  # a pair and its reverse together
+    assert not {frozenset(p) for p in pairs["train"]} & {frozenset(p) for p in validation + test}
+    assert abs(len(validation) - len(test)) <= 2 and len(test) >= 45
+    again = get_task_class("maze")(rooms=5, num_pairs=2000, maze_seed=3).pairs
+    assert again == pairs  # deterministic from the maze seed
+    other = get_task_class("maze")(rooms=5, num_pairs=2000, maze_seed=4).pairs
+    assert {frozenset(p) for p in other["test"]} != {frozenset(p) for p in test}
+    for split in ("validation", "test"):
+        problems = task.evaluation_set(4, 1000, 0, split)
+        assert {(path[0], path[-1]) for path, _ in problems} <= set(pairs[split]) and len(problems) >= 30
+        assert all(goals[0] == path[0] and goals[-1] == path[-1] and len(goals) == 4 for path, goals in problems)
+    with pytest.raises(ValueError, match="split must be 'validation' or 'test', got 'train'"):
+        task.evaluation_set(4, 10, 0, "train")
+
+
 def test_dataset_paths_are_valid(dataset):
     for pair in dataset.train_pairs[:50] + dataset.val_pairs:
         paths = dataset.paths(pair)

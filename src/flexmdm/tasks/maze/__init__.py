@@ -5,7 +5,8 @@ path of cells that starts at g1, visits every subgoal in order, ends at gK, step
 4-neighbours only and never enters a wall.
 
 * :mod:`~flexmdm.tasks.maze.data` — the Listing 1 maze, BFS shortest paths and detours,
-  subgoals, the dataset split 95/5 by start–goal pair.
+  subgoals, the dataset split 95/5 by start–goal pair (:class:`MazeTask` halves the 5% into
+  validation and test).
 * :mod:`~flexmdm.tasks.maze.encoding` — one token per cell, the FlexMDM layout (frozen
   subgoals, insertions between them) and the MDM layout (``g1 … gK SEP path PAD …``).
 * :mod:`~flexmdm.tasks.maze.metric` — the success criterion and length against the shortest path.

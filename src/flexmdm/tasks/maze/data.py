@@ -16,6 +16,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,9 +30,11 @@ __all__ = [
     "evaluation_examples",
     "generate_maze",
     "shortest_path",
+    "split_by_pair",
 ]
 
 Cell = tuple[int, int]
+Pair = TypeVar("Pair", int, Cell)  # a pair end: a flat cell index or a cell
 VALIDATION_FRACTION = 0.05
 DETOUR_FACTOR = 2.0  # a detour takes at most DETOUR_FACTOR · d(start, goal) + DETOUR_SLACK steps
 DETOUR_SLACK = 4
@@ -440,26 +443,26 @@ class MazeDataset:
         ]
 
 
-def _split_by_pair(
-    pairs: list[tuple[int, int]], rng: random.Random
-) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """95/5 split in which a pair and its reverse always fall on the same side."""
-    groups: dict[tuple[int, int], int] = {}
+def split_by_pair(
+    pairs: list[tuple[Pair, Pair]], rng: random.Random, fraction: float = VALIDATION_FRACTION
+) -> tuple[list[tuple[Pair, Pair]], list[tuple[Pair, Pair]]]:
+    """``(kept, held out)``: about ``fraction`` of ``pairs`` held out (at least one pair), a pair
+    and its reverse always on the same side; order kept on both sides."""
+    groups: dict[tuple[Pair, Pair], int] = {}
     for a, b in pairs:
         key = (min(a, b), max(a, b))
         groups[key] = groups.get(key, 0) + 1
     keys = sorted(groups)
     rng.shuffle(keys)
-    wanted, held_out = max(1, round(VALIDATION_FRACTION * len(pairs))), set()
+    wanted, held_out = max(1, round(fraction * len(pairs))), set()
     count = 0
     for key in keys:
         if count >= wanted:
             break
         held_out.add(key)
         count += groups[key]
-    train = [p for p in pairs if (min(p), max(p)) not in held_out]
-    validation = [p for p in pairs if (min(p), max(p)) in held_out]
-    return train, validation
+    kept = [p for p in pairs if (min(p), max(p)) not in held_out]
+    return kept, [p for p in pairs if (min(p), max(p)) in held_out]
 
 
 def build_dataset(
@@ -502,7 +505,7 @@ def build_dataset(
     for index in rng.sample(range(n * (n - 1)), num_pairs):
         a, b = divmod(index, n - 1)
         pairs.append((cells[a], cells[b + (b >= a)]))
-    train, validation = _split_by_pair(pairs, rng)
+    train, validation = split_by_pair(pairs, rng)
     chunks, path_lengths, paths_per_pair = [], [], []
     for start, goal in train + validation:
         found = _flat_candidate_paths(maze, start, goal, max_paths, rng, DETOUR_FACTOR, DETOUR_SLACK)
@@ -521,11 +524,12 @@ def build_dataset(
 
 
 def evaluation_examples(
-    dataset: MazeDataset, k: int, count: int, rng: random.Random
+    dataset: MazeDataset, k: int, count: int, rng: random.Random,
+    pairs: Sequence[tuple[Cell, Cell]] | None = None,
 ) -> list[tuple[list[Cell], list[Cell]]]:
     """Held-out problems: ``(reference path, subgoals)`` on validation pairs.
 
-    For every validation pair with a path of at least K cells, one such path is drawn
+    For every held-out pair with a path of at least K cells, one such path is drawn
     uniformly and K subgoals on it (:func:`draw_subgoals`); the problems are shuffled and the
     first ``count`` returned.
 
@@ -534,12 +538,13 @@ def evaluation_examples(
         k: subgoals per problem (>= 2).
         count: most problems returned.
         rng: source of every choice.
+        pairs: the held-out pairs to draw from (default: every one, ``dataset.val_pairs``).
 
     Returns:
         Up to ``count`` pairs ``(path, [g1, …, gK])``, each pair at most once.
     """
     examples = []
-    for pair in dataset.val_pairs:
+    for pair in dataset.val_pairs if pairs is None else pairs:
         options = [path for path in dataset.paths(pair) if len(path) >= k]
         if options:
             path = options[rng.randrange(len(options))]

@@ -19,6 +19,7 @@ from flexmdm.tasks.maze.data import (
     MazeDataset,
     build_dataset,
     evaluation_examples,
+    split_by_pair,
 )
 from flexmdm.tasks.maze.encoding import (
     MazeTokens,
@@ -42,7 +43,7 @@ class MazeTask(Task):
     Attributes:
         rooms: rooms per side; the maze is ``(2·rooms + 1)`` cells square (Listing 1's m = n).
         maze_seed: seed of the maze, the pairs, the split and the detours.
-        num_pairs: start–goal pairs (95% train, 5% validation).
+        num_pairs: start–goal pairs (95% train, 5% held out: half validation, half test).
         max_paths: candidate paths per pair (shortest + detours).
         k_min: fewest subgoals in training.
         k_max: most subgoals in training; K is uniform on ``k_min … k_max``.
@@ -109,13 +110,21 @@ class MazeTask(Task):
         return TrainingBatch(canvas, (canvas != self.vocab.pad_id).sum(1), frozen)
 
     # The methods below serve inference and evaluation (flexmdm.bench.maze).
-    @property
+    @cached_property
     def pairs(self) -> dict[str, list[tuple[Cell, Cell]]]:
-        return {"train": self.dataset.train_pairs, "validation": self.dataset.val_pairs}
+        """Start–goal pairs by split: ``train``, and the held-out pairs (the training runs' validation
+        split) halved into ``validation`` and ``test``, a pair and its reverse on one side, the halves
+        drawn from ``maze_seed``. No training pair, nor its reverse, is in either half."""
+        validation, test = split_by_pair(self.dataset.val_pairs, random.Random(f"flexmdm.maze.test:{self.maze_seed}"),
+                                         fraction=0.5)
+        return {"train": self.dataset.train_pairs, "validation": validation, "test": test}
 
-    def evaluation_set(self, k: int, count: int, seed: int) -> list[tuple[list[Cell], list[Cell]]]:
-        """Up to ``count`` held-out ``(reference path, subgoals)`` with K subgoals."""
-        return evaluation_examples(self.dataset, k, count, random.Random(seed * 1000 + k))
+    def evaluation_set(self, k: int, count: int, seed: int,
+                       split: Literal["validation", "test"]) -> list[tuple[list[Cell], list[Cell]]]:
+        """Up to ``count`` ``(reference path, subgoals)`` with K subgoals on the pairs of ``split``."""
+        if split not in ("validation", "test"):
+            raise ValueError(f"split must be 'validation' or 'test', got {split!r}")
+        return evaluation_examples(self.dataset, k, count, random.Random(seed * 1000 + k), self.pairs[split])
 
     def conditioning(self, subgoal_lists: Sequence[Sequence[Cell]]) -> MazeConditioning:
         """Paths through each list of subgoals, for either family (see :class:`MazeConditioning`)."""

@@ -1,0 +1,81 @@
+"""A benchmark's fair comparison: equal budgets, equal tuning, several training seeds, a test split.
+
+Given each seed's trained models, :func:`fair_comparison`
+
+1. picks every model's checkpoint at equal optimizer steps and at equal training CPU time
+   (:func:`~flexmdm.bench.budgets.budget_checkpoints`), scoring no other checkpoint;
+2. tunes the sampler: every model's trials (:mod:`flexmdm.bench.tuning`, the same number each) are
+   scored on the validation split at the headline budget (equal steps), averaged over seeds and
+   result rows, and the best is chosen;
+3. evaluates the chosen trials on the test split at both budgets for every seed, and summarises the
+   rows over seeds as mean ± standard error (:func:`~flexmdm.bench.seeds.seed_summary`).
+
+The bench supplies ``evaluate(model, checkpoint, trial, split, seed) -> rows`` (e.g. one row per K),
+and gets back the record fields the fair rules ask for.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flexmdm.bench.budgets import Checkpoint, budget_checkpoints
+from flexmdm.bench.seeds import seed_summary
+from flexmdm.bench.tuning import DecoderTrial, tune
+
+__all__ = ["BUDGETS", "HEADLINE", "budget_points", "fair_comparison"]
+
+HEADLINE = "equal_steps"
+BUDGETS = ("equal_steps", "equal_cpu")
+
+Evaluate = Callable[[str, Checkpoint, DecoderTrial, str, int], list[dict[str, Any]]]
+"""``evaluate(model, checkpoint, trial, split, seed)`` -> result rows of that model's checkpoint decoded with ``trial``."""
+
+
+def budget_points(output_dirs: dict[int, dict[str, str | Path]]) -> dict[int, dict[str, dict[str, Checkpoint]]]:
+    """By seed, each model's checkpoint at each budget, from the training runs' folders (by seed, then model)."""
+    return {seed: budget_checkpoints(runs) for seed, runs in output_dirs.items()}
+
+
+def fair_comparison(points: dict[int, dict[str, dict[str, Checkpoint]]], trials: dict[str, list[DecoderTrial]],
+                    evaluate: Evaluate, *, metric: str, cost: str, by: Sequence[str],
+                    metrics: Sequence[str]) -> dict[str, Any]:
+    """Tune on validation, report on test, over seeds and budgets (see the module docstring).
+
+    Args:
+        points: :func:`budget_points`.
+        trials: by model, its sampler trials (the same number each).
+        evaluate: the bench's evaluation; each row holds ``metric``, ``cost``, ``by`` and ``metrics``.
+        metric: the tuning score (higher is better), averaged over seeds and rows.
+        cost: the tie-break (lower is better), averaged alike.
+        by: the fields that tell a model's rows apart (e.g. ``("K",)``).
+        metrics: the fields summarised over seeds.
+
+    Returns:
+        the record fields ``seeds``, ``split`` ("test"), ``headline_budget``, ``tuning`` (see
+        :func:`~flexmdm.bench.tuning.tune`, plus the budget and seeds it was scored at), ``per_seed``
+        (test rows with ``seed``, ``budget``, ``model``, the checkpoint's ``step`` and ``train_seconds``),
+        ``budgets`` (their summary over seeds, both budgets) and ``results`` (the headline budget's).
+    """
+    seeds = list(points)
+
+    def score(model: str, trial: DecoderTrial, split: str) -> dict[str, float]:
+        rows = [row for seed in seeds for row in evaluate(model, points[seed][HEADLINE][model], trial, split, seed)]
+        return {key: statistics.fmean(row[key] for row in rows) for key in (metric, cost)}
+
+    tuning = tune(trials, score, metric, cost)
+    chosen = {model: DecoderTrial(**choice) for model, choice in tuning["choice"].items()}
+    per_seed = []
+    for seed in seeds:
+        for budget in BUDGETS:
+            for model in trials:
+                point = points[seed][budget][model]
+                per_seed += [{"seed": seed, "budget": budget, "model": model, "step": point.step,
+                              "train_seconds": point.train_seconds, **row}
+                             for row in evaluate(model, point, chosen[model], "test", seed)]
+    budgets = seed_summary(per_seed, ("budget", "model", *by), (*metrics, "step", "train_seconds"))
+    return {"seeds": seeds, "split": "test", "headline_budget": HEADLINE,
+            "tuning": {**tuning, "budget": HEADLINE, "seeds": seeds},
+            "results": [row for row in budgets if row["budget"] == HEADLINE], "budgets": budgets, "per_seed": per_seed}
