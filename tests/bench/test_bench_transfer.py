@@ -29,7 +29,7 @@ def test_quick_run_record(tmp_path):
     for row in record["infill"]:
         assert 0.0 <= row["exact_match"] <= 1.0 and 0.0 <= row["parse_rate"] <= 1.0 and row["length_abs_error"] >= 0
         assert 0.0 <= row["pass_at_1"] <= 1.0 and row["humaneval_n"] == quick.data.num_humaneval
-        assert row["n"] == record["data"]["evaluation"]["infill"] > 0
+        assert row["n"] == record["data"]["evaluation"]["infill"] // 2 > 0  # the test half of the held-out infills
     # budgets from the checkpoints: both arms at equal steps and at equal CPU time
     budgets = {(r["budget"], r["arm"]) for r in record["budget"]}
     assert {(b, a) for b in ("equal_steps", "equal_cpu") for a in ARMS} <= budgets
@@ -41,7 +41,11 @@ def test_quick_run_record(tmp_path):
     pretrain = record["pretrain"]
     assert pretrain["steps"] == quick.pretrain["steps"] and pretrain["final_val_loss"] > 0
     assert pretrain["corpus"]["tokens"] > pretrain["corpus"]["documents"] > 0
-    assert record["tuning"]["selected_on"] == "validation" and record["tuning"]["flexmdm_threshold"] in quick.thresholds
+    for task in ("math", "infill"):  # the same number of sampler trials per arm, chosen on validation
+        tuning = record["tuning"][task]
+        assert tuning["split"] == "validation" and set(tuning["choice"]) == ARMS
+        assert len(tuning["trials"]["mdm"]) == len(tuning["trials"]["flexmdm"]) == 3
+    assert {r["rule"] for r in record["math"] if r["arm"] == "flexmdm"} == {record["tuning"]["math"]["choice"]["flexmdm"]["rule"]}
     assert record["train_configs"]["mdm"]["init"]["base"] == record["train_configs"]["flexmdm"]["retrofit"]["base"]
     assert record["train_configs"]["mdm"]["data"] == record["train_configs"]["flexmdm"]["data"]
     assert set(record["arms"]) == ARMS

@@ -26,7 +26,7 @@ from flexmdm.bench.fair import HEADLINE, budget_points, fair_comparison
 from flexmdm.bench.maze_figures import plot_reveal, plot_samples
 from flexmdm.bench.seeds import plus_minus, train_seeds
 from flexmdm.bench.skeleton import BenchRun, Column, bench_main, choose, format_rows
-from flexmdm.bench.tuning import DecoderTrial
+from flexmdm.bench.tuning import DecoderTrial, standard_trials
 from flexmdm.pipeline import Pipeline
 from flexmdm.sampling import SampleOutput
 from flexmdm.tasks.maze import Cell, MazeTask, evaluate_paths
@@ -34,15 +34,6 @@ from flexmdm.tasks.maze import Cell, MazeTask, evaluate_paths
 __all__ = ["MazeBenchSettings", "main", "run_maze_benchmark"]
 
 LAYOUTS = ("flexmdm", "mdm")
-
-
-def _trials(steps: int) -> dict[str, list[DecoderTrial]]:
-    """Three trials each: one reveal per call or an adaptive grid (top probability, margin); FlexMDM's
-    one-per-call inserts exactly, its grids follow Algorithm 1."""
-    return {"flexmdm": [DecoderTrial("one_per_call", steps, "exact"), DecoderTrial("top_probability", steps, "poisson"),
-                        DecoderTrial("margin", steps, "poisson")],
-            "mdm": [DecoderTrial("one_per_call", steps), DecoderTrial("top_probability", steps),
-                    DecoderTrial("margin", steps)]}
 
 
 @dataclass
@@ -56,7 +47,7 @@ class MazeBenchSettings:
     eval_per_k: int = 100
     seeds: int = 3
     temperature: float = 0.0
-    trials: dict[str, list[DecoderTrial]] = field(default_factory=lambda: _trials(1024))
+    trials: dict[str, list[DecoderTrial]] = field(default_factory=lambda: standard_trials(1024))
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 128, "n_layers": 4, "n_heads": 4})
     steps: dict[str, int] = field(default_factory=lambda: {"flexmdm": 20000, "mdm": 11000})
     train: dict[str, Any] = field(default_factory=lambda: {
@@ -67,7 +58,7 @@ class MazeBenchSettings:
     @classmethod
     def quick(cls) -> MazeBenchSettings:
         """Three seeds in about 9 minutes on 2 idle cores: a smaller model at batch 32, 64 sampling steps."""
-        settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=45, trials=_trials(64),
+        settings = cls(rooms=5, num_pairs=2000, ks=(2, 4, 7), eval_per_k=45, trials=standard_trials(64),
                        model={"d_model": 64, "n_layers": 4, "n_heads": 4}, steps={"flexmdm": 3000, "mdm": 1800})
         settings.train.update(batch_size=32, ema_decay=0.995, save_every=300)
         return settings

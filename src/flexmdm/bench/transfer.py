@@ -8,13 +8,15 @@ the MDM arm (``model.init``: LLaDA-style SFT on a fixed canvas, the response pad
 and the FlexMDM arm (the ``retrofit`` section: LoRA, time conditioning and a gap head, then the same
 pairs). Every checkpoint is scored (:mod:`flexmdm.bench.budgets`); the final models give math accuracy
 against sampling steps, held-out-module single-line infilling and HumanEval single-line pass@1
-(:mod:`flexmdm.tasks.transfer.evaluation`). The FlexMDM's reveal threshold is chosen on validation.
+(:mod:`flexmdm.tasks.transfer.evaluation`). Each arm gets the same three sampler trials
+(:func:`~flexmdm.bench.tuning.standard_trials`), chosen on validation for math (accuracy) and for code (parse rate) apart; the held-out
+infills alternate between a validation and a test half.
 """
 
 from __future__ import annotations
 
 import sysconfig
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,13 @@ from flexmdm.bench.budgets import budget_rows, learning_curve
 from flexmdm.bench.figures import accuracy_against_steps, infill_bars
 from flexmdm.bench.side_by_side import train_side_by_side
 from flexmdm.bench.skeleton import BenchRun, Column, bench_main, choose, format_rows, train_fields
-from flexmdm.families import family
+from flexmdm.bench.tuning import DecoderTrial, standard_trials, tune
+from flexmdm.families import SamplingOptions, family
 from flexmdm.models import load_pretrained
 from flexmdm.models.llada import save_llada
 from flexmdm.pipeline import Pipeline
-from flexmdm.tasks.infill.humaneval import HumanEvalInfill
 from flexmdm.tasks.transfer import TransferData, build_transfer_data
-from flexmdm.tasks.transfer.evaluation import humaneval_scores, infill_scores, math_scores, sampling_options
+from flexmdm.tasks.transfer.evaluation import TransferEvaluation
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.network import retrofit_run_config
 from flexmdm.training.trainer import train
@@ -55,7 +57,6 @@ class TransferBenchSettings:
     sampling_steps: tuple[int, ...] = (8, 16, 32, 64)
     curve_steps: int = 16
     curve_examples: int = 50
-    thresholds: tuple[float, ...] = (0.5, 0.9)
     eval_batch: int = 100
 
     @classmethod
@@ -66,7 +67,7 @@ class TransferBenchSettings:
             num_validation=12, num_test=16, max_steps=3, num_infill=12, num_humaneval=4,
             stdlib_root=str(Path(sysconfig.get_paths()["stdlib"]) / "email")),
             model={**cls().model, "d_model": 32, "n_layers": 2, "n_heads": 2},
-            sampling_steps=(4, 8), curve_steps=4, curve_examples=8, thresholds=(0.9,), eval_batch=16)
+            sampling_steps=(4, 8), curve_steps=4, curve_examples=8, eval_batch=16)
         settings.pretrain.update(steps=40, batch_size=16, warmup_steps=5, eval_every=20, eval_batches=1)
         settings.ift.update(steps=20, save_every=10, batch_size=8, warmup_steps=2, log_every=10)
         return settings
@@ -100,43 +101,42 @@ def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     base = save_llada(load_pretrained(pretrained.model_dir)[0], run.work / "base-llada")
     configs = {arm: _train_config(settings, arm, run, files, base) for arm in ("mdm", "flexmdm")}
     trained, threads = run.timed("ift_seconds", train_side_by_side, configs)
-    evaluation, budget, batch = files.evaluation(), settings.data.middle_budget, settings.eval_batch
-    math, infills = evaluation["math"], evaluation["infill"]
-    humaneval = [HumanEvalInfill(**task) for task in evaluation["humaneval"]]
+    budget, pipes = settings.data.middle_budget, {arm: Pipeline.from_pretrained(trained[arm].model_dir) for arm in configs}
+    sets = TransferEvaluation(files.evaluation(), budget, settings.eval_batch, seed)
 
-    def score(pipe: Pipeline, threshold: float) -> dict[str, Any]:  # one checkpoint, on a part of test
-        count, options = settings.curve_examples, sampling_options(pipe, settings.curve_steps, threshold)
-        return {**math_scores(pipe, math["test"][:count], options, batch_size=batch, seed=seed),
-                **infill_scores(pipe, infills[:count], sampling_options(pipe, budget, threshold), budget=budget,
-                                batch_size=batch, seed=seed)}
+    def options(arm: str, trial: DecoderTrial, steps: int | None = None) -> SamplingOptions:
+        return replace(trial, steps=steps or trial.steps).options(family(arm).inserts, temperature=0.0)
 
-    pipes = {arm: Pipeline.from_pretrained(trained[arm].model_dir) for arm in configs}  # the last checkpoints
-    trials = [{"threshold": c, **math_scores(pipes["flexmdm"], math["validation"], sampling_options(
-        pipes["flexmdm"], max(settings.sampling_steps), c), batch_size=batch, seed=seed)} for c in settings.thresholds]
-    chosen = max(trials, key=lambda trial: (trial["accuracy"], -trial["mean_nfe"]))["threshold"]
+    tuning = {  # tune asks for the validation split only
+        "math": tune(standard_trials(max(settings.sampling_steps)), lambda arm, trial, split: sets.math(
+            pipes[arm], options(arm, trial), split), "accuracy", "mean_nfe"),
+        "infill": tune(standard_trials(budget), lambda arm, trial, split: sets.infill(pipes[arm], options(arm, trial), split),
+                       "parse_rate", "length_abs_error")}
+    chosen = {task: {arm: DecoderTrial(**c) for arm, c in tuning[task]["choice"].items()} for task in tuning}
     math_rows, infill_rows = [], []
     for arm, pipe in pipes.items():
-        fields = train_fields(trained[arm], threads)
-        for steps in settings.sampling_steps:
-            math_rows.append({"arm": arm, "split": "test", "steps": steps, **math_scores(
-                pipe, math["test"], sampling_options(pipe, steps, chosen), batch_size=batch, seed=seed), **fields})
-        options = sampling_options(pipe, budget, chosen)
-        infill_rows.append({"arm": arm, "split": "test", "steps": budget,
-                            **infill_scores(pipe, infills, options, budget=budget, batch_size=batch, seed=seed),
-                            **humaneval_scores(pipe, humaneval, options, budget=budget, batch_size=batch, seed=seed),
-                            **fields})
-    curves = {arm: learning_curve(trained[arm].output_dir, lambda pipe: score(pipe, chosen), label=arm)
+        fields, math_trial, infill_trial = train_fields(trained[arm], threads), chosen["math"][arm], chosen["infill"][arm]
+        math_rows += [{"arm": arm, "split": "test", "steps": steps, "rule": math_trial.rule,
+                       **sets.math(pipe, options(arm, math_trial, steps), "test"), **fields}
+                      for steps in settings.sampling_steps]
+        infill_rows.append({"arm": arm, "split": "test", "steps": budget, "rule": infill_trial.rule,
+                            **sets.infill(pipe, options(arm, infill_trial), "test"),
+                            **sets.humaneval(pipe, options(arm, infill_trial)), **fields})
+
+    def score(pipe: Pipeline, arm: str) -> dict[str, Any]:  # one checkpoint, on a part of test
+        return {**sets.math(pipe, options(arm, chosen["math"][arm], settings.curve_steps), "test", settings.curve_examples),
+                **sets.infill(pipe, options(arm, chosen["infill"][arm]), "test", settings.curve_examples)}
+
+    curves = {arm: learning_curve(trained[arm].output_dir, lambda pipe, arm=arm: score(pipe, arm), label=arm)
               for arm in configs}
-    budgets = [{"arm": row["model"], **row} for row in budget_rows(curves, "accuracy")]
     accuracy_against_steps(math_rows, run.png(), "Arithmetic word problems (test) after instruction tuning")
     infill_bars([{**r, "model": r["arm"], "setting": "held-out modules"} for r in infill_rows], run.png("_infill"))
     print(format_rows(math_rows, MATH_TABLE), format_rows(infill_rows, INFILL_TABLE), sep="\n\n")
     return run.write({
-        "seeds": [seed], "split": "test", "math": math_rows, "infill": infill_rows, "budget": budgets, "curves": curves,
-        "tuning": {"selected_on": "validation", "split": "test", "flexmdm_threshold": chosen, "trials": trials,
-                   "steps": max(settings.sampling_steps), "metric": "validation math accuracy, then fewer calls"},
-        "pretrain": {"corpus": files.meta["corpus"], "steps": pretrained.steps, "seconds": run.phases["pretrain_seconds"],
-                     "train_seconds": pretrained.train_seconds, "final_val_loss": pretrained.val_loss},
+        "seeds": [seed], "split": "test", "math": math_rows, "infill": infill_rows, "curves": curves, "tuning": tuning,
+        "budget": [{"arm": row["model"], **row} for row in budget_rows(curves, "accuracy")],
+        "pretrain": {"corpus": files.meta["corpus"], "steps": pretrained.steps, "train_seconds": pretrained.train_seconds,
+                     "seconds": run.phases["pretrain_seconds"], "final_val_loss": pretrained.val_loss},
         "arms": {arm: train_fields(trained[arm], threads) for arm in configs}, "data": files.meta,
         "phase_seconds": run.phases, "config": asdict(settings), "train_configs": configs,
         "plots": [run.png().name, run.png("_infill").name],

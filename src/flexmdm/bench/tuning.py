@@ -17,9 +17,10 @@ from typing import Any
 from flexmdm.families import SamplingOptions
 from flexmdm.sampling import Adaptive, ConfidenceThreshold, Insertion
 
-__all__ = ["DecoderTrial", "tune"]
+__all__ = ["ONE_PER_CALL", "DecoderTrial", "standard_trials", "tune"]
 
 ONE_PER_CALL = "one_per_call"
+"""The rule of a trial that reveals the most probable mask at each network call."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,15 @@ class DecoderTrial:
         return SamplingOptions(steps=self.steps, rule=ConfidenceThreshold(1.0) if one else Adaptive(self.rule),
                                temperature=temperature, final_fill=fill,
                                insertion=Insertion(self.insertion) if inserts else None, trace=trace and inserts)
+
+
+def standard_trials(steps: int) -> dict[str, list[DecoderTrial]]:
+    """Three trials each for a FlexMDM and an MDM at ``steps``: one reveal per call or an adaptive grid
+    (top probability, margin); the FlexMDM's one-per-call inserts exactly, its grids follow Algorithm 1."""
+    return {"flexmdm": [DecoderTrial(ONE_PER_CALL, steps, "exact"), DecoderTrial("top_probability", steps, "poisson"),
+                        DecoderTrial("margin", steps, "poisson")],
+            "mdm": [DecoderTrial(ONE_PER_CALL, steps), DecoderTrial("top_probability", steps),
+                    DecoderTrial("margin", steps)]}
 
 
 def tune(trials: dict[str, list[DecoderTrial]], score: Callable[[str, DecoderTrial, str], dict[str, float]],

@@ -9,21 +9,20 @@ Both kinds of model are asked through the same :class:`~flexmdm.tasks.infill.eva
   window keep the end of their prefix and the start of their suffix (:func:`window`); the middle is
   then executed in the whole program (:func:`~flexmdm.tasks.infill.humaneval.evaluate_infills`).
 
-:func:`sampling_options` is each family's sampler: confidence-ordered unmasking with argmax tokens;
-a FlexMDM inserts with exact arrivals (:class:`~flexmdm.sampling.Insertion`) and reveals every mask
-at least ``threshold`` probable (at least one per call).
+:class:`TransferEvaluation` holds a built dataset's evaluation sets (the held-out infills alternate
+between a validation and a test half) and scores a pipeline on them with the sampler it is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from flexmdm.families import SamplingOptions
-from flexmdm.sampling import Adaptive, ConfidenceThreshold, Insertion
 from flexmdm.tasks.infill.evaluation import MiddleConditioning
 from flexmdm.tasks.infill.humaneval import HumanEvalInfill, evaluate_infills, pass_at_1
 from flexmdm.tasks.infill.metrics import infill_metrics
@@ -32,15 +31,7 @@ from flexmdm.tasks.reasoning.gsm8k import answers_match, extract_answer
 if TYPE_CHECKING:
     from flexmdm.pipeline import Pipeline
 
-__all__ = ["fill", "humaneval_scores", "infill_scores", "math_scores", "sampling_options", "window"]
-
-
-def sampling_options(pipe: Pipeline, steps: int, threshold: float) -> SamplingOptions:
-    """Temperature-0 confidence-ordered sampling in ``steps`` (a FlexMDM: exact insertion, see the module)."""
-    if pipe.family.inserts:
-        return SamplingOptions(steps=steps, rule=ConfidenceThreshold(threshold), temperature=0.0,
-                               insertion=Insertion("exact"))
-    return SamplingOptions(steps=steps, rule=Adaptive("top_probability"), temperature=0.0, final_fill="sequential")
+__all__ = ["TransferEvaluation", "fill", "humaneval_scores", "infill_scores", "math_scores", "window"]
 
 
 def window(prefix: Sequence[int], suffix: Sequence[int], max_length: int, budget: int) -> tuple[list[int], list[int]]:
@@ -106,3 +97,39 @@ def humaneval_scores(pipe: Pipeline, tasks: list[HumanEvalInfill], options: Samp
     return {"pass_at_1": pass_at_1(evaluate_infills(tasks, texts)),
             "humaneval_exact_match": float(np.mean([m == t.middle for m, t in zip(texts, tasks)])),
             "humaneval_n": len(tasks)}
+
+
+@dataclass
+class TransferEvaluation:
+    """The evaluation sets of a built transfer dataset (``TransferFiles.evaluation()``), scored in batches.
+
+    Attributes:
+        sets: ``{"math": {split: problems}, "infill": examples, "humaneval": tasks}``.
+        budget: the most tokens of a code middle.
+        batch_size: sequences per sampler call.
+        seed: the sampling seed.
+    """
+
+    sets: dict[str, Any]
+    budget: int
+    batch_size: int
+    seed: int
+    infills: dict[str, list[dict[str, str]]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        held_out = self.sets["infill"]
+        self.infills = {"validation": held_out[::2], "test": held_out[1::2]}
+
+    def math(self, pipe: Pipeline, options: SamplingOptions, split: str, count: int | None = None) -> dict[str, Any]:
+        """:func:`math_scores` on the first ``count`` (all: None) problems of ``split``."""
+        return math_scores(pipe, self.sets["math"][split][:count], options, batch_size=self.batch_size, seed=self.seed)
+
+    def infill(self, pipe: Pipeline, options: SamplingOptions, split: str, count: int | None = None) -> dict[str, Any]:
+        """:func:`infill_scores` on the first ``count`` (all: None) held-out infills of ``split``."""
+        return infill_scores(pipe, self.infills[split][:count], options, budget=self.budget,
+                             batch_size=self.batch_size, seed=self.seed)
+
+    def humaneval(self, pipe: Pipeline, options: SamplingOptions) -> dict[str, Any]:
+        """:func:`humaneval_scores` on every HumanEval task."""
+        tasks = [HumanEvalInfill(**task) for task in self.sets["humaneval"]]
+        return humaneval_scores(pipe, tasks, options, budget=self.budget, batch_size=self.batch_size, seed=self.seed)
