@@ -125,7 +125,12 @@ def test_a_bfloat16_base_keeps_its_weights_and_trains_float32_adapters(base_dir,
      "retrofit.base: the task's longest sequence (60) exceeds the base's max_sequence_length (48)"),
 ])
 def test_invalid_retrofit_configs_are_one_line_errors(base_dir, tmp_path, change, message):
-    raw = settings(base_dir, tmp_path)
+    assert_one_line_config_error(settings(base_dir, tmp_path), change, base_dir, message)
+
+
+def assert_one_line_config_error(raw, change, base_dir, message):
+    """``raw`` with ``change``'s sections replaced ("BASE" standing for ``base_dir``) fails with a one-line
+    ConfigError starting with ``message``."""
     for section, values in change.items():
         raw[section] = {k: str(base_dir) if v == "BASE" else v for k, v in values.items()}
     with pytest.raises(ConfigError) as error:

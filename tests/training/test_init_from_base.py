@@ -6,9 +6,10 @@ import torch
 from flexmdm.cli import main
 from flexmdm.models import ModelConfig, build_model, load_pretrained
 from flexmdm.models.llada import load_llada, save_llada
-from flexmdm.training.config import ConfigError, config_from_dict, load_config
+from flexmdm.training.config import config_from_dict, load_config
 from flexmdm.training.network import build_network
 from flexmdm.training.trainer import train
+from tests.models.test_retrofit_config import assert_one_line_config_error
 
 BASE = {"kind": "mdm", "architecture": "llada", "vocab_size": 4, "mask_id": 2, "pad_id": 3, "d_model": 32,
         "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "mlp_ratio": 2.0, "max_length": 48}
@@ -70,12 +71,7 @@ def test_fine_tuning_from_the_base_differs_from_training_from_scratch(base_dir, 
      "init.base: the task's longest sequence (60) exceeds the base's max_sequence_length (48)"),
 ])
 def test_invalid_init_configs_are_one_line_errors(base_dir, tmp_path, change, message):
-    raw = settings(base_dir, tmp_path)
-    for section, values in change.items():
-        raw[section] = {k: str(base_dir) if v == "BASE" else v for k, v in values.items()}
-    with pytest.raises(ConfigError) as error:
-        config_from_dict(raw)
-    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert_one_line_config_error(settings(base_dir, tmp_path), change, base_dir, message)
 
 
 def test_flexmdm_train_fine_tunes_a_native_checkpoint(base_dir, tmp_path, capsys):
