@@ -2,15 +2,18 @@
 validation only, reports on test."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
-from flexmdm.bench.budgets import Checkpoint, budget_rows
+from flexmdm.bench.budgets import Checkpoint, budget_checkpoints, budget_rows
 from flexmdm.bench.fair import fair_comparison
 from flexmdm.bench.seeds import mean_stderr, plus_minus, seed_summary
 from flexmdm.bench.tuning import DecoderTrial, tune
 from flexmdm.sampling import Adaptive, ConfidenceThreshold, Insertion
+from flexmdm.training.checkpoint import STATE_FILE, checkpoint_path
 
 
 def test_mean_stderr_is_the_sample_standard_error_of_the_finite_values():
@@ -124,3 +127,52 @@ def test_budget_rows_read_equal_steps_equal_cpu_and_plateau():
     assert rows["equal_steps", "flexmdm"]["step"] == 4 and rows["equal_steps", "mdm"]["step"] == 4
     assert rows["equal_cpu", "flexmdm"]["step"] == 6 and rows["equal_cpu", "mdm"]["step"] == 2  # 6 s: FlexMDM in all
     assert rows["plateau", "flexmdm"]["gain_over_previous"] == pytest.approx(0.2)
+
+
+def _save_fake_runs(root: Path, runs: dict[str, list[tuple[int, float]]]) -> dict[str, Path]:
+    """Training folders holding only what :func:`saved_checkpoints` reads: each checkpoint's step and seconds."""
+    for model, saved in runs.items():
+        for step, seconds in saved:
+            path = checkpoint_path(root / model, step)
+            path.mkdir(parents=True)
+            torch.save({"step": step, "train_seconds": seconds}, path / STATE_FILE)
+    return {model: root / model for model in runs}
+
+
+def test_budget_checkpoints_pick_equal_steps_equal_cpu_and_the_plateau_with_its_predecessor(tmp_path):
+    dirs = _save_fake_runs(tmp_path, {"flexmdm": [(2, 2.0), (4, 4.0), (6, 6.0)], "mdm": [(2, 4.0), (4, 8.0)]})
+    points = budget_checkpoints(dirs, plateau=True)
+    assert {b: {m: p.step for m, p in by.items()} for b, by in points.items()} == {
+        "equal_steps": {"flexmdm": 4, "mdm": 4}, "equal_cpu": {"flexmdm": 6, "mdm": 2},
+        "plateau": {"flexmdm": 6, "mdm": 4}}
+    assert points["plateau"]["flexmdm"].previous.step == 4 and points["plateau"]["mdm"].previous.step == 2
+    assert points["plateau"]["mdm"].model_dir == checkpoint_path(dirs["mdm"], 4) / "model"
+    assert "plateau" not in budget_checkpoints(dirs)
+
+
+def test_fair_comparison_at_the_plateau_reports_test_rows_and_the_validation_gain():
+    points = _points()
+    for seed, budgets in points.items():
+        flex, mdm = budgets["equal_cpu"]["flexmdm"], budgets["equal_steps"]["mdm"]
+        budgets["plateau"] = {"flexmdm": replace(flex, previous=budgets["equal_steps"]["flexmdm"]),
+                              "mdm": replace(mdm, previous=None)}
+    calls = []
+
+    def evaluate(model, point, trial, split, seed):
+        calls.append((split, point.model_dir, trial.rule))
+        good = TRIALS[model].index(trial) == 1
+        return [{"K": 2, "success_rate": point.step / 10 + (0.3 if good else 0.0) + (0.05 if split == "test" else 0.0),
+                 "mean_nfe": 1.0}]
+
+    fair = fair_comparison(points, TRIALS, evaluate, metric="success_rate", cost="mean_nfe", by=("K",),
+                           metrics=("success_rate",))
+    plateau = {r["model"]: r for r in fair["budgets"] if r["budget"] == "plateau"}
+    assert plateau["flexmdm"]["step"] == 6 and plateau["flexmdm"]["success_rate"] == pytest.approx(0.95)
+    assert plateau["mdm"]["step"] == 4
+    gains = {(r["seed"], r["model"]): r for r in fair["plateau_gain"]}
+    assert gains[0, "flexmdm"]["previous_step"] == 4 and gains[0, "flexmdm"]["gain"] == pytest.approx(0.2)
+    assert gains[0, "flexmdm"]["validation_success_rate"] == pytest.approx(0.9)  # the chosen trial, on validation
+    assert gains[1, "mdm"]["previous_step"] is None and gains[1, "mdm"]["gain"] is None
+    assert {split for split, _, rule in calls if rule != "top_probability"} == {"validation"}  # only tuning tried others
+    assert "plateau_gain" not in fair_comparison(_points(), TRIALS, evaluate, metric="success_rate", cost="mean_nfe",
+                                                 by=("K",), metrics=("success_rate",))

@@ -10,14 +10,15 @@ model's score at three budgets:
 * ``plateau`` — each model's last checkpoint, with its gain over the previous one (a large gain
   says the model was still improving when it stopped).
 
-When only the equal budgets are reported, :func:`budget_checkpoints` picks their checkpoints from
-the saved ones before any is scored, so only those are evaluated.
+When only the budgets are reported, :func:`budget_checkpoints` picks their checkpoints from the
+saved ones before any is scored, so only those are evaluated (the plateau's with the checkpoint
+before it, to measure the gain).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
@@ -35,11 +36,13 @@ Point = TypeVar("Point")
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One saved checkpoint: its optimizer step, the training seconds spent to reach it, its model."""
+    """One saved checkpoint: its optimizer step, the training seconds spent to reach it, its model;
+    for a plateau point, ``previous`` is the checkpoint saved before it (None if it is the first)."""
 
     step: int
     train_seconds: float
     model_dir: Path
+    previous: Checkpoint | None = None
 
 
 def saved_checkpoints(output_dir: str | Path) -> list[Checkpoint]:
@@ -74,11 +77,17 @@ def _equal_budgets(curves: dict[str, list[Point]], step: Callable[[Point], int],
             "equal_cpu": {name: _last_within(curve, seconds, common_seconds) for name, curve in curves.items()}}
 
 
-def budget_checkpoints(output_dirs: dict[str, str | Path]) -> dict[str, dict[str, Checkpoint]]:
-    """Each model's checkpoint at ``equal_steps`` and ``equal_cpu`` (see the module docstring), from the
-    checkpoints its training run in ``output_dirs[model]`` saved: ``{budget: {model: checkpoint}}``."""
-    return _equal_budgets({name: saved_checkpoints(path) for name, path in output_dirs.items()},
-                          attrgetter("step"), attrgetter("train_seconds"))
+def budget_checkpoints(output_dirs: dict[str, str | Path], *, plateau: bool = False
+                       ) -> dict[str, dict[str, Checkpoint]]:
+    """Each model's checkpoint at ``equal_steps`` and ``equal_cpu`` and, with ``plateau``, its last one
+    (with ``previous`` set; see the module docstring), from the checkpoints its training run in
+    ``output_dirs[model]`` saved: ``{budget: {model: checkpoint}}``."""
+    saved = {name: saved_checkpoints(path) for name, path in output_dirs.items()}
+    points = _equal_budgets(saved, attrgetter("step"), attrgetter("train_seconds"))
+    if plateau:
+        points["plateau"] = {name: replace(run[-1], previous=run[-2] if len(run) > 1 else None)
+                             for name, run in saved.items()}
+    return points
 
 
 def budget_rows(curves: dict[str, list[dict[str, Any]]], metric: str) -> list[dict[str, Any]]:

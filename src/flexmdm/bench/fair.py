@@ -2,13 +2,16 @@
 
 Given each seed's trained models, :func:`fair_comparison`
 
-1. picks every model's checkpoint at equal optimizer steps and at equal training CPU time
+1. picks every model's checkpoint at equal optimizer steps and at equal training CPU time and,
+   for a bench whose models each train to their plateau, at each model's last checkpoint
    (:func:`~flexmdm.bench.budgets.budget_checkpoints`), scoring no other checkpoint;
 2. tunes the sampler: every model's trials (:mod:`flexmdm.bench.tuning`, the same number each) are
    scored on the validation split at the headline budget (equal steps), averaged over seeds and
    result rows, and the best is chosen;
-3. evaluates the chosen trials on the test split at both budgets for every seed, and summarises the
-   rows over seeds as mean ± standard error (:func:`~flexmdm.bench.seeds.seed_summary`).
+3. evaluates the chosen trials on the test split at every budget for every seed, and summarises the
+   rows over seeds as mean ± standard error (:func:`~flexmdm.bench.seeds.seed_summary`);
+4. at the plateau, says how much the last checkpoint gained over the one saved before it, on the
+   validation split (a large gain says the model was still improving when it stopped).
 
 The bench supplies ``evaluate(model, checkpoint, trial, split, seed) -> rows`` (e.g. one row per K),
 and gets back the record fields the fair rules ask for.
@@ -25,18 +28,21 @@ from flexmdm.bench.budgets import Checkpoint, budget_checkpoints
 from flexmdm.bench.seeds import seed_summary
 from flexmdm.bench.tuning import DecoderTrial, tune
 
-__all__ = ["BUDGETS", "HEADLINE", "budget_points", "fair_comparison"]
+__all__ = ["BUDGETS", "HEADLINE", "PLATEAU", "budget_points", "fair_comparison"]
 
 HEADLINE = "equal_steps"
 BUDGETS = ("equal_steps", "equal_cpu")
+PLATEAU = "plateau"
 
 Evaluate = Callable[[str, Checkpoint, DecoderTrial, str, int], list[dict[str, Any]]]
 """``evaluate(model, checkpoint, trial, split, seed)`` -> result rows of that model's checkpoint decoded with ``trial``."""
 
 
-def budget_points(output_dirs: dict[int, dict[str, str | Path]]) -> dict[int, dict[str, dict[str, Checkpoint]]]:
-    """By seed, each model's checkpoint at each budget, from the training runs' folders (by seed, then model)."""
-    return {seed: budget_checkpoints(runs) for seed, runs in output_dirs.items()}
+def budget_points(output_dirs: dict[int, dict[str, str | Path]], *, plateau: bool = False
+                  ) -> dict[int, dict[str, dict[str, Checkpoint]]]:
+    """By seed, each model's checkpoint at each budget (``plateau``: also its last), from the training
+    runs' folders (by seed, then model)."""
+    return {seed: budget_checkpoints(runs, plateau=plateau) for seed, runs in output_dirs.items()}
 
 
 def fair_comparison(points: dict[int, dict[str, dict[str, Checkpoint]]], trials: dict[str, list[DecoderTrial]],
@@ -45,7 +51,7 @@ def fair_comparison(points: dict[int, dict[str, dict[str, Checkpoint]]], trials:
     """Tune on validation, report on test, over seeds and budgets (see the module docstring).
 
     Args:
-        points: :func:`budget_points`.
+        points: :func:`budget_points`; with its plateau points the test rows cover that budget too.
         trials: by model, its sampler trials (the same number each).
         evaluate: the bench's evaluation; each row holds ``metric``, ``cost``, ``by`` and ``metrics``.
         metric: the tuning score (higher is better), averaged over seeds and rows.
@@ -57,9 +63,12 @@ def fair_comparison(points: dict[int, dict[str, dict[str, Checkpoint]]], trials:
         the record fields ``seeds``, ``split`` ("test"), ``headline_budget``, ``tuning`` (see
         :func:`~flexmdm.bench.tuning.tune`, plus the budget and seeds it was scored at), ``per_seed``
         (test rows with ``seed``, ``budget``, ``model``, the checkpoint's ``step`` and ``train_seconds``),
-        ``budgets`` (their summary over seeds, both budgets) and ``results`` (the headline budget's).
+        ``budgets`` (their summary over seeds, every budget), ``results`` (the headline budget's) and,
+        with plateau points, ``plateau_gain``: by seed and model, the validation ``metric`` of the
+        last and the previous checkpoint with the chosen trial, and their difference ``gain``.
     """
     seeds = list(points)
+    budgets = [budget for budget in (*BUDGETS, PLATEAU) if budget in points[seeds[0]]]
 
     def score(model: str, trial: DecoderTrial, split: str) -> dict[str, float]:
         rows = [row for seed in seeds for row in evaluate(model, points[seed][HEADLINE][model], trial, split, seed)]
@@ -69,13 +78,37 @@ def fair_comparison(points: dict[int, dict[str, dict[str, Checkpoint]]], trials:
     chosen = {model: DecoderTrial(**choice) for model, choice in tuning["choice"].items()}
     per_seed = []
     for seed in seeds:
-        for budget in BUDGETS:
+        for budget in budgets:
             for model in trials:
                 point = points[seed][budget][model]
                 per_seed += [{"seed": seed, "budget": budget, "model": model, "step": point.step,
                               "train_seconds": point.train_seconds, **row}
                              for row in evaluate(model, point, chosen[model], "test", seed)]
-    budgets = seed_summary(per_seed, ("budget", "model", *by), (*metrics, "step", "train_seconds"))
-    return {"seeds": seeds, "split": "test", "headline_budget": HEADLINE,
-            "tuning": {**tuning, "budget": HEADLINE, "seeds": seeds},
-            "results": [row for row in budgets if row["budget"] == HEADLINE], "budgets": budgets, "per_seed": per_seed}
+    summary = seed_summary(per_seed, ("budget", "model", *by), (*metrics, "step", "train_seconds"))
+    record = {"seeds": seeds, "split": "test", "headline_budget": HEADLINE,
+              "tuning": {**tuning, "budget": HEADLINE, "seeds": seeds},
+              "results": [row for row in summary if row["budget"] == HEADLINE], "budgets": summary,
+              "per_seed": per_seed}
+    if PLATEAU in budgets:
+        record["plateau_gain"] = _plateau_gain(points, chosen, evaluate, metric)
+    return record
+
+
+def _plateau_gain(points: dict[int, dict[str, dict[str, Checkpoint]]], chosen: dict[str, DecoderTrial],
+                  evaluate: Evaluate, metric: str) -> list[dict[str, Any]]:
+    """By seed and model: the mean validation ``metric`` of the plateau checkpoint and of the one before
+    it, decoded with the chosen trial, and the ``gain`` between them (None without a previous one)."""
+    def mean(model: str, point: Checkpoint | None, seed: int) -> float | None:
+        if point is None:
+            return None
+        return statistics.fmean(row[metric] for row in evaluate(model, point, chosen[model], "validation", seed))
+
+    rows = []
+    for seed, budgets in points.items():
+        for model, last in budgets[PLATEAU].items():
+            value, previous = mean(model, last, seed), mean(model, last.previous, seed)
+            rows.append({"seed": seed, "model": model, "step": last.step,
+                         "previous_step": None if last.previous is None else last.previous.step,
+                         f"validation_{metric}": value, f"previous_validation_{metric}": previous,
+                         "gain": None if previous is None else value - previous})
+    return rows
