@@ -6,10 +6,9 @@ For each training seed (the corpus and its held-out halves fixed by ``--seed``) 
 side (:mod:`flexmdm.bench.seeds`), FlexMDM to more steps: its states hold only the tokens inserted so
 far and ``train.length_buckets`` keeps padding low, so its step costs about half an MDM step. The
 checkpoints at equal optimizer steps and at equal training CPU time (:mod:`flexmdm.bench.budgets`)
-are scored; the headline is equal steps. A causal reference LM, the instrument of the generative
-perplexity, is trained once. FlexMDM's recipe was chosen in earlier runs on the whole held-out set
-and is not re-tuned: ``power_decay`` insertion with p = 4, the trunk conditioned on the state length
-(``model.length_conditioning``), 4 length buckets; the MDM trains with the defaults (``tuning`` says so).
+are scored; the headline is equal steps. A causal reference LM (the perplexity's instrument) is trained
+once. FlexMDM's recipe was chosen in earlier runs on the whole held-out set, not re-tuned: ``power_decay``
+insertion (p = 4), ``model.length_conditioning``, 4 length buckets; the MDM's is the default (see ``tuning``).
 
 Both models draw unconditional samples at temperature 1 (:mod:`flexmdm.bench.length_evaluation`:
 FlexMDM from nothing, MDM on a canvas of ``max_length`` without its PAD). The held-out text is halved
@@ -23,8 +22,9 @@ tokens excluded), unigram entropy and network calls, as mean ± standard error o
 ``reference`` holds the same statistics of the test half; ``noise_floor`` the distances between
 ``num_samples`` training sequences and the test half, mean ± standard error over ``noise_draws`` draws.
 
-The full run is sized so that three seeds train in about 22 minutes on 2 idle cores: d_model 64 (the
-single-seed record before the fair rules trained d_model 128 to 8200 / 4500 steps, an hour a seed).
+The full run is sized so that three seeds train in about 23 minutes on 2 idle cores (0.13 and 0.29 s a
+FlexMDM and an MDM step side by side): d_model 64, 3200 / 1500 steps; the single-seed record before
+the fair rules trained d_model 128 (0.28 and 0.65 s a step) to 8200 / 4500 steps, 49 minutes.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class LengthBenchSettings:
     sample_batch_size: int = 160
     noise_draws: int = 20
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 64, "n_layers": 4, "n_heads": 4})
-    steps: dict[str, int] = field(default_factory=lambda: {"flexmdm": 3000, "mdm": 1600})
+    steps: dict[str, int] = field(default_factory=lambda: {"flexmdm": 3200, "mdm": 1500})
     flexmdm_length_buckets: int = 4
     flexmdm_insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})
     flexmdm_model: dict[str, Any] = field(default_factory=lambda: {"length_conditioning": True})
