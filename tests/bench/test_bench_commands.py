@@ -60,6 +60,8 @@ def test_bench_retrofit_passes_its_overrides(tmp_path, monkeypatch):
     assert seen == [{**retrofit.RetrofitBenchSettings.quick().retrofit, "time_rank": 8, "lora_rank": 4}]
 
 
-def test_maze_seeds_must_be_positive(tmp_path, capsys):
-    assert main(["bench", "maze", "--seeds", "0", "--out", str(tmp_path / "m.json")]) == 2
+@pytest.mark.parametrize("bench", ["maze", "length"])
+def test_seeds_must_be_positive(bench, tmp_path, capsys):
+    assert main(["bench", bench, "--seeds", "0", "--out", str(tmp_path / "m.json")]) == 2
     assert "argument --seeds: must be >= 1, got 0" in capsys.readouterr().err
+

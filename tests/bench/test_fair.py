@@ -12,7 +12,7 @@ from flexmdm.bench.budgets import Checkpoint, budget_checkpoints, budget_rows
 from flexmdm.bench.fair import fair_comparison
 from flexmdm.bench.seeds import mean_stderr, plus_minus, seed_summary
 from flexmdm.bench.tuning import DecoderTrial, tune
-from flexmdm.sampling import Adaptive, ConfidenceThreshold, Insertion
+from flexmdm.sampling import Adaptive, ConfidenceThreshold, Insertion, TauLeaping
 from flexmdm.training.checkpoint import STATE_FILE, checkpoint_path
 
 
@@ -43,6 +43,9 @@ def test_decoder_trial_options_per_family():
     assert mdm.final_fill is None and mdm.insertion is None and not mdm.trace  # an MDM records no trace
     grid = DecoderTrial("margin", 16, "poisson").options(inserts=True, temperature=1.0)
     assert grid.rule == Adaptive("margin") and grid.final_fill == "parallel" and grid.insertion == Insertion("poisson")
+    tau = DecoderTrial("tau_leaping", 128, "poisson").options(inserts=True, temperature=1.0)
+    assert tau.rule == TauLeaping() and tau.final_fill == "parallel" and tau.insertion == Insertion("poisson")
+    assert DecoderTrial("tau_leaping", 128).options(inserts=False, temperature=1.0).rule == TauLeaping()
     with pytest.raises(ValueError, match="insertion must be set exactly for a model that inserts"):
         DecoderTrial("margin", 16).options(inserts=True, temperature=0.0)
     with pytest.raises(ValueError, match="insertion must be set exactly"):
@@ -72,6 +75,30 @@ def test_tune_scores_validation_only_and_breaks_ties_by_cost_then_order():
     assert tied["choice"]["mdm"]["rule"] == "one_per_call"  # all equal: the first listed
     with pytest.raises(ValueError, match="same number of trials"):
         tune({"flexmdm": TRIALS["flexmdm"], "mdm": TRIALS["mdm"][:2]}, score, "success_rate", "mean_nfe")
+
+
+def test_tune_lowest_metric_among_the_trials_the_guard_admits():
+    """The lowest W1 wins unless its perplexity is more than 15 % above the model's lowest; a trial
+    without a perplexity is never admitted unless none has one."""
+    validation = {"flexmdm": {"one_per_call": (0.5, 40.0), "top_probability": (0.9, 34.0), "margin": (1.2, 30.0)},
+                  "mdm": {"one_per_call": (2.0, None), "top_probability": (3.0, 30.0), "margin": (2.5, 34.4)}}
+
+    def score(model, trial, split):
+        assert split == "validation"
+        w1, ppl = validation[model][trial.rule]
+        return {"length_w1": w1, "mean_nfe": 1.0, "gen_ppl": ppl}
+
+    tuning = tune(TRIALS, score, "length_w1", "mean_nfe", lower_is_better=True, guard=("gen_ppl", 0.15))
+    assert {model: choice["rule"] for model, choice in tuning["choice"].items()} == {
+        "flexmdm": "top_probability", "mdm": "margin"}  # 34 and 34.4 ≤ 1.15 × 30; 40 and None are not
+    assert tuning["criterion"] == ("lowest validation length_w1 among the trials with gen_ppl within 15% of the "
+                                   "model's lowest; ties: lower mean_nfe, then first listed")
+    unguarded = tune(TRIALS, score, "length_w1", "mean_nfe", lower_is_better=True)
+    assert {model: choice["rule"] for model, choice in unguarded["choice"].items()} == {
+        "flexmdm": "one_per_call", "mdm": "one_per_call"}
+    no_ppl = tune(TRIALS, lambda model, trial, split: {**score(model, trial, split), "gen_ppl": None}, "length_w1",
+                  "mean_nfe", lower_is_better=True, guard=("gen_ppl", 0.15))
+    assert no_ppl["choice"]["mdm"]["rule"] == "one_per_call"  # no trial has a perplexity: all admitted
 
 
 def _points():
@@ -118,6 +145,33 @@ def test_fair_comparison_never_lets_the_test_split_choose():
     assert row["success_rate"] == pytest.approx(0.105) and row["success_rate_stderr"] == pytest.approx(0.005)
     assert fair["results"] == [r for r in fair["budgets"] if r["budget"] == "equal_steps"] and len(fair["results"]) == 4
     assert len(fair["per_seed"]) == 2 * 2 * 2 * 2  # seeds × budgets × models × K
+
+
+def test_fair_comparison_tunes_a_lower_is_better_metric_under_a_guard_on_validation_only():
+    """Validation: each model's first trial has the lowest W1 but a perplexity 50 % too high, so the
+    second is chosen; test is poisoned to favour the third. Rows without a perplexity are averaged out."""
+    calls = []
+
+    def evaluate(model, point, trial, split, seed):
+        calls.append(split)
+        index = TRIALS[model].index(trial)
+        if split == "validation":
+            w1, ppl = [(0.5, 45.0), (1.0, 30.0), (2.0, 31.0)][index]
+        else:
+            w1, ppl = [(3.0, 30.0), (3.0, 30.0), (0.1, 30.0)][index]
+        return [{"length_w1": w1 + seed, "gen_ppl": ppl, "mean_nfe": 4.0}, {"length_w1": w1 + seed, "gen_ppl": None,
+                                                                              "mean_nfe": 4.0}]
+
+    fair = fair_comparison(_points(), TRIALS, evaluate, metric="length_w1", cost="mean_nfe", by=(),
+                           metrics=("length_w1", "gen_ppl"), lower_is_better=True, guard=("gen_ppl", 0.15))
+    assert {model: choice["rule"] for model, choice in fair["tuning"]["choice"].items()} == {
+        "flexmdm": "top_probability", "mdm": "top_probability"}
+    assert fair["tuning"]["trials"]["flexmdm"][0] == {"rule": "one_per_call", "steps": 8, "insertion": "exact",
+                                                      "length_w1": 1.0, "mean_nfe": 4.0, "gen_ppl": 45.0}
+    first_test = calls.index("test")
+    assert set(calls[:first_test]) == {"validation"} and set(calls[first_test:]) == {"test"}
+    row = next(r for r in fair["results"] if r["model"] == "mdm")
+    assert row["length_w1"] == pytest.approx(3.5) and row["gen_ppl"] == 30.0 and row["gen_ppl_stderr"] == 0.0
 
 
 def test_budget_rows_read_equal_steps_equal_cpu_and_plateau():

@@ -7,7 +7,7 @@ Given each seed's trained models, :func:`fair_comparison`
    (:func:`~flexmdm.bench.budgets.budget_checkpoints`), scoring no other checkpoint;
 2. tunes the sampler: every model's trials (:mod:`flexmdm.bench.tuning`, the same number each) are
    scored on the validation split at the headline budget (equal steps), averaged over seeds and
-   result rows, and the best is chosen;
+   result rows (finite values only), and the best is chosen (:func:`~flexmdm.bench.tuning.tune`);
 3. evaluates the chosen trials on the test split at every budget for every seed, and summarises the
    rows over seeds as mean ± standard error (:func:`~flexmdm.bench.seeds.seed_summary`);
 4. at the plateau, says how much the last checkpoint gained over the one saved before it, on the
@@ -19,14 +19,14 @@ and gets back the record fields the fair rules ask for.
 
 from __future__ import annotations
 
-import statistics
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from flexmdm.bench.budgets import Checkpoint, budget_checkpoints
-from flexmdm.bench.seeds import seed_summary
-from flexmdm.bench.tuning import DecoderTrial, tune
+from flexmdm.bench.seeds import mean_stderr, seed_summary
+from flexmdm.bench.tuning import DecoderTrial, Guard, tune
 
 __all__ = ["BUDGETS", "HEADLINE", "PLATEAU", "budget_points", "fair_comparison"]
 
@@ -46,18 +46,22 @@ def budget_points(output_dirs: dict[int, dict[str, str | Path]], *, plateau: boo
 
 
 def fair_comparison(points: dict[int, dict[str, dict[str, Checkpoint]]], trials: dict[str, list[DecoderTrial]],
-                    evaluate: Evaluate, *, metric: str, cost: str, by: Sequence[str],
-                    metrics: Sequence[str]) -> dict[str, Any]:
+                    evaluate: Evaluate, *, metric: str, cost: str, by: Sequence[str], metrics: Sequence[str],
+                    lower_is_better: bool = False, guard: Guard | None = None) -> dict[str, Any]:
     """Tune on validation, report on test, over seeds and budgets (see the module docstring).
 
     Args:
         points: :func:`budget_points`; with its plateau points the test rows cover that budget too.
         trials: by model, its sampler trials (the same number each).
         evaluate: the bench's evaluation; each row holds ``metric``, ``cost``, ``by`` and ``metrics``.
-        metric: the tuning score (higher is better), averaged over seeds and rows.
+        metric: the tuning score (higher is better, or lower with ``lower_is_better``), averaged
+            over seeds and rows.
         cost: the tie-break (lower is better), averaged alike.
         by: the fields that tell a model's rows apart (e.g. ``("K",)``).
         metrics: the fields summarised over seeds.
+        lower_is_better: see ``metric``.
+        guard: the trials eligible for the choice (:data:`~flexmdm.bench.tuning.Guard`), its metric
+            averaged alike (None when no row has a finite value).
 
     Returns:
         the record fields ``seeds``, ``split`` ("test"), ``headline_budget``, ``tuning`` (see
@@ -72,9 +76,11 @@ def fair_comparison(points: dict[int, dict[str, dict[str, Checkpoint]]], trials:
 
     def score(model: str, trial: DecoderTrial, split: str) -> dict[str, float]:
         rows = [row for seed in seeds for row in evaluate(model, points[seed][HEADLINE][model], trial, split, seed)]
-        return {key: statistics.fmean(row[key] for row in rows) for key in (metric, cost)}
+        keys = (metric, cost) if guard is None else (metric, cost, guard[0])
+        means = {key: mean_stderr([row[key] for row in rows])[0] for key in keys}
+        return {key: None if math.isnan(mean) else mean for key, mean in means.items()}
 
-    tuning = tune(trials, score, metric, cost)
+    tuning = tune(trials, score, metric, cost, lower_is_better=lower_is_better, guard=guard)
     chosen = {model: DecoderTrial(**choice) for model, choice in tuning["choice"].items()}
     per_seed = []
     for seed in seeds:

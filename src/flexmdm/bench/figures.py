@@ -74,32 +74,33 @@ def accuracy_against_steps(rows: list[dict[str, Any]], out_png: Path, title: str
     return save_figure(fig, out_png)
 
 
-def length_figures(reference: np.ndarray, lengths: dict[tuple[str, int], np.ndarray], results: list[dict[str, Any]],
+def length_figures(reference: np.ndarray, lengths: dict[tuple[str, str], np.ndarray], rows: list[dict[str, Any]],
                    data_ppl: float | None, max_length: int, histogram_png: Path, perplexity_png: Path) -> None:
-    """Length histograms of each model at each step count, and perplexity against steps."""
+    """Length histograms of each model at each budget (``lengths[model, budget]``), and each model's
+    generative perplexity ± standard error at each budget (``rows``: ``model``, ``budget``, ``gen_ppl``,
+    ``gen_ppl_stderr``)."""
     kinds = list(dict.fromkeys(kind for kind, _ in lengths))
-    steps = list(dict.fromkeys(step for _, step in lengths))
+    budgets = list(dict.fromkeys(budget for _, budget in lengths))
     colors = ["tab:blue", "tab:red"]
-    fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 3.2), squeeze=False, sharey=True)
-    for ax, step in zip(axes[0], steps):
-        length_histograms(ax, {family(kind).label: lengths[kind, step] for kind in kinds}, max_length, colors,
+    fig, axes = plt.subplots(1, len(budgets), figsize=(3.6 * len(budgets), 3.2), squeeze=False, sharey=True)
+    for ax, budget in zip(axes[0], budgets):
+        length_histograms(ax, {family(kind).label: lengths[kind, budget] for kind in kinds}, max_length, colors,
                           reference)
-        ax.set_title(f"{step} sampling steps", fontsize=10)
+        ax.set_title(budget.replace("_", " "), fontsize=10)
     axes[0][0].set_ylabel("fraction of samples")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Length distribution of generated paragraphs vs held-out data")
+    fig.suptitle("Length distribution of generated paragraphs vs held-out test data")
     save_figure(fig, histogram_png)
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for row in results:
-        curves.setdefault(row["model"], []).append((row["steps"], row["gen_ppl"]))
-    for (kind, points), color in zip(curves.items(), colors):
-        ax.plot(*zip(*points), "o-", color=color, label=family(kind).label)
+    for offset, (kind, color) in enumerate(zip(kinds, colors)):
+        points = [(i + 0.1 * (offset - 0.5), row["gen_ppl"], row["gen_ppl_stderr"] or 0.0)
+                  for i, budget in enumerate(budgets) for row in rows if (row["model"], row["budget"]) == (kind, budget)]
+        ax.errorbar(*zip(*points), fmt="o", capsize=3, color=color, label=family(kind).label)
     if data_ppl is not None:
-        ax.axhline(data_ppl, color="0.4", ls="--", label="held-out data")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("sampling steps")
+        ax.axhline(data_ppl, color="0.4", ls="--", label="held-out test data")
+    ax.set_xticks(range(len(budgets)), [budget.replace("_", " ") for budget in budgets])
+    ax.set_xlim(-0.5, len(budgets) - 0.5)
     ax.set_ylabel("generative perplexity (reference LM)")
     ax.legend(fontsize=8)
     save_figure(fig, perplexity_png)

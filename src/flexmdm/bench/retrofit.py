@@ -26,7 +26,7 @@ from flexmdm.models import load_pretrained
 from flexmdm.models.llada import save_llada
 from flexmdm.models.retrofit import RetrofitConfig, load_retrofit, merge_adapters
 from flexmdm.pipeline import Pipeline
-from flexmdm.tasks.text.evaluation import unconditional_samples
+from flexmdm.tasks.text.evaluation import tau_leaping, unconditional_samples
 from flexmdm.tasks.text.metrics import length_total_variation
 from flexmdm.training.config import config_from_dict
 from flexmdm.training.network import retrofit_run_config, scratch_model_like
@@ -119,8 +119,8 @@ def run_retrofit_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     data_lengths = task.lengths("train").astype(np.int64)
 
     def sample(pipe: Pipeline, count: int) -> list[list[int]]:
-        return unconditional_samples(pipe, count, batch_size=settings.sample_batch, steps=settings.sampling_steps,
-                                     max_length=settings.max_length, generator=torch.Generator().manual_seed(seed))
+        return unconditional_samples(pipe, count, options=tau_leaping(settings.sampling_steps), batch_size=settings.sample_batch,
+                                     max_length=settings.max_length, generator=torch.Generator().manual_seed(seed))[0]
 
     samples = {"retrofit": run.timed("sample_seconds", sample, Pipeline.from_model(model, saved), settings.samples),
                "scratch": run.timed("scratch_sample_seconds", sample, Pipeline.from_pretrained(
