@@ -2,28 +2,30 @@
 
 Both models share the backbone and the optimiser settings and fill the middles of standard-library
 functions (:class:`~flexmdm.tasks.infill.InfillTask`), each trained on the layout it is asked in:
-FlexMDM (prefix and suffix frozen, the middle grown by insertion, the ``flexible`` setting) and MDM
-(the middle right-padded with PAD to ``max_middle_tokens`` masks, PAD removed when read, the
-``fixed_budget`` setting). For each training seed (the corpus fixed by ``--seed``) they train side by
-side (:mod:`flexmdm.bench.seeds`), each to its own step count: a FlexMDM state holds only the middle
-inserted so far and, with ``train.length_buckets``, little padding, so its step is cheaper and it
-trains further. As in the length benchmark FlexMDM inserts on the ``power_decay`` schedule with p = 4.
-Training times are drawn in [0, 0.98] (``train.max_time``): the rate weight 1/(1 − t) stays below 50.
+FlexMDM grows the middle between frozen prefix and suffix by insertion (``flexible``); the MDM fills
+``max_middle_tokens`` masks, trained with the middle right-padded with PAD, PAD removed when read
+(``fixed_budget``). For each training seed (the corpus fixed by ``--seed``) they train side by side
+(:mod:`flexmdm.bench.seeds`), each to its own step count: a FlexMDM state holds only the middle
+inserted so far (with ``train.length_buckets``, little padding), so its step is cheaper. FlexMDM
+inserts on the ``power_decay`` schedule with p = 4; times are drawn in [0, 0.98] (``train.max_time``).
 
-The checkpoints at equal optimizer steps, at equal training CPU time and each model's last (its
-plateau, with its validation gain over the checkpoint before it; :mod:`flexmdm.bench.fair`) are scored;
-the headline is equal steps. The held-out modules (never trained on) are halved by module into
-validation and test (:attr:`~flexmdm.tasks.infill.InfillTask.evaluation_functions`). Each model gets
-the same sampler trials (:func:`~flexmdm.bench.tuning.standard_trials`), argmax tokens, chosen by the
+The checkpoints (one every ``save_every`` steps) at equal optimizer steps, at equal training CPU time
+and each model's last (its plateau, with its validation gain over the checkpoint before it;
+:mod:`flexmdm.bench.fair`) are scored; the headline is equal steps. The held-out modules (never
+trained on) are halved by module into validation and test
+(:attr:`~flexmdm.tasks.infill.InfillTask.evaluation_functions`). Each model gets the same sampler
+trials (:func:`~flexmdm.bench.tuning.standard_trials`), argmax tokens, chosen at equal steps by the
 highest validation ``exact_match + parse_rate`` averaged over seeds (ties: the lower middle-length
-error) — the claim is FlexMDM ahead on both at lower length error, and exact match alone is too rare
-at this scale to choose by. The chosen trials are reported on test as mean ± standard error over
-seeds, overall and by span kind (single-line, multi-line). Metrics
-(:mod:`flexmdm.tasks.infill.metrics`): exact match of the middle text, the fraction of ``prefix +
-middle + suffix`` that ``ast.parse`` accepts, the mean absolute error of the middle length in tokens.
+error): the claim is FlexMDM ahead on both at lower length error, and exact match alone is too rare
+at this scale to choose by. The chosen trials are reported on test, mean ± standard error over seeds,
+overall and by span kind. Metrics (:mod:`flexmdm.tasks.infill.metrics`): exact match of the middle
+text, the fraction of ``prefix + middle + suffix`` that ``ast.parse`` accepts, the mean absolute
+error of the middle length in tokens.
 
-The full run is sized for three seeds in about half an hour of training on 2 cores: d_model 64 at
-batch 32 (the single-seed record before the fair rules: d_model 128, batch 48, 9000 / 4000 steps).
+The full run is sized for three seeds in about 27 minutes of training on 2 idle cores (scoring adds
+about 20 on one thread): d_model 64 at batch 32, FlexMDM 5000 steps and the MDM 2000 (0.11 and 0.24
+CPU seconds a step measured); the single-seed record before the fair rules trained d_model 128 at
+batch 48 for 9000 / 4000 steps.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 from flexmdm.bench.budgets import Checkpoint
 from flexmdm.bench.fair import HEADLINE, budget_points, fair_comparison
 from flexmdm.bench.figures import infill_bars
-from flexmdm.bench.infill_rows import SETTINGS, Middles, scores, span_rows
+from flexmdm.bench.infill_rows import METRICS, SETTINGS, Middles, scores, span_rows
 from flexmdm.bench.seeds import plus_minus, seed_summary, train_seeds
 from flexmdm.bench.skeleton import BenchRun, Column, bench_main, choose, format_rows
 from flexmdm.bench.train_config import benchmark_train_config
@@ -48,9 +50,6 @@ from flexmdm.tasks.infill.spans import SPAN_KINDS
 
 __all__ = ["InfillBenchSettings", "main", "run_infill_benchmark"]
 
-METRICS = ("exact_match", "parse_rate", "length_abs_error", "mean_nfe", "n")
-
-
 @dataclass
 class InfillBenchSettings:
     """What the benchmark trains and evaluates (``quick()`` is a smoke-sized run); ``examples_per_kind``
@@ -58,10 +57,9 @@ class InfillBenchSettings:
 
     data: dict[str, Any] = field(default_factory=lambda: {
         "source": "stdlib", "max_function_tokens": 64, "max_middle_tokens": 24, "max_span_lines": 3,
-        "vocab_size": 2048, "single_line_fraction": 0.5,
-    })
+        "vocab_size": 2048, "single_line_fraction": 0.5})
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 64, "n_layers": 4, "n_heads": 4, "dropout": 0.1})
-    steps: dict[str, int] = field(default_factory=lambda: {"flexmdm": 6000, "mdm": 3000})
+    steps: dict[str, int] = field(default_factory=lambda: {"flexmdm": 5000, "mdm": 2000})
     seeds: int = 3
     flexmdm_length_buckets: int = 4
     flexmdm_insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})

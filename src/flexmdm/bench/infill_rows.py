@@ -15,10 +15,13 @@ from flexmdm.tasks.infill import InfillExample, InfillTask
 from flexmdm.tasks.infill.evaluation import score_middles
 from flexmdm.tasks.infill.spans import SPAN_KINDS
 
-__all__ = ["SETTINGS", "scores", "span_rows"]
+__all__ = ["METRICS", "SETTINGS", "scores", "span_rows"]
 
 SETTINGS = {"flexmdm": "flexible", "mdm": "fixed_budget"}
 """Each model and the setting it is trained and asked in."""
+
+METRICS = ("exact_match", "parse_rate", "length_abs_error", "mean_nfe", "n")
+"""The fields of a row summarised over seeds."""
 
 Middles = tuple[list[list[int]], np.ndarray]
 """Generated middles (token ids) and the network calls of each ``[N]``."""
