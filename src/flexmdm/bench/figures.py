@@ -54,7 +54,7 @@ def infill_bars(rows: list[dict[str, Any]], out_png: Path) -> Path:
                capsize=4, color=colors)
         ax.set_xticks(range(len(rows)), labels, fontsize=8)
         ax.set_title(title, fontsize=10)
-    fig.suptitle(f"Infilling held-out standard-library functions (n = {rows[0]['n']})")
+    fig.suptitle(f"Infilling held-out standard-library functions (n = {rows[0]['n']:g})")
     return save_figure(fig, out_png)
 
 

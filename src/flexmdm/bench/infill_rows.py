@@ -13,7 +13,6 @@ import numpy as np
 
 from flexmdm.tasks.infill import InfillExample, InfillTask
 from flexmdm.tasks.infill.evaluation import score_middles
-from flexmdm.tasks.infill.spans import SPAN_KINDS
 
 __all__ = ["METRICS", "SETTINGS", "scores", "span_rows"]
 
@@ -37,15 +36,16 @@ def scores(model: str, task: InfillTask, examples: Sequence[InfillExample], gene
 def span_rows(task: InfillTask, examples: list[InfillExample], seeds: Sequence[int],
               generate: Callable[[int, str], Middles], every: int = 25
               ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, str]]]]:
-    """Rows by seed, model and span kind of the middles ``generate(seed, model)`` gave for ``examples``,
-    and, by model, every ``every``-th example of the first seed with its generated middle."""
-    rows, samples = [], {}
+    """Rows by seed, model and span kind (in first-seen order) of the middles ``generate(seed, model)``
+    gave for ``examples``, and, by model, every ``every``-th example of the first seed with its middle."""
+    rows, samples, spans = [], {}, {}
+    for i, example in enumerate(examples):
+        spans.setdefault(example.kind, []).append(i)
     for seed in seeds:
         for model in SETTINGS:
             middles, calls = generate(seed, model)
-            for kind in SPAN_KINDS:
-                index = [i for i, e in enumerate(examples) if e.kind == kind]
-                rows.append({"seed": seed, "model": model, "span": kind, **scores(
+            for span, index in spans.items():
+                rows.append({"seed": seed, "model": model, "span": span, **scores(
                     model, task, [examples[i] for i in index], ([middles[i] for i in index], calls[index]))})
             if seed == seeds[0]:
                 samples[model] = [{"function": e.name, "kind": e.kind, "reference": e.middle_text,
