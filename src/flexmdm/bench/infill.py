@@ -50,6 +50,7 @@ from flexmdm.tasks.infill.spans import SPAN_KINDS
 
 __all__ = ["InfillBenchSettings", "main", "run_infill_benchmark"]
 
+
 @dataclass
 class InfillBenchSettings:
     """What the benchmark trains and evaluates (``quick()`` is a smoke-sized run); ``examples_per_kind``
@@ -132,7 +133,7 @@ def run_infill_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
                    "functions": {s: len(task.corpus.functions[s]) for s in task.corpus.functions},
                    "evaluation_functions": {p: len(f) for p, f in task.evaluation_functions.items()},
                    "examples": {p: len(e) for p, e in examples.items()}, "temperature": 0.0,
-                   "split": "validation / test = the held-out modules halved by module"},
+                   "evaluation_split": "validation / test: the held-out modules halved by module"},
         **fair, "results_by_span": results_by_span, "per_seed_by_span": by_span, "samples": samples,
         "train_threads": threads, "plots": [run.png().name]})
 
