@@ -1,6 +1,7 @@
 """``flexmdm bench NAME`` reaches ``flexmdm.bench.<name>``'s runner with the command line's options."""
 
 import importlib
+from types import SimpleNamespace
 
 import pytest
 
@@ -60,8 +61,24 @@ def test_bench_retrofit_passes_its_overrides(tmp_path, monkeypatch):
     assert seen == [{**retrofit.RetrofitBenchSettings.quick().retrofit, "time_rank": 8, "lora_rank": 4}]
 
 
-@pytest.mark.parametrize("bench", ["maze", "length"])
+@pytest.mark.parametrize("bench", ["maze", "length", "infill"])
 def test_seeds_must_be_positive(bench, tmp_path, capsys):
     assert main(["bench", bench, "--seeds", "0", "--out", str(tmp_path / "m.json")]) == 2
     assert "argument --seeds: must be >= 1, got 0" in capsys.readouterr().err
 
+
+@pytest.mark.parametrize(("options", "seeds"), [([], [0, 1, 2]), (["--seeds", "2"], [0, 1])])
+def test_infill_trains_both_models_once_per_seed(options, seeds, tmp_path, monkeypatch):
+    from flexmdm.bench import infill
+
+    seen = []
+
+    def train_seeds(numbers, configs):
+        seen.append((list(numbers), {kind: config["train"]["seed"] for kind, config in configs(7).items()}))
+        raise Started
+
+    monkeypatch.setattr(infill, "InfillTask", lambda **options: SimpleNamespace(corpus=None))
+    monkeypatch.setattr(infill, "train_seeds", train_seeds)
+    with pytest.raises(Started):
+        main(["bench", "infill", "--out", str(tmp_path / "i.json"), *options])
+    assert seen == [(seeds, {"flexmdm": 7, "mdm": 7})]

@@ -20,6 +20,7 @@ and gets back the record fields the fair rules ask for.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any

@@ -42,17 +42,19 @@ def length_histograms(ax, series: dict[str, np.ndarray], max_length: int, colors
 
 
 def infill_bars(rows: list[dict[str, Any]], out_png: Path) -> Path:
-    """Exact match, parse rate and length error of each ``(model, setting)`` row."""
+    """Exact match, parse rate and length error of each ``(model, setting)`` row, with error bars where a
+    row has ``<metric>_stderr`` (a summary over seeds)."""
     metrics = (("exact_match", "exact match"), ("parse_rate", "ast.parse rate"),
                ("length_abs_error", "|middle length error| (tokens)"))
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     labels = [f"{r['model']}\n{r['setting']}" for r in rows]
     colors = ["tab:blue", "tab:orange", "tab:red"][:len(rows)]
     for ax, (key, title) in zip(axes, metrics):
-        ax.bar(range(len(rows)), [r[key] for r in rows], color=colors)
+        ax.bar(range(len(rows)), [r[key] for r in rows], yerr=[r.get(f"{key}_stderr") or 0.0 for r in rows],
+               capsize=4, color=colors)
         ax.set_xticks(range(len(rows)), labels, fontsize=8)
         ax.set_title(title, fontsize=10)
-    fig.suptitle(f"Infilling held-out standard-library functions (n = {rows[0]['n']})")
+    fig.suptitle(f"Infilling held-out standard-library functions (n = {rows[0]['n']:g})")
     return save_figure(fig, out_png)
 
 

@@ -195,38 +195,53 @@ def test_flexmdm_layout_freezes_prefix_and_suffix_and_opens_only_the_middle(task
     assert bool((states.lengths >= batch.frozen.sum(1)).all())
 
 
-def test_mdm_layout_pads_the_middle_to_the_budget_or_keeps_its_true_length(tasks):
+def test_mdm_layout_pads_the_middle_to_the_budget(tasks):
     _, mdm = tasks
     batch = mdm.sample_batch(64, torch.Generator().manual_seed(0))
     budget, pad = mdm.max_middle_tokens, mdm.vocab.pad_id
     sources = {f.source for f in mdm.corpus.functions["train"]}
     assert batch.x1.shape == (64, mdm.max_length) and bool((batch.lengths == mdm.max_length).all())
-    slots = set()
+    padded = 0
     for b in range(64):
         open_slots = (~batch.frozen[b]).nonzero().squeeze(1)
-        start, width = int(open_slots[0]), len(open_slots)
-        assert open_slots.tolist() == list(range(start, start + width))
+        start = int(open_slots[0])
+        assert open_slots.tolist() == list(range(start, start + budget))  # always the whole budget
         middle = batch.x1[b, open_slots]
         real = int((middle != pad).sum())
-        assert bool((middle[:real] != pad).all()) and bool((middle[real:] == pad).all())  # PAD after the middle
-        assert width in (real, budget)
-        slots.add(width == budget and real < budget)
+        assert 1 <= real and bool((middle[:real] != pad).all()) and bool((middle[real:] == pad).all())
+        padded += real < budget
         assert mdm.decode(batch.x1[b].tolist()) in sources  # PAD removed, the function is whole
-    assert slots == {True, False}  # both the fixed-budget and the true-length layouts occur
-    only_budget = dataclasses.replace(mdm, mdm_true_length_fraction=0.0)
-    batch = only_budget.sample_batch(16, torch.Generator().manual_seed(0))
-    assert bool(((~batch.frozen).sum(1) == budget).all())
+    assert padded > 0  # middles shorter than the budget are padded, the PADs are targets
 
 
 def test_evaluation_examples_are_deterministic_held_out_and_of_the_asked_kind(tasks):
     flex, _ = tasks
     held_out = {f.source for f in flex.corpus.functions["validation"]}
-    for kind, sizes in (("single_line", {1}), ("multi_line", {2, 3})):
-        examples = flex.evaluation_examples(kind, 5, seed=3)
-        assert examples == flex.evaluation_examples(kind, 5, seed=3) and 0 < len(examples) <= 5
-        for e in examples:
-            assert e.kind == kind and e.source in held_out
-            assert e.middle_text.count("\n") in sizes and 1 <= len(e.middle) <= flex.max_middle_tokens
-            assert flex.decode(list(e.middle)) == e.middle_text
+    for part in ("validation", "test"):
+        for kind, sizes in (("single_line", {1}), ("multi_line", {2, 3})):
+            examples = flex.evaluation_examples(kind, 5, part, seed=3)
+            assert examples == flex.evaluation_examples(kind, 5, part, seed=3) and 0 < len(examples) <= 5
+            for e in examples:
+                assert e.kind == kind and e.source in held_out
+                assert e.middle_text.count("\n") in sizes and 1 <= len(e.middle) <= flex.max_middle_tokens
+                assert flex.decode(list(e.middle)) == e.middle_text
     with pytest.raises(ValueError, match="kind"):
         flex.evaluation_examples("block", 3)
+    with pytest.raises(ValueError, match=r"part must be one of \['validation', 'test'\], got 'train'"):
+        flex.evaluation_examples("single_line", 3, "train")
+
+
+def test_validation_and_test_parts_halve_the_held_out_modules(tasks):
+    """Every held-out function lies in exactly one part, no module in both, the same in another task."""
+    flex, mdm = tasks
+    parts, held_out = flex.evaluation_functions, flex.corpus.functions["validation"]
+    assert sorted(parts["validation"] + parts["test"]) == list(range(len(held_out)))
+    modules = {part: {held_out[i].module for i in indices} for part, indices in parts.items()}
+    assert modules["validation"] and modules["test"] and not modules["validation"] & modules["test"]
+    assert mdm.evaluation_functions == parts  # deterministic: from the module names and split_seed alone
+    for kind in ("single_line", "multi_line"):
+        names = {part: {e.name for e in flex.evaluation_examples(kind, 100, part)} for part in parts}
+        assert names["validation"] and names["test"] and not names["validation"] & names["test"]
+        assert {name.split(":")[0] for name in names["test"]} <= modules["test"]
+
+

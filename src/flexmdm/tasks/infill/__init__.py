@@ -6,8 +6,8 @@
 * :mod:`~flexmdm.tasks.infill.metrics` — exact match, ``ast.parse`` rate, middle-length error.
 * :mod:`~flexmdm.tasks.infill.task` — :class:`InfillTask`, registered as ``infill``: FlexMDM
   infilling couplings, or the MDM canvas with a fixed middle budget padded with PAD.
-* :mod:`~flexmdm.tasks.infill.evaluation` — filling held-out middles through a pipeline (flexible,
-  true-length and fixed-budget settings) and scoring them (imported on its own).
+* :mod:`~flexmdm.tasks.infill.evaluation` — filling middles through a pipeline of either family
+  (FlexMDM by insertion, MDM on a fixed budget) and scoring them (imported on its own).
 * :mod:`~flexmdm.tasks.infill.humaneval` — HumanEval single-line infilling scored pass@1 by
   execution (imported on its own).
 """

@@ -1,29 +1,24 @@
-"""Filling held-out middles with a trained model, and scoring them (``flexmdm bench infill``).
+"""Filling middles between prefixes and suffixes with a trained model, and scoring them.
 
-Three settings (:data:`FILL_SETTINGS`), each a way to ask a pipeline for the middle between an
-example's prefix and suffix:
-
-* ``flexible`` — a FlexMDM from ``prefix + suffix``, inserting at most ``max_middle_tokens``;
-* ``true_length`` — an MDM given exactly as many masks as the reference middle has tokens, PAD
-  ruled out (an oracle no real user has);
-* ``fixed_budget`` — an MDM given ``max_middle_tokens`` masks; every PAD it predicts is removed.
-
-All three reveal the most probable mask first (:class:`~flexmdm.sampling.Adaptive`, top
-probability), take argmax tokens and fill what is left at t = 1 one mask per call.
+:func:`fill_middles` asks a pipeline of either family through the same
+:class:`MiddleConditioning`: a FlexMDM grows the middle from ``prefix + suffix`` by insertion, at
+most ``budget`` tokens; an MDM fills a fixed canvas of ``budget`` masks between them (the
+*fixed-budget* setting), and every PAD it predicts is removed. The sampler is the caller's
+(:class:`~flexmdm.families.SamplingOptions`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from flexmdm.families import Affixes, SamplingOptions
-from flexmdm.sampling import Adaptive, mdm_canvas
+from flexmdm.sampling import mdm_canvas
 from flexmdm.tasks.infill.metrics import infill_metrics
 from flexmdm.tasks.infill.spans import InfillExample
 
@@ -31,9 +26,7 @@ if TYPE_CHECKING:
     from flexmdm.pipeline import Pipeline
     from flexmdm.tasks.infill.task import InfillTask
 
-__all__ = ["FILL_SETTINGS", "MiddleConditioning", "PadRuledOut", "fill_middles", "score_middles"]
-
-FILL_SETTINGS = ("flexible", "true_length", "fixed_budget")
+__all__ = ["MiddleConditioning", "fill_middles", "score_middles"]
 
 
 @dataclass(frozen=True)
@@ -62,36 +55,24 @@ class MiddleConditioning(Affixes):
         return [self._middle(seq, len(p), len(p) + m) for seq, p, m in zip(sequences, self.prefixes, middles)]
 
 
-class PadRuledOut(nn.Module):
-    """An MDM denoiser that never predicts PAD: told the true length, every mask becomes a real token."""
-
-    def __init__(self, model: nn.Module, pad_id: int) -> None:
-        super().__init__()
-        self.model, self.pad_id = model, pad_id
-
-    def forward(self, x: Tensor, t: Tensor, lengths: Tensor, frozen: Tensor) -> Tensor:
-        logits = self.model(x, t, lengths, frozen)
-        return logits.index_fill(-1, torch.tensor([self.pad_id], device=logits.device), float("-inf"))
-
-
 @torch.no_grad()
-def fill_middles(pipe: Pipeline, setting: str, examples: list[InfillExample], task: InfillTask, *, steps: int,
-                 generator: torch.Generator) -> list[list[int]]:
-    """Generated middle token ids for ``examples`` under ``setting`` (see the module docstring); ``pipe`` is a
-    FlexMDM for ``flexible``, an MDM otherwise."""
-    if setting not in FILL_SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; expected one of {list(FILL_SETTINGS)}")
-    if pipe.family.inserts != (setting == "flexible"):
-        raise ValueError(f"setting {setting!r} is for {'a FlexMDM' if setting == 'flexible' else 'an MDM'}, "
-                         f"not a {pipe.family.label} model")
-    if setting == "true_length":
-        pipe = dataclasses.replace(pipe, model=PadRuledOut(pipe.model, task.vocab.pad_id))
-    conditioning = MiddleConditioning(
-        [e.prefix for e in examples], [e.suffix for e in examples], task.vocab, task.max_length,
-        budget=task.max_middle_tokens, middles=[len(e.middle) for e in examples] if setting == "true_length" else None)
-    options = SamplingOptions(steps=steps, rule=Adaptive("top_probability"), temperature=0.0, final_fill="sequential")
-    out = pipe.sample(conditioning, max_length=task.max_length, generator=generator, options=options)
-    return pipe.family.read(conditioning, out.sequences())
+def fill_middles(pipe: Pipeline, prefixes: list[list[int]], suffixes: list[list[int]], *, budget: int | None,
+                 options: SamplingOptions, batch_size: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
+    """Generated middles (token ids, PAD removed) and ``[N]`` network calls, in batches of ``batch_size``.
+
+    ``budget`` None: an MDM's middle is the rest of its canvas (``pipe.max_length``); else at most
+    ``budget`` tokens (an MDM's canvas holds exactly ``budget`` masks).
+    """
+    width, generator = pipe.max_length, torch.Generator().manual_seed(seed)
+    middles, calls = [], []
+    for start in range(0, len(prefixes), batch_size):
+        p, s = prefixes[start:start + batch_size], suffixes[start:start + batch_size]
+        rows = None if budget is not None else [width - len(x) - len(y) for x, y in zip(p, s)]
+        conditioning = MiddleConditioning(p, s, pipe.vocab, width, budget=budget, middles=rows)
+        out = pipe.sample(conditioning, max_length=width, generator=generator, options=options)
+        middles += pipe.family.read(conditioning, out.sequences())
+        calls += out.nfe.tolist()
+    return middles, np.asarray(calls, dtype=np.float64)
 
 
 def score_middles(examples: list[InfillExample], middles: list[list[int]], task: InfillTask) -> dict[str, Any]:

@@ -17,10 +17,13 @@ Two layouts of the same draw:
   of :mod:`flexmdm.tasks.instruct`.
 * ``layout="mdm"`` — a fixed canvas of ``max_length`` positions, ``prefix + middle' + suffix``
   then PAD, where ``middle'`` is the middle right-padded with PAD to the budget of
-  ``max_middle_tokens`` positions (the *fixed-budget* layout), or, with probability
-  ``mdm_true_length_fraction``, the middle alone (the *true-length* layout, so the same MDM can
-  be evaluated when told the true length). Prefix, suffix and the trailing PAD are frozen; the
-  middle's PADs are targets. This is the layout of :func:`flexmdm.sampling.mdm_canvas`.
+  ``max_middle_tokens`` positions (the *fixed-budget* layout, the one the MDM is asked in).
+  Prefix, suffix and the trailing PAD are frozen; the middle's PADs are targets. This is the
+  layout of :func:`flexmdm.sampling.mdm_canvas`.
+
+For evaluation the held-out modules are halved, again by module, into a ``validation`` and a
+``test`` part (:attr:`InfillTask.evaluation_functions`), so that a bench can choose on one and
+report on the other.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ __all__ = ["CodeCorpus", "InfillTask", "build_code_corpus"]
 
 CACHE_VERSION = 1
 SPLITS: tuple[Split, ...] = ("train", "validation")
+EvaluationPart = Literal["validation", "test"]
+EVALUATION_PARTS: tuple[EvaluationPart, ...] = ("validation", "test")
 
 
 @dataclass
@@ -104,10 +109,9 @@ class InfillTask(Task):
         max_middle_tokens: longest middle; also the MDM's middle budget.
         max_span_lines: longest multi-line span.
         single_line_fraction: probability that a draw is a single-line span.
-        mdm_true_length_fraction: MDM layout only: share of draws in the true-length layout.
         vocab_size: ids of the BPE, ``[MASK]``/``[PAD]`` included.
-        held_out_fraction: share of modules held out (the validation split).
-        split_seed: seed of the module split.
+        held_out_fraction: share of modules held out (the validation split of training).
+        split_seed: seed of the module split; ``split_seed + 1`` halves the held-out modules.
         cache_dir: where the tokenized corpus is cached (None: the text task's default).
     """
 
@@ -117,7 +121,6 @@ class InfillTask(Task):
     max_middle_tokens: int = 32
     max_span_lines: int = 3
     single_line_fraction: float = 0.5
-    mdm_true_length_fraction: float = 0.5
     vocab_size: int = 2048
     held_out_fraction: float = 0.1
     split_seed: int = 0
@@ -129,9 +132,8 @@ class InfillTask(Task):
             raise ValueError("max_function_tokens must be >= 2 and max_middle_tokens >= 1")
         if self.max_span_lines < 2:
             raise ValueError(f"max_span_lines must be >= 2, got {self.max_span_lines}")
-        for name in ("single_line_fraction", "mdm_true_length_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.single_line_fraction <= 1.0:
+            raise ValueError(f"single_line_fraction must lie in [0, 1], got {self.single_line_fraction}")
         if not 0.0 < self.held_out_fraction < 1.0:
             raise ValueError(f"held_out_fraction must lie in (0, 1), got {self.held_out_fraction}")
         if self.source != "stdlib" and not Path(self.source).is_dir():
@@ -245,11 +247,8 @@ class InfillTask(Task):
             allowed = torch.zeros(batch_size, width + 1, dtype=torch.bool)
             allowed[:, :prompt.allowed_regions.shape[1]] = prompt.allowed_regions
             return TrainingBatch(x1, lengths, frozen, allowed)
-        true_length = (torch.rand(batch_size, generator=generator, dtype=torch.float64)
-                       < self.mdm_true_length_fraction).tolist()
         for b, e in enumerate(draws):
-            middle = len(e.middle) if true_length[b] else self.max_middle_tokens
-            start = len(e.prefix) + middle
+            start = len(e.prefix) + self.max_middle_tokens
             x1[b, :len(e.prefix) + len(e.middle)] = torch.tensor(e.prefix + e.middle)
             x1[b, start:start + len(e.suffix)] = torch.tensor(e.suffix, dtype=torch.long)
             frozen[b, :len(e.prefix)] = True
@@ -258,20 +257,34 @@ class InfillTask(Task):
 
     # -- evaluation -------------------------------------------------------------------------
 
-    def evaluation_examples(self, kind: SpanKind, count: int, split: Split = "validation",
-                            seed: int = 0) -> list[InfillExample]:
-        """``count`` examples of ``kind``: functions in a seeded random order, one random span each.
+    @cached_property
+    def evaluation_functions(self) -> dict[str, list[int]]:
+        """``"validation"`` and ``"test"`` → indices of held-out functions (the ``validation`` corpus split):
+        the held-out modules halved by :func:`~flexmdm.tasks.infill.functions.split_by_module` with seed
+        ``split_seed + 1``, so that no module, hence no function, lies in both."""
+        held_out = self.corpus.functions["validation"]
+        _, test = split_by_module(held_out, 0.5, self.split_seed + 1)
+        test_modules = {f.module for f in test}
+        return {part: [i for i, f in enumerate(held_out) if (f.module in test_modules) == (part == "test")]
+                for part in EVALUATION_PARTS}
 
-        Returns fewer when the split has fewer functions with a span of that kind.
+    def evaluation_examples(self, kind: SpanKind, count: int, part: EvaluationPart = "validation",
+                            seed: int = 0) -> list[InfillExample]:
+        """``count`` examples of ``kind`` from the held-out functions of ``part`` (``"validation"`` or
+        ``"test"``, :attr:`evaluation_functions`): functions in a seeded random order, one random span each.
+
+        Returns fewer when the part has fewer functions with a span of that kind.
         """
         if kind not in SPAN_KINDS:
             raise ValueError(f"kind must be one of {list(SPAN_KINDS)}, got {kind!r}")
+        if part not in EVALUATION_PARTS:
+            raise ValueError(f"part must be one of {list(EVALUATION_PARTS)}, got {part!r}")
         rng = np.random.default_rng([seed, SPAN_KINDS.index(kind)])
-        spans = self.spans[split][kind]
+        functions, spans = self.evaluation_functions[part], self.spans["validation"][kind]
         examples = []
-        for index in rng.permutation(len(spans)).tolist():
+        for index in rng.permutation(functions).tolist():
             if spans[index]:
-                examples.append(self.example(split, index, spans[index][rng.integers(len(spans[index]))], kind))
+                examples.append(self.example("validation", index, spans[index][rng.integers(len(spans[index]))], kind))
                 if len(examples) == count:
                     break
         return examples

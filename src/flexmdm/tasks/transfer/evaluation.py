@@ -1,6 +1,6 @@
 """Scoring a pipeline on the transfer benchmark's evaluation sets (:mod:`flexmdm.tasks.transfer.data`).
 
-Both kinds of model are asked through the same :class:`~flexmdm.tasks.infill.evaluation.MiddleConditioning`:
+Both kinds of model are asked through the same :func:`~flexmdm.tasks.infill.evaluation.fill_middles`:
 
 * math — the question is the prefix, the suffix is empty; the MDM's canvas is the rest of its width
   (its instruction tuning's layout), a FlexMDM grows the answer up to ``max_length``;
@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from flexmdm.families import SamplingOptions
-from flexmdm.tasks.infill.evaluation import MiddleConditioning
+from flexmdm.tasks.infill.evaluation import fill_middles
 from flexmdm.tasks.infill.humaneval import HumanEvalInfill, evaluate_infills, pass_at_1
 from flexmdm.tasks.infill.metrics import infill_metrics
 from flexmdm.tasks.reasoning.gsm8k import answers_match, extract_answer
@@ -31,7 +30,7 @@ from flexmdm.tasks.reasoning.gsm8k import answers_match, extract_answer
 if TYPE_CHECKING:
     from flexmdm.pipeline import Pipeline
 
-__all__ = ["TransferEvaluation", "fill", "humaneval_scores", "infill_scores", "math_scores", "window"]
+__all__ = ["TransferEvaluation", "humaneval_scores", "infill_scores", "math_scores", "window"]
 
 
 def window(prefix: Sequence[int], suffix: Sequence[int], max_length: int, budget: int) -> tuple[list[int], list[int]]:
@@ -42,24 +41,6 @@ def window(prefix: Sequence[int], suffix: Sequence[int], max_length: int, budget
     return list(prefix[max(0, len(prefix) - room):]), kept_suffix
 
 
-def fill(pipe: Pipeline, prefixes: list[list[int]], suffixes: list[list[int]], *, budget: int | None,
-         options: SamplingOptions, batch_size: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
-    """Generated middles (token ids, PAD removed) and ``[N]`` network calls, in batches.
-
-    ``budget`` None: an MDM's middle is the rest of its canvas (math); else at most ``budget`` tokens.
-    """
-    width, generator = pipe.max_length, torch.Generator().manual_seed(seed)
-    middles, calls = [], []
-    for start in range(0, len(prefixes), batch_size):
-        p, s = prefixes[start:start + batch_size], suffixes[start:start + batch_size]
-        rows = None if budget is not None else [width - len(x) - len(y) for x, y in zip(p, s)]
-        conditioning = MiddleConditioning(p, s, pipe.vocab, width, budget=budget, middles=rows)
-        out = pipe.sample(conditioning, max_length=width, generator=generator, options=options)
-        middles += pipe.family.read(conditioning, out.sequences())
-        calls += out.nfe.tolist()
-    return middles, np.asarray(calls, dtype=np.float64)
-
-
 def _ids(pipe: Pipeline, texts: Sequence[str]) -> list[list[int]]:
     return [pipe.encode(text) if text else [] for text in texts]
 
@@ -67,8 +48,8 @@ def _ids(pipe: Pipeline, texts: Sequence[str]) -> list[list[int]]:
 def math_scores(pipe: Pipeline, problems: list[dict[str, str]], options: SamplingOptions, *, batch_size: int,
                 seed: int) -> dict[str, Any]:
     """``{accuracy, mean_nfe, answered, n}`` of GSM8K-format ``problems`` (answered: a ``####`` line was written)."""
-    middles, calls = fill(pipe, _ids(pipe, [p["question"] for p in problems]), [[] for _ in problems], budget=None,
-                          options=options, batch_size=batch_size, seed=seed)
+    middles, calls = fill_middles(pipe, _ids(pipe, [p["question"] for p in problems]), [[] for _ in problems],
+                                  budget=None, options=options, batch_size=batch_size, seed=seed)
     predicted = [extract_answer(pipe.decode(m)) for m in middles]
     return {"accuracy": float(np.mean([answers_match(a, extract_answer(p["answer"]))
                                        for a, p in zip(predicted, problems)])),
@@ -79,8 +60,9 @@ def math_scores(pipe: Pipeline, problems: list[dict[str, str]], options: Samplin
 def infill_scores(pipe: Pipeline, examples: list[dict[str, str]], options: SamplingOptions, *, budget: int,
                   batch_size: int, seed: int) -> dict[str, Any]:
     """Exact match, parse rate, middle-length error and calls on ``{prompt, response, suffix}`` examples."""
-    middles, calls = fill(pipe, _ids(pipe, [e["prompt"] for e in examples]), _ids(pipe, [e["suffix"] for e in examples]),
-                          budget=budget, options=options, batch_size=batch_size, seed=seed)
+    middles, calls = fill_middles(pipe, _ids(pipe, [e["prompt"] for e in examples]),
+                                  _ids(pipe, [e["suffix"] for e in examples]), budget=budget, options=options,
+                                  batch_size=batch_size, seed=seed)
     scores = infill_metrics([e["prompt"] for e in examples], [pipe.decode(m) for m in middles],
                             [e["suffix"] for e in examples], [e["response"] for e in examples],
                             [len(m) for m in middles], [len(pipe.encode(e["response"])) for e in examples])
@@ -91,8 +73,8 @@ def humaneval_scores(pipe: Pipeline, tasks: list[HumanEvalInfill], options: Samp
                      batch_size: int, seed: int) -> dict[str, Any]:
     """pass@1 (one temperature-0 sample executed against the tests) and exact match of the middle line."""
     cut = [window(pipe.encode(t.prefix), _ids(pipe, [t.suffix])[0], pipe.max_length, budget) for t in tasks]
-    middles, _ = fill(pipe, [p for p, _ in cut], [s for _, s in cut], budget=budget, options=options,
-                      batch_size=batch_size, seed=seed)
+    middles, _ = fill_middles(pipe, [p for p, _ in cut], [s for _, s in cut], budget=budget, options=options,
+                              batch_size=batch_size, seed=seed)
     texts = [pipe.decode(m) for m in middles]
     return {"pass_at_1": pass_at_1(evaluate_infills(tasks, texts)),
             "humaneval_exact_match": float(np.mean([m == t.middle for m, t in zip(texts, tasks)])),
