@@ -281,3 +281,6 @@ def test_validation_and_test_questions_are_unseen_in_training(options):
     test = [p.compact_question() for p in task.test_set(500).problems]
     assert not train & set(test) and not train & validation and not validation & set(test)
     assert len(set(test)) == 500 and len(validation) == 256
+    assert task.held_out("validation", 3).problems == task.splits["validation"].problems[:3]
+    with pytest.raises(ValueError, match="only 256 validation problems, 300 requested"):
+        task.held_out("validation", 300)

@@ -156,8 +156,16 @@ class ReasoningTask(Task):
 
     def test_set(self, count: int) -> EncodedProblems:
         """The first ``count`` held-out test problems (questions unseen in training)."""
-        data = self.splits["test"]
+        return self.held_out("test", count)
+
+    def held_out(self, split: Literal["validation", "test"], count: int) -> EncodedProblems:
+        """The first ``count`` problems of a held-out split (256 validation, 2000 test).
+
+        Raises:
+            ValueError: ``count`` exceeds the split.
+        """
+        data = self.splits[split]
         if count > len(data):
-            raise ValueError(f"only {len(data)} test problems, {count} requested")
+            raise ValueError(f"only {len(data)} {split} problems, {count} requested")
         return EncodedProblems(data.problems[:count], data.questions[:count], data.reasonings[:count],
                                data.answers[:count])
