@@ -17,7 +17,7 @@ from flexmdm.bench.skeleton import Column
 from flexmdm.sampling import ConfidenceThreshold, EntropyBounded, EntropySum
 from flexmdm.tasks.reasoning.inference import AnswerEntropyExit
 
-__all__ = ["ONE", "TABLE", "claims", "decoding_methods", "plot", "summarize"]
+__all__ = ["ONE", "TABLE", "claims", "decoding_methods", "parallel_tuning", "plot", "summarize"]
 
 ONE = ("confidence_1", 1, None)
 """The key of one token per call (no top probability reaches 2)."""
@@ -39,6 +39,15 @@ def decoding_methods(settings, template) -> list[tuple[str, Any, Any, Any, dict]
             out.append(("med_exit", lam, EntropyBounded(lam), criterion,
                         {"exit_threshold": settings.exit_threshold, "exit_reduce": reduce}))
     return out
+
+
+def parallel_tuning(decoders: list[tuple], within: float, seeds: list[int]) -> dict[str, Any]:
+    """The record's account of the parallel-decoding choice (:func:`summarize`): the decoders tried
+    (``decoders``: :func:`decoding_methods`), on which split, budget and seeds, by what criterion."""
+    return {"split": "validation", "budget": "plateau", "seeds": seeds,
+            "trials": [{"method": method, "param": param, **extra} for method, param, _, _, extra in decoders],
+            "criterion": f"per model and method, the fewest validation calls (mean over seeds) within {within} "
+                         "of one token per call's validation accuracy; the same grid for both models"}
 
 
 def _key(row: dict[str, Any]) -> tuple:
