@@ -39,7 +39,8 @@ def test_bench_command_calls_its_runner(name, quick, tmp_path, monkeypatch):
     if name not in ("sampler", "speed"):  # those two train nothing: no work directory
         assert options["work_dir"] == tmp_path / "work"
     settings_class, chosen_quick, settings = seen["choice"]
-    assert settings_class.__module__ == module.__name__ and chosen_quick is quick and settings is None
+    assert settings_class.__module__.startswith(module.__name__)  # the bench's own (reasoning: reasoning_settings)
+    assert chosen_quick is quick and settings is None
     assert not (tmp_path / "b.json").exists()
 
 
@@ -63,3 +64,19 @@ def test_bench_retrofit_passes_its_overrides(tmp_path, monkeypatch):
 def test_maze_seeds_must_be_positive(tmp_path, capsys):
     assert main(["bench", "maze", "--seeds", "0", "--out", str(tmp_path / "m.json")]) == 2
     assert "argument --seeds: must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, seeds", [([], [0, 1]), (["--seeds", "3"], [0, 1, 2])])
+def test_reasoning_trains_the_seeds_asked_for(tmp_path, monkeypatch, extra, seeds):
+    from flexmdm.bench import reasoning
+
+    seen = []
+
+    def train_seeds(numbers, configs):
+        seen.append(list(numbers))
+        raise Started
+
+    monkeypatch.setattr(reasoning, "train_seeds", train_seeds)
+    with pytest.raises(Started):
+        main(["bench", "reasoning", "--quick", "--out", str(tmp_path / "r.json"), *extra])
+    assert seen == [seeds]  # --quick trains two seeds unless --seeds says otherwise
