@@ -14,9 +14,9 @@ pytestmark = pytest.mark.e2e
 
 def tiny_settings() -> reasoning_bench.ReasoningBenchSettings:
     settings = reasoning_bench.ReasoningBenchSettings(
-        num_train=200, min_steps=2, max_steps=3, seeds=2, num_validation=5, num_test=6, eval_batch=8, med_thresholds=(0.2,),
-        eb_budgets=(0.3,), exit_med_thresholds=(0.2,), exit_reduces=("max", "mean"), num_posterior=3,
-        prefix_fractions=(0.0, 1.0))
+        num_train=200, min_steps=2, max_steps=3, seeds=2, num_validation=5, num_test=6, eval_batch=8,
+        med_thresholds=(0.2,), eb_budgets=(0.3,), exit_med_thresholds=(0.2,), exit_reduces=("max", "mean"),
+        num_posterior=3, prefix_fractions=(0.0, 1.0))
     settings.backbone = {"d_model": 16, "n_layers": 1, "n_heads": 2}
     settings.train.update(batch_size=8, warmup_steps=1, log_every=1, eval_batches=1)
     settings.arms["flexmdm"].steps, settings.arms["flexmdm"].save_every = 3, 1

@@ -24,7 +24,7 @@ equal optimizer steps, equal training CPU time and each model's last (its platea
 from __future__ import annotations
 
 from dataclasses import asdict
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,9 @@ import torch
 from flexmdm.bench.budgets import Checkpoint
 from flexmdm.bench.fair import PLATEAU, budget_points, fair_comparison
 from flexmdm.bench.reasoning_report import TABLE, claims, decoding_methods, parallel_tuning, plot, summarize
+from flexmdm.bench.reasoning_settings import ReasoningBenchSettings
 from flexmdm.bench.seeds import train_seeds
 from flexmdm.bench.skeleton import BenchRun, bench_main, choose, format_rows
-from flexmdm.bench.reasoning_settings import ReasoningBenchSettings
 from flexmdm.bench.tuning import ONE_PER_CALL, DecoderTrial
 from flexmdm.evaluation.gsm8k import GSM8KSet, evaluate_gsm8k
 from flexmdm.pipeline import Pipeline
@@ -53,11 +53,11 @@ def run_reasoning_benchmark(out: str | Path, *, quick: bool = False, settings: R
     checkpoints and the decoders, write JSON + PNG and return the record."""
     run = BenchRun.start(out, seed=seed, work_dir=work_dir, argv=argv)
     settings = choose(ReasoningBenchSettings, quick, settings)
-    tasks = {layout: settings.task(layout, seed) for layout in LAYOUTS}
-    configs = lambda s: settings.train_configs(s, seed, run.work)
+    configs = partial(settings.train_configs, problem_seed=seed, work=run.work)
     trained, threads = train_seeds(range(settings.seeds if seeds is None else seeds), configs)
-    template = tasks["mdm"].template
-    sets = {split: GSM8KSet.from_problems(template, tasks["mdm"].held_out(split, count))
+    task = settings.task("mdm", seed)  # both layouts share the problems and the template
+    template = task.template
+    sets = {split: GSM8KSet.from_problems(template, task.held_out(split, count))
             for split, count in (("validation", settings.num_validation), ("test", settings.num_test))}
     decoders = decoding_methods(settings, template)
 
@@ -80,14 +80,15 @@ def run_reasoning_benchmark(out: str | Path, *, quick: bool = False, settings: R
     fair = fair_comparison(points, trials, evaluate, metric="accuracy", cost="mean_nfe", by=(),
                            metrics=("accuracy", "trace_exact", "mean_nfe", "mean_reasoning_length", "well_formed"))
     rows = [{"seed": s, "model": m, "split": split, "method": method, "param": param, **extra,
-             **decode(m, budgets[PLATEAU][m].model_dir, i, split, s)} for s, budgets in points.items()
-            for m in LAYOUTS for split in ("validation", "test") for i, (method, param, _, _, extra) in enumerate(decoders)]
+             **decode(m, budgets[PLATEAU][m].model_dir, i, split, s)}
+            for s, budgets in points.items() for m in LAYOUTS for split in ("validation", "test")
+            for i, (method, param, _, _, extra) in enumerate(decoders)]
     summary, first = summarize(rows, settings.within), fair["seeds"][0]
     infilling = {"seed": first, "budget": PLATEAU}
     for m in LAYOUTS:
         pipe = Pipeline.from_pretrained(points[first][PLATEAU][m].model_dir)
         infilling[m] = infilling_scores(pipe.kind, pipe.model, template, pipe.schedules,
-                                        tasks[m].test_set(min(settings.num_posterior, settings.num_test)),
+                                        task.test_set(min(settings.num_posterior, settings.num_test)),
                                         steps=settings.decode_steps(m, template), insertion=settings.arms[m].insertion,
                                         prefix_fractions=settings.prefix_fractions, seed=first)
     fair["tuning"]["parallel_decoding"] = parallel_tuning(decoders, settings.within, fair["seeds"])

@@ -4,8 +4,9 @@ A problem starts from a quantity and applies a few operations, each one reasonin
 operation sets: ``basic`` (buy, find, give, lose, double, triple: the original problems) and
 ``extended``, which adds more phrasings of adding and taking away (earns, collects, sells,
 spends), multiplication by any factor 2–9 (``times``) and exact division (``halves``,
-``splits``), so that with larger operands and more steps the traces vary widely in length. It renders as a GSM8K record: an English question and an answer whose
-rationale carries the calculator annotations ``<<a+b=c>>`` and ends with ``#### N``. The model
+``splits``), so that with larger operands and more steps the traces vary widely in length. It
+renders as a GSM8K record: an English question and an answer whose rationale carries the
+calculator annotations ``<<a+b=c>>`` and ends with ``#### N``. The model
 never reads the English; :mod:`~flexmdm.tasks.reasoning.template` lays out a compact form (the
 question's keywords, the annotations as reasoning, the final number as answer).
 """
