@@ -46,7 +46,7 @@ def test_reasoning_record_and_plot(tmp_path):
         assert row["accuracy"] == pytest.approx(statistics.fmean(r["accuracy"] for r in mine))
         assert "accuracy_stderr" in row and "trace_exact_stderr" in row and "mean_nfe_stderr" in row
     mdm_calls = {r["mean_nfe"] for r in record["per_seed"] if r["model"] == "mdm"}
-    assert mdm_calls == {3 * 11 - 1 + 3}  # one call per generable slot of the canvas: reasoning and answer
+    assert mdm_calls == {3 * 8 - 1 + 2}  # one call per generable slot of the canvas: "a op k = c ;" per step, answer
     assert record["results"] == [r for r in record["budgets"] if r["budget"] == "equal_steps"]
     assert {(g["seed"], g["model"], g["step"], g["previous_step"]) for g in record["plateau_gain"]} == {
         (s, "flexmdm", 3, 2) for s in (0, 1)} | {(s, "mdm", 2, 1) for s in (0, 1)}

@@ -2,8 +2,8 @@
 decoding (entropy-bounded MED, EB, early exit; second paper), under the fair rules (:mod:`flexmdm.bench.fair`).
 
 The problems (:mod:`flexmdm.tasks.reasoning`, ``operations: extended``) take 2–6 steps on quantities
-up to 999 with operands up to 99, in thirteen phrasings of the four operations, so that traces vary
-from 11 to 65 tokens. For each training seed (the problems fixed by ``--seed``) a FlexMDM and an MDM,
+up to 99 (operands up to 9; ``max_value`` / ``max_operand`` raise both), in thirteen phrasings of the
+four operations, so that traces vary from 11 to 46 tokens. For each training seed (the problems fixed by ``--seed``) a FlexMDM and an MDM,
 same backbone and optimiser, train side by side (:mod:`flexmdm.bench.seeds`), each with its own recipe
 (an :class:`~flexmdm.bench.train_config.Arm` of
 :class:`~flexmdm.bench.reasoning_settings.ReasoningBenchSettings`; the FlexMDM's is ``configs/reasoning.yaml``'s: front-loaded
