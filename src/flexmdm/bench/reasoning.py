@@ -75,8 +75,8 @@ def run_reasoning_benchmark(out: str | Path, *, quick: bool = False, settings: R
         return [decode(model, point.model_dir, 0, split, s)]  # the one trial: one token per call
 
     points = budget_points({s: {m: runs[m].output_dir for m in LAYOUTS} for s, runs in trained.items()}, plateau=True)
-    trials = {m: [DecoderTrial(ONE_PER_CALL, settings.decode_steps(m, template), "exact" if m == "flexmdm" else None)]
-              for m in LAYOUTS}
+    trials = {m: [DecoderTrial(ONE_PER_CALL, settings.decode_steps(m, template),
+                               getattr(settings.arms[m].insertion, "arrivals", None))] for m in LAYOUTS}
     fair = fair_comparison(points, trials, evaluate, metric="accuracy", cost="mean_nfe", by=(),
                            metrics=("accuracy", "trace_exact", "mean_nfe", "mean_reasoning_length", "well_formed"))
     rows = [{"seed": s, "model": m, "split": split, "method": method, "param": param, **extra,
