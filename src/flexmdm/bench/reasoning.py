@@ -3,12 +3,13 @@ decoding (entropy-bounded MED, EB, early exit; second paper), under the fair rul
 
 The problems (:mod:`flexmdm.tasks.reasoning`, ``operations: extended``) take 2–6 steps on quantities
 up to 99 (operands up to 9; ``max_value`` / ``max_operand`` raise both), in thirteen phrasings of the
-four operations, so that traces vary from 11 to 46 tokens. For each training seed (the problems fixed by ``--seed``) a FlexMDM and an MDM,
-same backbone and optimiser, train side by side (:mod:`flexmdm.bench.seeds`), each with its own recipe
-(an :class:`~flexmdm.bench.train_config.Arm` of
-:class:`~flexmdm.bench.reasoning_settings.ReasoningBenchSettings`; the FlexMDM's is ``configs/reasoning.yaml``'s: front-loaded
-insertion, a count head, the length embedding) and the FlexMDM for more steps. Only the checkpoints at
-equal optimizer steps, equal training CPU time and each model's last (its plateau) are decoded.
+four operations, so that traces vary from 11 to 46 tokens. For each training seed (the problems
+fixed by ``--seed``) a FlexMDM and an MDM, same backbone and optimiser, train side by side
+(:mod:`flexmdm.bench.seeds`), each with its own recipe (an :class:`~flexmdm.bench.train_config.Arm`
+of :class:`~flexmdm.bench.reasoning_settings.ReasoningBenchSettings`; the FlexMDM's is
+``configs/reasoning.yaml``'s: front-loaded insertion, a count head, the length embedding), the
+FlexMDM for more steps. Only the checkpoints at equal optimizer steps, equal training CPU time and
+each model's last (its plateau) are decoded.
 
 * **Accuracy** (the headline): one token per call (the FlexMDM with exact insertion), the one decoder
   each model is given, on the test problems at every budget, mean ± standard error over seeds; at the
