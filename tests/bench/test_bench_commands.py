@@ -61,7 +61,7 @@ def test_bench_retrofit_passes_its_overrides(tmp_path, monkeypatch):
     assert seen == [{**retrofit.RetrofitBenchSettings.quick().retrofit, "time_rank": 8, "lora_rank": 4}]
 
 
-@pytest.mark.parametrize("bench", ["maze", "length", "infill"])
+@pytest.mark.parametrize("bench", ["maze", "length", "infill", "reasoning"])
 def test_seeds_must_be_positive(bench, tmp_path, capsys):
     assert main(["bench", bench, "--seeds", "0", "--out", str(tmp_path / "m.json")]) == 2
     assert "argument --seeds: must be >= 1, got 0" in capsys.readouterr().err
@@ -82,3 +82,19 @@ def test_infill_trains_both_models_once_per_seed(options, seeds, tmp_path, monke
     with pytest.raises(Started):
         main(["bench", "infill", "--out", str(tmp_path / "i.json"), *options])
     assert seen == [(seeds, {"flexmdm": 7, "mdm": 7})]
+
+
+@pytest.mark.parametrize("extra, seeds", [([], [0, 1]), (["--seeds", "3"], [0, 1, 2])])
+def test_reasoning_trains_the_seeds_asked_for(tmp_path, monkeypatch, extra, seeds):
+    from flexmdm.bench import reasoning
+
+    seen = []
+
+    def train_seeds(numbers, configs):
+        seen.append(list(numbers))
+        raise Started
+
+    monkeypatch.setattr(reasoning, "train_seeds", train_seeds)
+    with pytest.raises(Started):
+        main(["bench", "reasoning", "--quick", "--out", str(tmp_path / "r.json"), *extra])
+    assert seen == [seeds]  # --quick trains two seeds unless --seeds says otherwise

@@ -2,8 +2,8 @@
 
 Every benchmark takes ``--out FILE.json`` (plots are written beside it), ``--seed``, ``--quick``
 (a small setting; for most benchmarks a smoke run, not a result) and ``--work-dir`` (where its
-training runs go; default: next to ``--out``; a rerun resumes them); ``maze``, ``length`` and
-``infill`` also take ``--seeds N`` (training seeds, :mod:`flexmdm.bench.seeds`). Running ``flexmdm bench
+training runs go; default: next to ``--out``; a rerun resumes them); ``maze``, ``length``,
+``infill`` and ``reasoning`` also take ``--seeds N`` (training seeds, :mod:`flexmdm.bench.seeds`). Running ``flexmdm bench
 NAME`` calls ``flexmdm.bench.<name>.main(args) -> exit code``, imported only then, so that
 ``flexmdm --help`` stays light.
 """
@@ -70,8 +70,7 @@ def retrofit_overrides(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
-BENCH_OPTIONS = {"retrofit": _retrofit_options, "maze": _seeds_option, "length": _seeds_option,
-                 "infill": _seeds_option}
+BENCH_OPTIONS = {"retrofit": _retrofit_options, **{name: _seeds_option for name in ("maze", "length", "infill", "reasoning")}}
 """Benchmark name -> a function adding the options of that benchmark alone."""
 
 

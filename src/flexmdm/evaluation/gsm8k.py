@@ -8,7 +8,7 @@ compact question (``has 7 buys 5 ?``); the reference is the number after ``####`
 record's answer. Scoring is :func:`~flexmdm.tasks.reasoning.accuracy` on the decoded answer
 regions (a malformed output scores as wrong).
 
-The model reads only its 30-word arithmetic vocabulary: real GSM8K questions are refused with
+The model reads only its arithmetic vocabulary (30 words; 37 with the extended operations): real GSM8K questions are refused with
 the words it cannot read.
 """
 

@@ -1,6 +1,7 @@
 """Word problems in GSM8K format, the GSM8K loader and scorer, the template and the task."""
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ from flexmdm.tasks.reasoning import (
     answers_match,
     calculator_annotations,
     extract_answer,
+    OPERATION_SETS,
+    OPERATIONS,
     generate_problems,
     load_gsm8k,
     parse_question,
@@ -64,6 +67,61 @@ def test_generated_problems_are_consistent_and_vary_in_length():
     assert generate_problems(20, seed=3) != generate_problems(20, seed=4)
     with pytest.raises(ValueError, match="min_steps"):
         generate_problems(1, 0, min_steps=3, max_steps=2)
+
+
+def test_basic_problems_are_the_original_ones():
+    """The default operation set and operand range draw exactly the problems drawn before they existed."""
+    assert [p.compact_question() for p in generate_problems(3, 0)] == [
+        "has 8 buys 5 loses 7 gives 4 gives 1 doubles 2 ?", "has 3 doubles 2 gives 5 triples 3 ?",
+        "has 3 triples 3 gives 8 ?"]
+    assert [p.compact_question() for p in generate_problems(1, 0, max_value=9)] == [
+        "has 8 buys 1 loses 7 gives 2 doubles 2 finds 9 ?"]
+    assert ReasoningTask().template.vocab.size == 30 and ReasoningTask(operations="extended").template.vocab.size == 37
+
+
+def _replay(problem):
+    """Re-evaluate a problem's trace: each annotation applies its operator exactly to the previous
+    result; returns the final result and the operands."""
+    value, operands = problem.start, []
+    for equation, (keyword, operand) in zip(problem.equations(), problem.steps):
+        left, result = equation.split("=")
+        symbol = OPERATIONS[keyword].symbol
+        a, k = (int(x) for x in left.split(symbol))
+        assert a == value and k == operand
+        expected = {"+": a + k, "-": a - k, "*": a * k, "/": a // k}[symbol]
+        assert symbol != "/" or a % k == 0  # division is exact
+        assert int(result) == expected
+        value = expected
+        operands.append(k)
+    return value, operands
+
+
+def test_extended_problems_are_correct_varied_and_spread_in_length():
+    problems = generate_problems(3000, seed=7, min_steps=2, max_steps=8, max_value=999, max_operand=99,
+                                 operations="extended")
+    for p in problems:
+        answer, operands = _replay(p)
+        assert answer == p.answer and extract_answer(p.rationale) == str(answer)
+        assert 2 <= p.start <= 99 and all(0 <= v <= 999 for v in p.values()) and max(operands) <= 99
+        assert parse_question(p.question) == p
+    keywords = {k for p in problems for k, _ in p.steps}
+    assert keywords == set(OPERATION_SETS["extended"]) and len(OPERATION_SETS["extended"]) == 13
+    by_symbol = {}
+    for keyword in keywords:
+        by_symbol.setdefault(OPERATIONS[keyword].symbol, set()).add(keyword)
+    assert {s: len(k) for s, k in by_symbol.items()} == {"+": 4, "-": 4, "*": 3, "/": 2}  # phrasings per operation
+    assert max(len(str(v)) for p in problems for v in p.values()) == 3  # multi-digit quantities
+    task = ReasoningTask(num_train=10, min_steps=2, max_steps=8, max_value=999, max_operand=99, operations="extended")
+    lengths = [len(r) for r in task.encode(problems).reasonings]
+    assert min(lengths) <= 13 and max(lengths) >= 80 and statistics.pstdev(lengths) >= 15  # traces vary widely
+    assert max(lengths) <= task.template.reasoning_width == 11 * 8 - 1
+    assert max(len(q) for q in task.encode(problems).questions) <= task.template.question_width == 2 + 2 + 3 * 8
+    assert generate_problems(50, 7, 2, 8, 999, 99, "extended") == problems[:50]
+    assert generate_problems(50, 8, 2, 8, 999, 99, "extended") != problems[:50]
+    with pytest.raises(ValueError, match="max_operand must be in 2..max_value"):
+        generate_problems(1, 0, max_value=50, max_operand=99)
+    with pytest.raises(ValueError, match="unknown operations 'hard'"):
+        ReasoningTask(operations="hard")
 
 
 def test_gsm8k_loader_on_a_fixture(tmp_path):
@@ -215,8 +273,14 @@ def test_task_batches(layout):
         assert bool((batch.lengths == task.max_length).all())
 
 
-def test_test_questions_are_unseen_in_training():
-    task = ReasoningTask(num_train=3000)
+@pytest.mark.parametrize("options", [{}, {"max_value": 999, "max_operand": 99, "operations": "extended"}])
+def test_validation_and_test_questions_are_unseen_in_training(options):
+    task = ReasoningTask(num_train=3000, **options)
     train = {p.compact_question() for p in task.splits["train"].problems}
+    validation = {p.compact_question() for p in task.splits["validation"].problems}
     test = [p.compact_question() for p in task.test_set(500).problems]
-    assert not train & set(test) and len(set(test)) == 500
+    assert not train & set(test) and not train & validation and not validation & set(test)
+    assert len(set(test)) == 500 and len(validation) == 256
+    assert task.held_out("validation", 3).problems == task.splits["validation"].problems[:3]
+    with pytest.raises(ValueError, match="only 256 validation problems, 300 requested"):
+        task.held_out("validation", 300)

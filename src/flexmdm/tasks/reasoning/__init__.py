@@ -19,7 +19,14 @@ from flexmdm.tasks.reasoning.gsm8k import (
     normalize_number,
     write_gsm8k,
 )
-from flexmdm.tasks.reasoning.problems import OPERATIONS, Problem, generate_problem, generate_problems, parse_question
+from flexmdm.tasks.reasoning.problems import (
+    OPERATION_SETS,
+    OPERATIONS,
+    Problem,
+    generate_problem,
+    generate_problems,
+    parse_question,
+)
 from flexmdm.tasks.reasoning.task import EncodedProblems, ReasoningTask
 from flexmdm.tasks.reasoning.template import DELIMITERS, Decoded, ReasoningTemplate, template_parts
 
@@ -28,6 +35,7 @@ __all__ = [
     "Decoded",
     "EncodedProblems",
     "OPERATIONS",
+    "OPERATION_SETS",
     "Problem",
     "ReasoningTask",
     "ReasoningTemplate",

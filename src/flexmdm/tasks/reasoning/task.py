@@ -43,6 +43,9 @@ class ReasoningTask(Task):
         min_steps: fewest reasoning steps per problem.
         max_steps: most reasoning steps (sizes the MDM reasoning region).
         max_value: every quantity stays in ``[0, max_value]`` (9: single digits only).
+        max_operand: the largest start, added or taken amount (9: the original problems).
+        operations: "basic" (the original six keywords) or "extended" (more phrasings, ``times``,
+            ``halves``, ``splits``; see :mod:`~flexmdm.tasks.reasoning.problems`).
         layout: "flexmdm" (regions grow by insertion) or "mdm" (fixed canvas, PAD filler).
     """
 
@@ -51,23 +54,27 @@ class ReasoningTask(Task):
     min_steps: int = 2
     max_steps: int = 5
     max_value: int = 99
+    max_operand: int = 9
+    operations: Literal["basic", "extended"] = "basic"
     layout: Literal["flexmdm", "mdm"] = "flexmdm"
 
     def __post_init__(self) -> None:
         layout_family(self.layout)  # raises for a layout no generating family trains on
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
-        if self.max_value < 9:
-            raise ValueError(f"max_value must be >= 9, got {self.max_value}")
+        generate_problem(random.Random(0), 1, self.max_value, self.max_operand, self.operations)  # checks them
         if self.num_train < 1:
             raise ValueError(f"num_train must be >= 1, got {self.num_train}")
 
     @cached_property
     def template(self) -> ReasoningTemplate:
-        """Region widths fit the longest problem: ``a op k = c ;`` per step, a and c of d digits."""
-        digits = len(str(self.max_value))
-        return ReasoningTemplate(reasoning_width=(2 * digits + 4) * self.max_steps - 1, answer_width=digits,
-                                 question_width=2 * self.max_steps + 3)
+        """Region widths fit the longest problem: ``a op k = c ;`` per step with quantities a and c of
+        ``max_value``'s digits and operands k of ``max_operand``'s; ``has s`` then ``keyword k`` per step
+        and ``?`` as question."""
+        digits, operand = len(str(self.max_value)), len(str(self.max_operand))
+        return ReasoningTemplate(reasoning_width=(2 * digits + operand + 3) * self.max_steps - 1, answer_width=digits,
+                                 question_width=2 + operand + (1 + operand) * self.max_steps,
+                                 operations=self.operations)
 
     @property
     def vocab(self) -> Vocab:
@@ -85,7 +92,8 @@ class ReasoningTask(Task):
     def _draw(self, count: int, seed: int, exclude: set[str]) -> list[Problem]:
         rng, out, seen = random.Random(seed), [], set(exclude)
         while len(out) < count:
-            problem = generate_problem(rng, rng.randint(self.min_steps, self.max_steps), self.max_value)
+            problem = generate_problem(rng, rng.randint(self.min_steps, self.max_steps), self.max_value,
+                                       self.max_operand, self.operations)
             key = problem.compact_question()
             if key not in seen:
                 seen.add(key)
@@ -148,8 +156,16 @@ class ReasoningTask(Task):
 
     def test_set(self, count: int) -> EncodedProblems:
         """The first ``count`` held-out test problems (questions unseen in training)."""
-        data = self.splits["test"]
+        return self.held_out("test", count)
+
+    def held_out(self, split: Literal["validation", "test"], count: int) -> EncodedProblems:
+        """The first ``count`` problems of a held-out split (256 validation, 2000 test).
+
+        Raises:
+            ValueError: ``count`` exceeds the split.
+        """
+        data = self.splits[split]
         if count > len(data):
-            raise ValueError(f"only {len(data)} test problems, {count} requested")
+            raise ValueError(f"only {len(data)} {split} problems, {count} requested")
         return EncodedProblems(data.problems[:count], data.questions[:count], data.reasonings[:count],
                                data.answers[:count])

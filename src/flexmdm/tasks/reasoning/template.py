@@ -32,13 +32,13 @@ from torch import Tensor
 
 from flexmdm.constraints import Prompt, pad_sequences
 from flexmdm.tasks.reasoning.gsm8k import calculator_annotations, extract_answer
-from flexmdm.tasks.reasoning.problems import OPERATIONS
+from flexmdm.tasks.reasoning.problems import OPERATION_SETS
 from flexmdm.vocab import Vocab
 
 __all__ = ["DELIMITERS", "Decoded", "ReasoningTemplate", "template_parts"]
 
 DELIMITERS = ("<r>", "</r>", "<a>", "</a>")
-_SYMBOLS = (*(str(d) for d in range(10)), "+", "-", "*", "/", "=", ";", "?", "has", *OPERATIONS)
+_SYMBOLS = (*(str(d) for d in range(10)), "+", "-", "*", "/", "=", ";", "?", "has")
 
 
 def template_parts(question: str, rationale: str) -> tuple[str, str, str]:
@@ -80,16 +80,19 @@ class ReasoningTemplate:
         reasoning_width: the MDM reasoning region (tokens); FlexMDM has no fixed width.
         answer_width: the MDM answer region.
         question_width: the longest question (sizes the MDM canvas).
+        operations: the operation set whose keywords the questions use
+            (:data:`~flexmdm.tasks.reasoning.problems.OPERATION_SETS`).
     """
 
     reasoning_width: int = 39
     answer_width: int = 2
     question_width: int = 13
+    operations: str = "basic"
 
     @cached_property
     def symbols(self) -> tuple[str, ...]:
-        """Every token string in id order: symbols, delimiters, ``[MASK]``, ``[PAD]``."""
-        return (*_SYMBOLS, *DELIMITERS, "[MASK]", "[PAD]")
+        """Every token string in id order: symbols, keywords, delimiters, ``[MASK]``, ``[PAD]``."""
+        return (*_SYMBOLS, *OPERATION_SETS[self.operations], *DELIMITERS, "[MASK]", "[PAD]")
 
     @cached_property
     def ids(self) -> dict[str, int]:
