@@ -3,8 +3,8 @@
 Every benchmark takes ``--out FILE.json`` (plots are written beside it), ``--seed``, ``--quick``
 (a small setting; for most benchmarks a smoke run, not a result) and ``--work-dir`` (where its
 training runs go; default: next to ``--out``; a rerun resumes them); ``maze``, ``length``,
-``infill`` and ``reasoning`` also take ``--seeds N`` (training seeds, :mod:`flexmdm.bench.seeds`). Running ``flexmdm bench
-NAME`` calls ``flexmdm.bench.<name>.main(args) -> exit code``, imported only then, so that
+``infill`` and ``reasoning`` also take ``--seeds N`` (training seeds, :mod:`flexmdm.bench.seeds`).
+Running ``flexmdm bench NAME`` calls ``flexmdm.bench.<name>.main(args) -> exit code``, imported only then, so that
 ``flexmdm --help`` stays light.
 """
 
