@@ -94,7 +94,7 @@ def test_length_record_and_plots(tmp_path, monkeypatch):
     budgets = {(row["budget"], row["model"]): row for row in record["budgets"]}
     assert set(budgets) == {(b, m) for b in ("equal_steps", "equal_cpu") for m in ("flexmdm", "mdm")}
     assert budgets["equal_steps", "flexmdm"]["step"] == budgets["equal_steps", "mdm"]["step"] == 2
-    assert budgets["equal_cpu", "flexmdm"]["step"] in (2, 4) and budgets["equal_cpu", "mdm"]["step"] == 2
+    assert 2 <= budgets["equal_cpu", "flexmdm"]["step"] <= 4 and budgets["equal_cpu", "mdm"]["step"] == 2  # seed means
     for row in record["budgets"]:
         assert row["seeds"] == [0, 1] and 0 <= row["length_w1"] <= 16 and row["length_w1_stderr"] >= 0
         assert {f"{metric}_stderr" for metric in length_bench.METRICS} <= set(row)
