@@ -60,13 +60,13 @@ def run_reasoning_benchmark(out: str | Path, *, quick: bool = False, settings: R
     template = task.template
     sets = {split: GSM8KSet.from_problems(template, task.held_out(split, count))
             for split, count in (("validation", settings.num_validation), ("test", settings.num_test))}
-    decoders = decoding_methods(settings, template)
+    decoders, pipe = decoding_methods(settings, template), cache(Pipeline.from_pretrained)
 
     @cache
     def decode(model: str, model_dir: Path, decoder: int, split: str, s: int) -> dict[str, Any]:
         """Accuracy, exact traces, calls and reasoning length of ``decoders[decoder]`` on ``split``."""
         _, _, rule, early_exit, _ = decoders[decoder]
-        metrics, _ = evaluate_gsm8k(Pipeline.from_pretrained(model_dir), template, sets[split], rule=rule,
+        metrics, _ = evaluate_gsm8k(pipe(model_dir), template, sets[split], rule=rule,
                                     steps=settings.decode_steps(model, template), early_exit=early_exit,
                                     insertion=settings.arms[model].insertion, batch_size=settings.eval_batch,
                                     progress=False, generator=torch.Generator().manual_seed(s))
@@ -87,8 +87,8 @@ def run_reasoning_benchmark(out: str | Path, *, quick: bool = False, settings: R
     summary, first = summarize(rows, settings.within), fair["seeds"][0]
     infilling = {"seed": first, "budget": PLATEAU}
     for m in LAYOUTS:
-        pipe = Pipeline.from_pretrained(points[first][PLATEAU][m].model_dir)
-        infilling[m] = infilling_scores(pipe.kind, pipe.model, template, pipe.schedules,
+        model_pipe = pipe(points[first][PLATEAU][m].model_dir)
+        infilling[m] = infilling_scores(model_pipe.kind, model_pipe.model, template, model_pipe.schedules,
                                         task.test_set(min(settings.num_posterior, settings.num_test)),
                                         steps=settings.decode_steps(m, template), insertion=settings.arms[m].insertion,
                                         prefix_fractions=settings.prefix_fractions, seed=first)
