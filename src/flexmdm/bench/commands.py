@@ -70,7 +70,8 @@ def retrofit_overrides(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
-BENCH_OPTIONS = {"retrofit": _retrofit_options, **{name: _seeds_option for name in ("maze", "length", "infill", "reasoning")}}
+BENCH_OPTIONS = {"retrofit": _retrofit_options,
+                 **{name: _seeds_option for name in ("maze", "length", "infill", "reasoning")}}
 """Benchmark name -> a function adding the options of that benchmark alone."""
 
 
