@@ -72,6 +72,7 @@ def fair_comparison(points: dict[int, dict[str, dict[str, Checkpoint]]], trials:
         with plateau points, ``plateau_gain``: by seed and model, the validation ``metric`` of the
         last and the previous checkpoint with the chosen trial, and their difference ``gain``.
     """
+    evaluate = _announced(evaluate)
     seeds = list(points)
     budgets = [budget for budget in (*BUDGETS, PLATEAU) if budget in points[seeds[0]]]
 
@@ -99,6 +100,15 @@ def fair_comparison(points: dict[int, dict[str, dict[str, Checkpoint]]], trials:
     if PLATEAU in budgets:
         record["plateau_gain"] = _plateau_gain(points, chosen, evaluate, metric)
     return record
+
+
+def _announced(evaluate: Evaluate) -> Evaluate:
+    """``evaluate`` that first prints one progress line per call (scoring takes minutes to an hour)."""
+    def announced(model: str, point: Checkpoint, trial: DecoderTrial, split: str, seed: int) -> list[dict[str, Any]]:
+        print(f"scoring {model} (seed {seed}, step {point.step}) on {split}: {trial.rule}, {trial.steps} steps",
+              flush=True)
+        return evaluate(model, point, trial, split, seed)
+    return announced
 
 
 def _plateau_gain(points: dict[int, dict[str, dict[str, Checkpoint]]], chosen: dict[str, DecoderTrial],
