@@ -1,14 +1,14 @@
 """``flexmdm bench reasoning``: FlexMDM against MDM on GSM8K-shaped word problems, accuracy and parallel
 decoding (entropy-bounded MED, EB, early exit; second paper), under the fair rules (:mod:`flexmdm.bench.fair`).
 
-The problems (:mod:`flexmdm.tasks.reasoning`, ``operations: extended``) take 2–6 steps on quantities
-up to 99 (operands up to 9; ``max_value`` / ``max_operand`` raise both), in thirteen phrasings of the
-four operations, so that traces vary from 11 to 46 tokens. For each training seed (the problems
-fixed by ``--seed``) a FlexMDM and an MDM, same backbone and optimiser, train side by side
+The problems (:mod:`flexmdm.tasks.reasoning`, ``operations: extended``) take 2–4 steps on quantities
+up to 99 (operands up to 9; ``max_steps``, ``max_value`` and ``max_operand`` raise them), in thirteen
+phrasings of the four operations, so that traces vary from 11 to 30 tokens. For each training seed
+(the problems fixed by ``--seed``) a FlexMDM and an MDM, same backbone and optimiser, train side by side
 (:mod:`flexmdm.bench.seeds`), each with its own recipe (an :class:`~flexmdm.bench.train_config.Arm`
 of :class:`~flexmdm.bench.reasoning_settings.ReasoningBenchSettings`; the FlexMDM's is
-``configs/reasoning.yaml``'s: front-loaded insertion, a count head, the length embedding), the
-FlexMDM for more steps. Only the checkpoints at equal optimizer steps, equal training CPU time and
+``configs/reasoning.yaml``'s: front-loaded insertion, a count head, the length embedding), both for
+the same number of steps. Only the checkpoints at equal optimizer steps, equal training CPU time and
 each model's last (its plateau) are decoded.
 
 * **Accuracy** (the headline): one token per call (the FlexMDM with exact insertion), the one decoder
