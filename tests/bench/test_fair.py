@@ -183,13 +183,16 @@ def test_budget_rows_read_equal_steps_equal_cpu_and_plateau():
     assert rows["plateau", "flexmdm"]["gain_over_previous"] == pytest.approx(0.2)
 
 
-def _save_fake_runs(root: Path, runs: dict[str, list[tuple[int, float]]]) -> dict[str, Path]:
-    """Training folders holding only what :func:`saved_checkpoints` reads: each checkpoint's step and seconds."""
+def _save_fake_runs(root: Path, runs: dict[str, list[tuple[int, float]]], save_every: int | None = None
+                    ) -> dict[str, Path]:
+    """Training folders holding only what :func:`saved_checkpoints` reads: each checkpoint's step and
+    seconds (and, given ``save_every``, the run's checkpoint interval)."""
     for model, saved in runs.items():
         for step, seconds in saved:
             path = checkpoint_path(root / model, step)
             path.mkdir(parents=True)
-            torch.save({"step": step, "train_seconds": seconds}, path / STATE_FILE)
+            config = {} if save_every is None else {"config": {"train": {"save_every": save_every}}}
+            torch.save({"step": step, "train_seconds": seconds, **config}, path / STATE_FILE)
     return {model: root / model for model in runs}
 
 
@@ -202,6 +205,16 @@ def test_budget_checkpoints_pick_equal_steps_equal_cpu_and_the_plateau_with_its_
     assert points["plateau"]["flexmdm"].previous.step == 4 and points["plateau"]["mdm"].previous.step == 2
     assert points["plateau"]["mdm"].model_dir == checkpoint_path(dirs["mdm"], 4) / "model"
     assert "plateau" not in budget_checkpoints(dirs)
+
+
+def test_the_plateau_gain_is_measured_from_the_last_scheduled_checkpoint_not_an_interrupted_one(tmp_path):
+    """A run stopped by a signal at step 5 and resumed (checkpoints every 2 steps) has 2, 4, 5, 6: the
+    plateau's predecessor is 4; a run that ends on its interruption checkpoint keeps it as the plateau."""
+    dirs = _save_fake_runs(tmp_path, {"flexmdm": [(2, 2.0), (4, 4.0), (5, 5.0), (6, 6.0)],
+                                      "mdm": [(2, 4.0), (4, 8.0), (5, 9.0)]}, save_every=2)
+    plateau = budget_checkpoints(dirs, plateau=True)["plateau"]
+    assert (plateau["flexmdm"].step, plateau["flexmdm"].previous.step) == (6, 4)
+    assert (plateau["mdm"].step, plateau["mdm"].previous.step) == (5, 4)
 
 
 def test_fair_comparison_at_the_plateau_reports_test_rows_and_the_validation_gain():

@@ -8,7 +8,8 @@ model's score at three budgets:
 * ``equal_cpu`` — the last checkpoint whose training seconds are at most the smallest total
   training time among the models;
 * ``plateau`` — each model's last checkpoint, with its gain over the previous one (a large gain
-  says the model was still improving when it stopped).
+  says the model was still improving when it stopped; :func:`budget_checkpoints` skips, as the
+  previous one, a checkpoint written when training was interrupted).
 
 When only the budgets are reported, :func:`budget_checkpoints` picks their checkpoints from the
 saved ones before any is scored, so only those are evaluated (the plateau's with the checkpoint
@@ -36,12 +37,15 @@ Point = TypeVar("Point")
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One saved checkpoint: its optimizer step, the training seconds spent to reach it, its model;
-    for a plateau point, ``previous`` is the checkpoint saved before it (None if it is the first)."""
+    """One saved checkpoint: its optimizer step, the training seconds spent to reach it, its model,
+    whether it is one of the run's every-``save_every``-steps checkpoints (``scheduled``; one written
+    when training was interrupted is not); for a plateau point, ``previous`` is the scheduled
+    checkpoint saved before it (None if there is none)."""
 
     step: int
     train_seconds: float
     model_dir: Path
+    scheduled: bool = True
     previous: Checkpoint | None = None
 
 
@@ -50,7 +54,8 @@ def saved_checkpoints(output_dir: str | Path) -> list[Checkpoint]:
     found = []
     for path in sorted(checkpoint_dir(output_dir).glob("step_*")):
         state = load_trainer_state(path)
-        found.append(Checkpoint(int(state["step"]), float(state["train_seconds"]), path / "model"))
+        step, every = int(state["step"]), state.get("config", {}).get("train", {}).get("save_every")
+        found.append(Checkpoint(step, float(state["train_seconds"]), path / "model", not every or step % every == 0))
     if not found:
         raise FileNotFoundError(f"{output_dir}: no checkpoints (set train.save_every)")
     return sorted(found, key=lambda c: c.step)
@@ -85,9 +90,12 @@ def budget_checkpoints(output_dirs: dict[str, str | Path], *, plateau: bool = Fa
     saved = {name: saved_checkpoints(path) for name, path in output_dirs.items()}
     points = _equal_budgets(saved, attrgetter("step"), attrgetter("train_seconds"))
     if plateau:
-        points["plateau"] = {name: replace(run[-1], previous=run[-2] if len(run) > 1 else None)
-                             for name, run in saved.items()}
+        points["plateau"] = {name: replace(run[-1], previous=_last_scheduled(run[:-1])) for name, run in saved.items()}
     return points
+
+
+def _last_scheduled(run: list[Checkpoint]) -> Checkpoint | None:
+    return next((point for point in reversed(run) if point.scheduled), None)
 
 
 def budget_rows(curves: dict[str, list[dict[str, Any]]], metric: str) -> list[dict[str, Any]]:
