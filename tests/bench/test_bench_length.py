@@ -122,3 +122,9 @@ def test_length_record_and_plots(tmp_path, monkeypatch):
     assert not (tmp_path / "length" / "seed2").exists()
     assert record["plots"] == ["length.png", "length-ppl.png"]
     assert all((tmp_path / name).stat().st_size > 0 for name in record["plots"])
+
+    # run again: the training runs are complete and every set of samples is read back from the work
+    # folder, none drawn again, so the record's rows are the same
+    monkeypatch.setattr(Recording, "_draw", lambda self, *args: pytest.fail(f"drew {args} again"))
+    length_bench.run_length_benchmark(out, seed=3, argv=["bench", "length", "--seed", "3"], settings=settings, seeds=2)
+    assert json.loads(out.read_text())["per_seed"] == record["per_seed"]

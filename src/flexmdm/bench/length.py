@@ -118,7 +118,7 @@ def run_length_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0,
     scorer, _ = load_pretrained(reference_lm.model_dir)
     splits = held_out_halves(task.corpus.sequences("validation"), seed)
     evaluate = LengthEvaluation(splits, scorer, task.decode, task.vocab.pad_id, task.max_length, settings.num_samples,
-                                settings.sample_batch_size, seed)
+                                settings.sample_batch_size, seed, cache_dir=run.work / "samples")
     points = budget_points({s: {kind: runs[kind].output_dir for kind in DIFFUSION_KINDS} for s, runs in trained.items()})
     fair = fair_comparison(points, settings.trials, evaluate, metric="length_w1", cost="mean_nfe", by=(), metrics=METRICS,
                            lower_is_better=True, guard=("gen_ppl", settings.perplexity_tolerance))

@@ -5,6 +5,8 @@ split and their perplexity under the reference LM, and the noise floor of those 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from flexmdm.atomic import write_text_atomic
 from flexmdm.bench.budgets import Checkpoint
 from flexmdm.bench.seeds import mean_stderr
 from flexmdm.bench.tuning import TAU_LEAPING, DecoderTrial
@@ -65,6 +68,8 @@ class LengthEvaluation:
         splits: held-out sequences by split (:func:`held_out_halves`).
         scorer: the reference causal LM of the generative perplexity.
         decode: token ids -> texts (the rows' ``example``).
+        cache_dir: where each set of samples is also written, so that a bench stopped while scoring
+            and run again draws only the sets it had not finished (None: kept in memory only).
     """
 
     splits: dict[str, list[list[int]]]
@@ -75,6 +80,7 @@ class LengthEvaluation:
     num_samples: int
     batch_size: int
     seed: int
+    cache_dir: Path | None = None
     _samples: dict[tuple, tuple[list[list[int]], list[int]]] = field(default_factory=dict, repr=False)
 
     def samples(self, model: str, model_dir: Path, trial: DecoderTrial, split: str,
@@ -82,12 +88,31 @@ class LengthEvaluation:
         """The token ids of the samples and the network calls each took (drawn once, then remembered)."""
         key = (model, model_dir, trial, split, seed)
         if key not in self._samples:
-            pipe = Pipeline.from_pretrained(model_dir)
-            generator = keyed_generator(self.seed, "bench-length", seed, model, split, trial.rule, trial.steps)
-            self._samples[key] = unconditional_samples(
-                pipe, self.num_samples, options=trial.options(pipe.family.inserts, TEMPERATURE),
-                batch_size=self.batch_size, max_length=self.max_length, generator=generator)
+            self._samples[key] = self._cached(key, lambda: self._draw(model, model_dir, trial, split, seed))
         return self._samples[key]
+
+    def _draw(self, model: str, model_dir: Path, trial: DecoderTrial, split: str,
+              seed: int) -> tuple[list[list[int]], list[int]]:
+        pipe = Pipeline.from_pretrained(model_dir)
+        generator = keyed_generator(self.seed, "bench-length", seed, model, split, trial.rule, trial.steps)
+        return unconditional_samples(pipe, self.num_samples, options=trial.options(pipe.family.inserts, TEMPERATURE),
+                                     batch_size=self.batch_size, max_length=self.max_length, generator=generator)
+
+    def _cached(self, key: tuple, draw: Callable[[], tuple[list[list[int]], list[int]]]
+                ) -> tuple[list[list[int]], list[int]]:
+        """``draw()``, read from ``cache_dir`` when an earlier run wrote it for the same key, settings and
+        checkpoint weights (``key[1]`` is the model folder; its weights' modification time is in the name)."""
+        if self.cache_dir is None:
+            return draw()
+        weights = max((path.stat().st_mtime_ns for path in Path(key[1]).glob("*.safetensors")), default=0)
+        name = json.dumps([*map(str, key), weights, self.seed, self.num_samples, self.max_length])
+        path = self.cache_dir / f"{hashlib.sha256(name.encode()).hexdigest()[:20]}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            return saved["ids"], saved["calls"]
+        ids, calls = draw()
+        write_text_atomic(path, json.dumps({"key": name, "ids": ids, "calls": [int(c) for c in calls]}))
+        return ids, calls
 
     def pooled_lengths(self, model: str, checkpoints: dict[int, Checkpoint], trial: DecoderTrial,
                        split: str) -> np.ndarray:
