@@ -27,13 +27,11 @@ class ReasoningBenchSettings:
     """What the benchmark trains and evaluates: the full run by default, ``quick()`` a smoke run;
     ``num_validation`` (at most 256) and ``num_test`` problems of the held-out splits.
 
-    The full run is sized for three seeds in about 30 minutes of training on 2 idle cores: probes on
-    a busy machine (2026-12-03) put d_model 64 at about 8 FlexMDM and 6.5 MDM steps per second of
-    one core's CPU time on these problems, d_model 128 at about 3.4 MDM steps. With 2–6 steps per
-    problem both models stayed near the floor (MDM about 11 %, FlexMDM 4–8 % after 2500 / 4000
-    steps); with 2–4 (the default) one seed reached 25 % and 4 % on test, both still gaining 7
-    validation points over the last 500 steps. The first record trained d_model 128 on the basic
-    problems for 12,000 / 2000 steps."""
+    The full run trained its three seeds in 27 minutes on a busy 2-core machine (2026-12-03; about 8
+    FlexMDM and 8.4 MDM steps per second of one core's CPU time). With 2–6 steps per problem both
+    models stayed near the floor in probes (MDM about 11 %, FlexMDM 4–8 %); with 2–4 (the default)
+    the record's MDM reached 37 % and its FlexMDM 5 %. The first record trained d_model 128 on the
+    basic problems for 12,000 / 2000 steps."""
 
     num_train: int = 20000
     min_steps: int = 2
