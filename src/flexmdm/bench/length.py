@@ -22,9 +22,10 @@ tokens excluded), unigram entropy and network calls, as mean ± standard error o
 ``reference`` holds the same statistics of the test half; ``noise_floor`` the distances between
 ``num_samples`` training sequences and the test half, mean ± standard error over ``noise_draws`` draws.
 
-The full run is sized so that three seeds train in about 23 minutes on 2 idle cores (estimated 0.13 and 0.29 s a
-FlexMDM and an MDM step side by side): d_model 64, 3200 / 1500 steps; the single-seed record before
-the fair rules trained d_model 128 (0.28 and 0.65 s a step) to 8200 / 4500 steps, 49 minutes.
+The full run (d_model 64, 3200 / 1500 steps) trained three seeds in 31 minutes on a busy 2-core
+machine (0.21 and 0.35 s a FlexMDM and an MDM step side by side); scoring took about an hour more.
+The single-seed record before the fair rules trained d_model 128 (0.28 and 0.65 s a step) to
+8200 / 4500 steps, 49 minutes.
 """
 
 from __future__ import annotations
