@@ -55,7 +55,8 @@ def saved_checkpoints(output_dir: str | Path) -> list[Checkpoint]:
     for path in sorted(checkpoint_dir(output_dir).glob("step_*")):
         state = load_trainer_state(path)
         step, every = int(state["step"]), state.get("config", {}).get("train", {}).get("save_every")
-        found.append(Checkpoint(step, float(state["train_seconds"]), path / "model", not every or step % every == 0))
+        found.append(Checkpoint(step, float(state["train_seconds"]), path / "model",
+                                scheduled=not every or step % every == 0))
     if not found:
         raise FileNotFoundError(f"{output_dir}: no checkpoints (set train.save_every)")
     return sorted(found, key=lambda c: c.step)

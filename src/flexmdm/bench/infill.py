@@ -23,9 +23,9 @@ text, the fraction of ``prefix + middle + suffix`` that ``ast.parse`` accepts, t
 error of the middle length in tokens.
 
 The full run is sized for three seeds in about 27 minutes of training on 2 idle cores (the recorded
-run's scoring took 38 more, beside another job): d_model 64 at batch 32, FlexMDM 5000 steps and the MDM 2000 (0.11 and 0.24
-CPU seconds a step measured); the single-seed record before the fair rules trained d_model 128 at
-batch 48 for 9000 / 4000 steps.
+run's scoring took 38 more, beside another job): d_model 64 at batch 32, FlexMDM 5000 steps and the
+MDM 2000 (0.11 and 0.24 CPU seconds a step measured); the single-seed record before the fair rules
+trained d_model 128 at batch 48 for 9000 / 4000 steps.
 """
 
 from __future__ import annotations
