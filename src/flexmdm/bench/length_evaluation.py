@@ -88,7 +88,7 @@ class LengthEvaluation:
         """The token ids of the samples and the network calls each took (drawn once, then remembered)."""
         key = (model, model_dir, trial, split, seed)
         if key not in self._samples:
-            self._samples[key] = self._cached(key, lambda: self._draw(model, model_dir, trial, split, seed))
+            self._samples[key] = self._cached(key, model_dir, lambda: self._draw(model, model_dir, trial, split, seed))
         return self._samples[key]
 
     def _draw(self, model: str, model_dir: Path, trial: DecoderTrial, split: str,
@@ -98,13 +98,13 @@ class LengthEvaluation:
         return unconditional_samples(pipe, self.num_samples, options=trial.options(pipe.family.inserts, TEMPERATURE),
                                      batch_size=self.batch_size, max_length=self.max_length, generator=generator)
 
-    def _cached(self, key: tuple, draw: Callable[[], tuple[list[list[int]], list[int]]]
+    def _cached(self, key: tuple, model_dir: Path, draw: Callable[[], tuple[list[list[int]], list[int]]]
                 ) -> tuple[list[list[int]], list[int]]:
         """``draw()``, read from ``cache_dir`` when an earlier run wrote it for the same key, settings and
-        checkpoint weights (``key[1]`` is the model folder; its weights' modification time is in the name)."""
+        checkpoint weights (the modification time of ``model_dir``'s weights is part of the name)."""
         if self.cache_dir is None:
             return draw()
-        weights = max((path.stat().st_mtime_ns for path in Path(key[1]).glob("*.safetensors")), default=0)
+        weights = max((path.stat().st_mtime_ns for path in Path(model_dir).glob("*.safetensors")), default=0)
         name = json.dumps([*map(str, key), weights, self.seed, self.num_samples, self.max_length])
         path = self.cache_dir / f"{hashlib.sha256(name.encode()).hexdigest()[:20]}.json"
         if path.is_file():
