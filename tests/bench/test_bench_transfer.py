@@ -1,6 +1,7 @@
 """``flexmdm bench transfer --quick`` end to end: a pretrained MDM, both instruction-tuned arms, a complete record."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -46,8 +47,15 @@ def test_quick_run_record(tmp_path):
         assert tuning["split"] == "validation" and set(tuning["choice"]) == ARMS
         assert len(tuning["trials"]["mdm"]) == len(tuning["trials"]["flexmdm"]) == 3
     assert {r["rule"] for r in record["math"] if r["arm"] == "flexmdm"} == {record["tuning"]["math"]["choice"]["flexmdm"]["rule"]}
-    assert record["train_configs"]["mdm"]["init"]["base"] == record["train_configs"]["flexmdm"]["retrofit"]["base"]
-    assert record["train_configs"]["mdm"]["data"] == record["train_configs"]["flexmdm"]["data"]
+    # both arms adapt from the one origin on the same corpus and steps, then tune from their adapted weights
+    adapt, tune = record["adapt_configs"], record["train_configs"]
+    origin = adapt["mdm"]["init"]["base"]
+    assert adapt["flexmdm"]["retrofit"]["base"] == origin == tune["flexmdm"]["retrofit"]["base"]
+    assert adapt["mdm"]["data"] == adapt["flexmdm"]["data"] and adapt["mdm"]["data"]["task"] == "text"
+    assert {record["adapt"][arm]["train_steps"] for arm in ARMS} == {quick.adapt["steps"]}
+    assert tune["mdm"]["init"]["base"] != origin and Path(tune["mdm"]["init"]["base"]).is_dir()
+    assert tune["flexmdm"]["retrofit"]["adapters_from"] == str(Path(adapt["flexmdm"]["output_dir"]) / "adapters")
+    assert tune["mdm"]["data"] == tune["flexmdm"]["data"] and tune["mdm"]["data"]["task"] == "instruct"
     assert set(record["arms"]) == ARMS
     for name in record["plots"]:
         assert (tmp_path / name).stat().st_size > 0

@@ -12,7 +12,7 @@ from flexmdm.bench.commands import retrofit_overrides
 from flexmdm.cli import build_parser, main
 from flexmdm.models import ModelConfig, build_model, load_pretrained
 from flexmdm.models.llada import load_llada, save_llada, write_tiny_llada_checkpoint
-from flexmdm.models.retrofit import ADAPTER_WEIGHTS_NAME, RetrofitConfig, load_retrofit, retrofit
+from flexmdm.models.retrofit import ADAPTER_WEIGHTS_NAME, RetrofitConfig, load_retrofit, retrofit, retrofit_state_dict
 from flexmdm.pipeline import Pipeline
 from flexmdm.training.config import ConfigError, config_from_dict, load_config
 from flexmdm.training.network import build_network
@@ -109,6 +109,25 @@ def test_a_bfloat16_base_keeps_its_weights_and_trains_float32_adapters(base_dir,
     assert any(bool(v.abs().sum() > 0) for k, v in adapters.items() if "lora_B" in k)  # the adapters trained
 
 
+def test_a_run_starts_from_an_earlier_runs_adapters(base_dir, tmp_path):
+    """``retrofit.adapters_from``: instruction tuning continues the adapters an adaptation run trained."""
+    first = train(config_from_dict(settings(base_dir, tmp_path, "adapt", time_rank=4)))
+    saved = first.output_dir / ADAPTERS_DIR
+    raw = settings(base_dir, tmp_path, "tune", time_rank=4, adapters_from=str(saved))
+    network = build_network(config_from_dict(raw))
+    attached, _ = load_retrofit(base_dir, saved)
+    ours, theirs = retrofit_state_dict(network), retrofit_state_dict(attached)
+    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert any(bool(v.abs().sum() > 0) for k, v in ours.items() if "lora_B" in k)  # trained, not fresh
+    assert all(p.dtype == torch.float32 for p in network.parameters() if p.requires_grad)
+    second = train(config_from_dict(raw))
+    assert second.steps == 3 and math.isfinite(second.loss)
+    raw["retrofit"]["lora_rank"] = 8
+    with pytest.raises(ConfigError, match=r"^retrofit.adapters_from: .* was saved with lora_rank=4; give this "
+                                          r"retrofit the same settings$"):
+        config_from_dict(raw)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"retrofit": {"base": "BASE", "base_dtype": "bfloat16"}},
      "retrofit.base_dtype=bfloat16 needs train.autocast=bfloat16"),
@@ -121,6 +140,8 @@ def test_a_bfloat16_base_keeps_its_weights_and_trains_float32_adapters(base_dir,
     ({"retrofit": {"base": "BASE", "time_rank": -1}}, "retrofit.time_rank must be >= 0, got -1"),
     ({"retrofit": {"base": "BASE", "mlp_targets": ["down_proj"]}}, "retrofit.mlp_targets ['down_proj'] not among"),
     ({"retrofit": {"base": "BASE", "lora_ranks": 4}}, "unknown key 'retrofit.lora_ranks'"),
+    ({"retrofit": {"base": "BASE", "adapters_from": "nowhere"}},
+     "retrofit.adapters_from: nowhere holds no saved retrofit adapters"),
     ({"data": {"task": "toy", "max_a": 30, "max_b": 30}},
      "retrofit.base: the task's longest sequence (60) exceeds the base's max_sequence_length (48)"),
 ])

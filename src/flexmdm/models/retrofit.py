@@ -28,7 +28,8 @@ Everything else is frozen. :func:`save_retrofit` writes only the new modules and
 LoRA adapters as ``peft`` writes them for the base network (``adapter_config.json`` +
 ``adapter_model.safetensors``: ``PeftModel.from_pretrained(base, directory)`` reads them), the new
 modules beside them (``retrofit_modules.safetensors``) and ``retrofit_config.json``;
-:func:`load_retrofit` re-attaches all of them to the base checkpoint.
+:func:`load_retrofit` re-attaches all of them to the base checkpoint, and :func:`load_adapters`
+loads them into a fresh retrofit of it (one run's adapters as the start of the next).
 
 :class:`LLaDAFlexMDM` is also the FlexMDM of the LLaDA architecture trained from scratch
 (``ModelConfig(kind="flexmdm", architecture="llada")``): same modules, all trainable.
@@ -61,13 +62,16 @@ __all__ = [
     "RetrofitConfig",
     "build_llada_model",
     "is_retrofit_parameter",
+    "load_adapters",
     "load_retrofit",
     "lora_target_pattern",
     "merge_adapters",
     "merged_state_dict",
+    "read_retrofit_record",
     "retrofit",
     "retrofit_model_config",
     "save_retrofit",
+    "setting_differences",
     "time_modulation",
     "ADAPTER_WEIGHTS_NAME",
     "RETROFIT_CONFIG_NAME",
@@ -385,12 +389,42 @@ def load_retrofit(base: str | Path | LLaDAModel, directory: str | Path,
     Raises:
         ValueError: the adapters do not fit the base (missing or unexpected tensors, shapes).
     """
+    record = read_retrofit_record(directory)
+    mdm = load_llada(base, dtype=dtype) if isinstance(base, (str, Path)) else base
+    model = retrofit(mdm, RetrofitConfig.from_dict(record["retrofit"]))
+    load_adapters(model, directory)
+    return model.eval(), record
+
+
+def read_retrofit_record(directory: str | Path) -> dict[str, Any]:
+    """The ``retrofit_config.json`` of a :func:`save_retrofit` folder (its ``retrofit`` entry is the
+    :class:`RetrofitConfig` the adapters were made with)."""
+    return json.loads((Path(directory) / RETROFIT_CONFIG_NAME).read_text())
+
+
+def setting_differences(saved: RetrofitConfig, wanted: RetrofitConfig) -> list[str]:
+    """``name=value`` (``saved``'s value) for each setting in which ``saved`` differs from ``wanted``."""
+    return [f"{f.name}={getattr(saved, f.name)!r}" for f in dataclasses.fields(RetrofitConfig)
+            if getattr(saved, f.name) != getattr(wanted, f.name)]
+
+
+def load_adapters(model: LLaDAFlexMDM, directory: str | Path) -> None:
+    """Load a :func:`save_retrofit` folder's adapters and new modules into ``model``, in place.
+
+    ``model`` is a :func:`retrofit` of the same base with the settings the folder was saved with
+    (an earlier run's adapters as the start of the next, e.g. instruction tuning after adaptation).
+
+    Raises:
+        ValueError: the folder's retrofit settings differ from ``model``'s, or its tensors do not fit
+            (missing or unexpected names, shapes).
+    """
     from peft import set_peft_model_state_dict
 
     directory = Path(directory)
-    record = json.loads((directory / RETROFIT_CONFIG_NAME).read_text())
-    mdm = load_llada(base, dtype=dtype) if isinstance(base, (str, Path)) else base
-    model = retrofit(mdm, RetrofitConfig.from_dict(record["retrofit"]))
+    differ = setting_differences(RetrofitConfig.from_dict(read_retrofit_record(directory)["retrofit"]),
+                                 model.retrofit_config)
+    if differ:
+        raise ValueError(f"{directory} was saved with {', '.join(differ)}, not this retrofit's settings")
     adapters = {BACKBONE + name.removeprefix(PEFT_PREFIX): tensor
                 for name, tensor in load_file(directory / ADAPTER_WEIGHTS_NAME).items()}
     modules = load_file(directory / MODULES_WEIGHTS_NAME)
@@ -404,4 +438,3 @@ def load_retrofit(base: str | Path | LLaDAModel, directory: str | Path,
                              f"{list(expected[key].shape)}")
     model.load_state_dict(modules, strict=False)
     set_peft_model_state_dict(model, adapters)
-    return model.eval(), record

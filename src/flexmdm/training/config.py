@@ -40,7 +40,7 @@ from flexmdm.families import FAMILIES, family
 from flexmdm.losses import MAX_TIME
 from flexmdm.models import ModelConfig
 from flexmdm.models.llada import LLaDAConfig, model_config_from_llada, read_llada_config
-from flexmdm.models.retrofit import RetrofitConfig, retrofit_model_config
+from flexmdm.models.retrofit import RetrofitConfig, read_retrofit_record, retrofit_model_config, setting_differences
 from flexmdm.schedules import Schedule, schedule_from_config
 from flexmdm.tasks.base import Task, get_task_class
 
@@ -242,6 +242,9 @@ class RetrofitSection(RetrofitConfig):
         base_dtype: how the frozen base weights are stored: "float32", or "bfloat16" (half the
             memory; the trainable parameters stay float32, and ``train.autocast: bfloat16`` is
             required so that both meet in bfloat16 matmuls).
+        adapters_from: a folder of adapters saved by an earlier retrofit run of the same base with
+            the same settings (its ``adapters/``), which this run's adapters and new modules start
+            from instead of fresh ones: e.g. instruction tuning after an adaptation run.
 
     The other fields are :class:`~flexmdm.models.retrofit.RetrofitConfig`'s (LoRA rank, alpha and
     targets, time conditioning, gap head width).
@@ -250,11 +253,27 @@ class RetrofitSection(RetrofitConfig):
     base: str = ""
     base_config: str | None = None
     base_dtype: Literal["float32", "bfloat16"] = "float32"
+    adapters_from: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.base:
             raise ValueError("base must name a LLaDA checkpoint folder")
+
+    def check_adapters_from(self) -> None:
+        """Raise a :class:`ConfigError` unless ``adapters_from`` (if given) holds adapters saved with
+        this section's retrofit settings."""
+        if self.adapters_from is None:
+            return
+        try:
+            saved = RetrofitConfig.from_dict(read_retrofit_record(self.adapters_from)["retrofit"])
+        except (OSError, ValueError, KeyError) as error:
+            raise ConfigError(f"retrofit.adapters_from: {self.adapters_from} holds no saved retrofit adapters "
+                              f"({error})") from None
+        differ = setting_differences(saved, self.adapters)
+        if differ:
+            raise ConfigError(f"retrofit.adapters_from: {self.adapters_from} was saved with {', '.join(differ)}; "
+                              "give this retrofit the same settings")
 
     @property
     def adapters(self) -> RetrofitConfig:
@@ -554,6 +573,8 @@ def config_from_dict(raw: Any, *, check_data: bool = True) -> Config:
     init = None if raw.get("init") is None else _build(InitSection, raw["init"], "init.")
     if retrofit is not None and init is not None:
         raise ConfigError("init: a retrofit already starts from its base; give either retrofit or init")
+    if retrofit is not None:
+        retrofit.check_adapters_from()
     section, base = ("retrofit", retrofit) if retrofit is not None else ("init", init)
     if base is not None and not check_data:
         data_raw = _check_mapping(raw.get("data"), "data")

@@ -5,7 +5,8 @@ Without a ``retrofit`` or ``init`` section the network is :func:`flexmdm.models.
 it is the base checkpoint itself, in float32, every weight trainable. With ``retrofit``, the base
 checkpoint is loaded in ``retrofit.base_dtype`` (float32 or bfloat16) and
 :func:`flexmdm.models.retrofit.retrofit` adds the FlexMDM modules and LoRA adapters, seeded with
-``train.seed``; only those are trainable, always in float32.
+``train.seed`` (or loaded from ``retrofit.adapters_from``); only those are trainable, always in
+float32.
 
 The retrofit recipe as configuration mappings: :func:`retrofit_run_config` turns a from-scratch
 FlexMDM run into the run that retrofits a base checkpoint instead, with the same data, training and
@@ -29,7 +30,7 @@ from torch import nn
 
 from flexmdm.models import build_model
 from flexmdm.models.llada import LLaDAModel, load_llada, read_llada_config
-from flexmdm.models.retrofit import retrofit
+from flexmdm.models.retrofit import load_adapters, retrofit
 from flexmdm.training.config import Config, ConfigError
 
 __all__ = ["RETROFIT_MODULE_OPTIONS", "build_network", "retrofit_run_config", "scratch_model_like"]
@@ -81,6 +82,8 @@ def build_network(config: Config, *, meta: bool = False) -> nn.Module:
                               f"{section.base} ({base.llada_config})")
     with device:
         network = retrofit(base, section.adapters, seed=config.train.seed)
+    if section.adapters_from is not None and not meta:
+        load_adapters(network, section.adapters_from)
     for parameter in network.parameters():  # adapters made in the base's dtype train in float32
         if parameter.requires_grad:
             parameter.data = parameter.data.float()
