@@ -1,6 +1,7 @@
 """``flexmdm bench NAME`` reaches ``flexmdm.bench.<name>``'s runner with the command line's options."""
 
 import importlib
+import importlib.util
 from types import SimpleNamespace
 
 import pytest
@@ -99,3 +100,13 @@ def test_reasoning_trains_the_seeds_asked_for(tmp_path, monkeypatch, extra, seed
     with pytest.raises(Started):
         main(["bench", "reasoning", "--quick", "--out", str(tmp_path / "r.json"), *extra])
     assert seen == [seeds]  # --quick trains two seeds unless --seeds says otherwise
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_each_bench_module_is_a_thin_declaration(name):
+    """A bench module declares settings, an evaluation and a plot on the shared skeleton: at most 150
+    lines; what grows past that belongs in a helper module or in the library."""
+    source = importlib.util.find_spec(f"flexmdm.bench.{name}").origin
+    with open(source) as handle:
+        lines = sum(1 for _ in handle)
+    assert lines <= 150, f"flexmdm/bench/{name}.py has {lines} lines"

@@ -83,12 +83,10 @@ class LengthBenchSettings:
 
     @classmethod
     def quick(cls) -> LengthBenchSettings:
-        settings = cls(trials=length_trials((16, 64)), num_samples=64)
+        settings = cls(trials=length_trials((16, 64)), num_samples=64, model={"d_model": 64, "n_layers": 2, "n_heads": 2},
+                       steps={"flexmdm": 300, "mdm": 150}, reference_steps=150)
         settings.data.update(max_length=32, vocab_size=512)
-        settings.model = {"d_model": 64, "n_layers": 2, "n_heads": 2}
-        settings.steps = {"flexmdm": 300, "mdm": 150}
         settings.train.update(warmup_steps=20, save_every=50)
-        settings.reference_steps = 150
         return settings
 
 
