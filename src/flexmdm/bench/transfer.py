@@ -41,7 +41,7 @@ __all__ = ["TransferBenchSettings", "main", "run_transfer_benchmark"]
 
 def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 0, work_dir: str | Path | None = None,
                            argv: list[str] | None = None, settings: TransferBenchSettings | None = None) -> dict[str, Any]:
-    """Build the data, pretrain, tune both arms side by side, evaluate; write JSON + PNGs and return the record."""
+    """Build the data, pretrain, adapt and tune both arms side by side, evaluate; write JSON + PNGs, return the record."""
     run = BenchRun.start(out, seed=seed, work_dir=work_dir, argv=argv)
     settings = choose(TransferBenchSettings, quick, settings)
     files = run.timed("data_seconds", build_transfer_data, run.work / "data", settings.data, seed)
