@@ -62,6 +62,7 @@ def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     def options(arm: str, trial: DecoderTrial, steps: int | None = None) -> SamplingOptions:
         return replace(trial, steps=steps or trial.steps).options(family(arm).inserts, temperature=0.0)
 
+    print("choosing each arm's sampler on validation: 3 trials for math, 3 for code", flush=True)
     tuning = {  # tune asks for the validation split only
         "math": tune(standard_trials(max(settings.sampling_steps)), lambda arm, trial, split: sets.math(
             pipes[arm], options(arm, trial), split), "accuracy", "mean_nfe"),
@@ -70,6 +71,8 @@ def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     chosen = {task: {arm: DecoderTrial(**c) for arm, c in tuning[task]["choice"].items()} for task in tuning}
     math_rows, infill_rows = [], []
     for arm, pipe in pipes.items():
+        print(f"testing {arm}: math at {list(settings.sampling_steps)} sampling steps, code infilling, HumanEval",
+              flush=True)
         fields, math_trial, infill_trial = train_fields(trained[arm], threads), chosen["math"][arm], chosen["infill"][arm]
         math_rows += [{"arm": arm, "split": "test", "steps": steps, "rule": math_trial.rule,
                        **sets.math(pipe, options(arm, math_trial, steps), "test"), **fields}
