@@ -367,6 +367,16 @@ def test_training_time_accumulates_over_resumed_sessions(tmp_path):
     assert train(config).train_seconds is None
 
 
+def test_a_run_resumed_at_its_end_reports_its_logged_losses(tmp_path):
+    """Rerunning a finished run (as a resumed benchmark does) reports the losses its log holds."""
+    config = load_config(write_config(tmp_path), ["train.steps=4", "train.eval_every=2", "train.log_every=1"])
+    first = train(config)
+    assert first.loss is not None and first.val_loss is not None
+    again = train(config)
+    assert (again.steps, again.loss, again.val_loss) == (4, first.loss, first.val_loss)
+    assert again.val_loss == read_metrics(tmp_path / "run")[-1]["val_loss"]
+
+
 @pytest.mark.e2e
 def test_exact_resume_after_sigkill(tmp_path):
     settings = {"train": {"steps": 60, "save_every": 10, "eval_every": 20, "keep_last": 1}}

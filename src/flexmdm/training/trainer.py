@@ -110,8 +110,8 @@ class TrainResult:
         output_dir: the run directory.
         model_dir: the exported model (``flexmdm sample`` it).
         steps: optimizer steps completed.
-        loss: the loss of the last step.
-        val_loss: the last validation loss (None if never computed).
+        loss: the loss of the last step logged (in an earlier session for a run resumed at its end).
+        val_loss: the last validation loss, of this session or an earlier one (None if never computed).
         elapsed_s: wall-clock seconds this process spent in the loop.
         train_seconds: wall-clock seconds in the loop over every session of the run: a resumed run
             adds its own to those its checkpoint recorded (steps lost to an interruption are not
@@ -467,11 +467,11 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Path)
         )
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows after ``step`` (written after the checkpoint a resumed run restarts from)."""
+def _truncate_metrics(path: Path, step: int) -> list[dict[str, Any]]:
+    """Drop rows after ``step`` (written after the checkpoint a resumed run restarts from); return the rows kept."""
     if not path.is_file():
-        return
-    kept = []
+        return []
+    kept, rows = [], []
     for line in path.read_text().splitlines():
         try:
             row = json.loads(line)
@@ -479,7 +479,16 @@ def _truncate_metrics(path: Path, step: int) -> None:
             continue
         if row.get("step", math.inf) <= step:
             kept.append(line + "\n")
+            rows.append(row)
     write_text_atomic(path, "".join(kept))
+    return rows
+
+
+def _last_losses(rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """The last training loss and the last validation loss logged in ``rows`` (None where none is)."""
+    def last(key: str) -> float | None:
+        return next((row[key] for row in reversed(rows) if row.get(key) is not None), None)
+    return last("loss"), last("val_loss")
 
 
 def _metrics_row(step: int, totals: Tensor, lr: float, grad_norm: float, tokens_per_s: float) -> dict[str, Any]:
@@ -565,7 +574,7 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
     output_dir = Path(config.output_dir)
     metrics_path = output_dir / METRICS_FILE
     run = _Run(config, ctx, model_factory)
-    point = resume_point(output_dir)
+    point, logged = resume_point(output_dir), []
     if point is not None:
         run.resume(point)
     if ctx.is_main:
@@ -574,13 +583,13 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
         output_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output_dir)
         config.save(output_dir / "config.yaml")
-        _truncate_metrics(metrics_path, run.step)
+        logged = _truncate_metrics(metrics_path, run.step)
         (output_dir / "tokenizer").mkdir(exist_ok=True)
         run.task.write_tokenizer(output_dir / "tokenizer")
     ctx.barrier()
 
     cfg = config.train
-    loss = val_loss = None
+    loss, val_loss = _last_losses(logged)  # a resumed run's, until it logs its own
     start, earlier_seconds = time.perf_counter(), run.train_seconds
     last_time, tokens_since = start, 0.0
     progress = tqdm(total=cfg.steps, initial=run.step, disable=not ctx.is_main, desc=f"train {output_dir.name}",
