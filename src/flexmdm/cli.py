@@ -90,7 +90,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _train_report(result: Any, steps: int) -> str:
     """The last line of ``flexmdm train``: what it did, or how to train again when it had nothing to do."""
-    if result.loss is None:
+    if result.start_step == result.steps:
         return (f"{result.output_dir} is already trained to step {result.steps} (train.steps={steps}); model at "
                 f"{result.model_dir}. To train again, choose another output directory (--set output_dir=DIR) "
                 f"or more steps (--set train.steps=N)")

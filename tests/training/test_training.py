@@ -374,6 +374,7 @@ def test_a_run_resumed_at_its_end_reports_its_logged_losses(tmp_path):
     assert first.loss is not None and first.val_loss is not None
     again = train(config)
     assert (again.steps, again.loss, again.val_loss) == (4, first.loss, first.val_loss)
+    assert (first.start_step, again.start_step) == (0, 4)  # nothing was left to train
     assert again.val_loss == read_metrics(tmp_path / "run")[-1]["val_loss"]
 
 

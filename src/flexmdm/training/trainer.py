@@ -116,6 +116,8 @@ class TrainResult:
         train_seconds: wall-clock seconds in the loop over every session of the run: a resumed run
             adds its own to those its checkpoint recorded (steps lost to an interruption are not
             counted); None when resumed from a checkpoint that did not record them.
+        start_step: the step this session started from (0 for a new run; ``steps`` when the run
+            was already trained to its end and nothing was left to do).
     """
 
     output_dir: Path
@@ -125,6 +127,7 @@ class TrainResult:
     val_loss: float | None
     elapsed_s: float
     train_seconds: float | None
+    start_step: int = 0
 
 
 def learning_rate_factor(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -588,7 +591,7 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
         run.task.write_tokenizer(output_dir / "tokenizer")
     ctx.barrier()
 
-    cfg = config.train
+    cfg, start_step = config.train, run.step
     loss, val_loss = _last_losses(logged)  # a resumed run's, until it logs its own
     start, earlier_seconds = time.perf_counter(), run.train_seconds
     last_time, tokens_since = start, 0.0
@@ -630,4 +633,4 @@ def _train(config: Config, ctx: DistributedContext, model_factory: ModelFactory 
         if getattr(model, "retrofit_config", None) is not None:
             save_retrofit(model, output_dir / ADAPTERS_DIR, metadata=run.metadata())
     ctx.barrier()
-    return TrainResult(output_dir, model_dir, run.step, loss, val_loss, elapsed, run.train_seconds)
+    return TrainResult(output_dir, model_dir, run.step, loss, val_loss, elapsed, run.train_seconds, start_step)
