@@ -154,7 +154,8 @@ def _description(config: Any) -> str:
              f"MLP {round(model.mlp_ratio * model.d_model)}, vocab {model.vocab_size}")
     if config.retrofit is not None:
         extra = config.retrofit
-        return (f"FlexMDM retrofit of the LLaDA checkpoint {extra.base} ({shape}); LoRA rank {extra.lora_rank}, "
+        training = "every base weight" if extra.train_base else f"LoRA rank {extra.lora_rank}"
+        return (f"FlexMDM retrofit of the LLaDA checkpoint {extra.base} ({shape}); {training}, "
                 f"time_groups {extra.time_groups}, time_rank {extra.time_rank or 'full'}, "
                 f"gap_hidden {extra.gap_hidden or model.d_model}")
     return f"{model.kind} ({model.architecture}; {shape})"

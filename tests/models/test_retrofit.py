@@ -56,8 +56,9 @@ def randomise_new_parameters(model, seed=0):
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
 
 
-@pytest.mark.parametrize("config", [RetrofitConfig(), RetrofitConfig(time_rank=4, gap_hidden=8)],
-                         ids=["full-modulation", "low-rank-modulation"])
+@pytest.mark.parametrize("config", [RetrofitConfig(), RetrofitConfig(time_rank=4, gap_hidden=8),
+                                    RetrofitConfig(train_base=True)],
+                         ids=["full-modulation", "low-rank-modulation", "full-fine-tuning"])
 def test_retrofitted_model_starts_as_the_mdm(base_dir, config):
     mdm = load_llada(base_dir)
     x, t, lengths, frozen = batch()
@@ -94,6 +95,27 @@ def test_exactly_the_new_parameters_require_gradients(base_dir):
     (logits[..., LIVE].logsumexp(-1).sum() + gaps.sum()).backward()
     for name, p in model.named_parameters():
         assert (p.grad is not None) == p.requires_grad, name
+
+
+def test_full_fine_tuning_trains_and_saves_every_weight(base_dir, tmp_path):
+    """``train_base``: no adapters, every parameter trains, and the saved folder restores the trained base
+    weights too (a saver that kept only the new modules would reload the untrained base)."""
+    model = retrofit(load_llada(base_dir), RetrofitConfig(train_base=True))
+    assert not any(isinstance(module, LoraLayer) for module in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+    randomise_new_parameters(model)  # every weight, the base's included
+    x, t, lengths, frozen = batch(1)
+    with torch.no_grad():
+        logits, gaps = model(x, t, lengths, frozen)
+    save_retrofit(model, tmp_path / "full")
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["retrofit_config.json", MODULES_WEIGHTS_NAME]
+    assert set(load_file(tmp_path / "full" / MODULES_WEIGHTS_NAME)) == set(model.state_dict())
+    again, record = load_retrofit(base_dir, tmp_path / "full")
+    assert record["retrofit"]["train_base"] is True
+    with torch.no_grad():
+        logits_again, gaps_again = again(x, t, lengths, frozen)
+    assert torch.equal(logits_again, logits) and torch.equal(gaps_again, gaps)
+    assert set(merged_state_dict(again)) == set(model.state_dict())
 
 
 def test_lora_targets_follow_the_config(base_dir):

@@ -128,9 +128,25 @@ def test_a_run_starts_from_an_earlier_runs_adapters(base_dir, tmp_path):
         config_from_dict(raw)
 
 
+def test_a_fully_fine_tuned_run_continues_from_its_saved_weights(base_dir, tmp_path):
+    """``train_base`` with ``adapters_from``: the second run starts from every weight the first one trained."""
+    first = train(config_from_dict(settings(base_dir, tmp_path, "adapt", train_base=True)))
+    saved = first.output_dir / ADAPTERS_DIR
+    network = build_network(config_from_dict(settings(base_dir, tmp_path, "tune", train_base=True,
+                                                      adapters_from=str(saved))))
+    trained, base = load_pretrained(first.model_dir)[0].state_dict(), load_llada(base_dir).state_dict()
+    ours = network.state_dict()
+    assert set(ours) == set(trained) and all(torch.equal(ours[k], trained[k]) for k in ours)
+    assert not torch.equal(ours["backbone.model.transformer.blocks.0.q_proj.weight"],
+                           base["model.transformer.blocks.0.q_proj.weight"])  # the base weights trained
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in network.parameters())
+
+
 @pytest.mark.parametrize("change, message", [
     ({"retrofit": {"base": "BASE", "base_dtype": "bfloat16"}},
      "retrofit.base_dtype=bfloat16 needs train.autocast=bfloat16"),
+    ({"retrofit": {"base": "BASE", "base_dtype": "bfloat16", "train_base": True}},
+     "retrofit.base_dtype stores the frozen base weights; with train_base every weight trains in float32"),
     ({"retrofit": {"base": "BASE", "base_dtype": "float16"}}, "retrofit.base_dtype: must be one of"),
     ({"model": {"d_model": 64}}, "model.d_model=64 contradicts the retrofit of "),
     ({"model": {"kind": "mdm"}}, "model.kind='mdm' contradicts the retrofit of "),

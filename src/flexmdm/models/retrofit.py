@@ -24,10 +24,13 @@ a FlexMDM. :func:`retrofit` adds what is missing and trains only that:
   ``blocks.N.ff_out`` — selected by full path, not by the bare name ``ff_out`` that LLaDA also
   gives its LM head) and optionally on the token head ``transformer.ff_out``.
 
-Everything else is frozen. :func:`save_retrofit` writes only the new modules and adapters: the
+Everything else is frozen — unless ``train_base`` asks for full fine-tuning: then no adapters are
+made and every base weight trains with the new modules (for a base small enough to fine-tune whole;
+the paper's LLaDA-8B retrofit uses LoRA). :func:`save_retrofit` writes only what trains: the
 LoRA adapters as ``peft`` writes them for the base network (``adapter_config.json`` +
 ``adapter_model.safetensors``: ``PeftModel.from_pretrained(base, directory)`` reads them), the new
-modules beside them (``retrofit_modules.safetensors``) and ``retrofit_config.json``;
+modules beside them (``retrofit_modules.safetensors``; with ``train_base``, the whole network's
+weights, and no ``peft`` files) and ``retrofit_config.json``;
 :func:`load_retrofit` re-attaches all of them to the base checkpoint, and :func:`load_adapters`
 loads them into a fresh retrofit of it (one run's adapters as the start of the next).
 
@@ -73,6 +76,7 @@ __all__ = [
     "save_retrofit",
     "setting_differences",
     "time_modulation",
+    "trains",
     "ADAPTER_WEIGHTS_NAME",
     "RETROFIT_CONFIG_NAME",
     "MODULES_WEIGHTS_NAME",
@@ -202,6 +206,8 @@ class RetrofitConfig:
         time_rank: 0 for a ``d → 6d`` modulation per group, r for a low-rank ``d → r → 6d``
             one (:func:`time_modulation`).
         gap_hidden: hidden width of the gap head (0: the base's ``d_model``).
+        train_base: full fine-tuning: every base weight trains and no LoRA adapters are made (the
+            ``lora_*`` settings and targets then do not apply).
     """
 
     lora_rank: int = 16
@@ -213,6 +219,7 @@ class RetrofitConfig:
     time_scale: float = 1000.0
     time_rank: int = 0
     gap_hidden: int = 0
+    train_base: bool = False
 
     def __post_init__(self) -> None:
         self.attention_targets, self.mlp_targets = tuple(self.attention_targets), tuple(self.mlp_targets)
@@ -255,6 +262,11 @@ def is_retrofit_parameter(name: str) -> bool:
     return name.split(".")[0] in NEW_MODULES or ".lora_" in name
 
 
+def trains(name: str, config: RetrofitConfig) -> bool:
+    """Whether a retrofit of ``config`` trains the parameter ``name``: every one with ``train_base``, else the new ones."""
+    return config.train_base or is_retrofit_parameter(name)
+
+
 def retrofit_model_config(base: ModelConfig, config: RetrofitConfig) -> ModelConfig:
     """The :class:`ModelConfig` of the FlexMDM that :func:`retrofit` makes of a base network of config ``base``."""
     return dataclasses.replace(base, kind="flexmdm", architecture="llada", time_groups=config.time_groups,
@@ -263,7 +275,8 @@ def retrofit_model_config(base: ModelConfig, config: RetrofitConfig) -> ModelCon
 
 
 def retrofit(mdm: LLaDAModel, config: RetrofitConfig | None = None, *, seed: int = 0) -> LLaDAFlexMDM:
-    """Turn a pretrained LLaDA MDM into a FlexMDM whose only trainable parameters are the new ones.
+    """Turn a pretrained LLaDA MDM into a FlexMDM whose only trainable parameters are the new ones
+    (with ``config.train_base``: every parameter, and no adapters).
 
     At return the network's token logits equal the MDM's (on every id but PAD, which a FlexMDM
     never predicts): adaLN and the frozen-token vector start at zero and LoRA's B matrices too.
@@ -280,9 +293,10 @@ def retrofit(mdm: LLaDAModel, config: RetrofitConfig | None = None, *, seed: int
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LLaDAFlexMDM(mdm, model_config)
-        model = inject_adapter_in_model(lora_config(config), model)
+        if not config.train_base:
+            model = inject_adapter_in_model(lora_config(config), model)
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(is_retrofit_parameter(name))
+        parameter.requires_grad_(trains(name, config))
     model.retrofit_config = config
     return model
 
@@ -332,13 +346,16 @@ def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 
 def retrofit_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The new modules' and adapters' tensors (works on EMA copies, whose flags are all off)."""
+    """The tensors a :func:`retrofit` trains: the new modules' and adapters' or, with ``train_base``, all
+    (works on EMA copies, whose flags are all off)."""
+    config = model.retrofit_config
     return {name: tensor.detach().cpu().contiguous()
-            for name, tensor in model.state_dict().items() if is_retrofit_parameter(name)}
+            for name, tensor in model.state_dict().items() if trains(name, config)}
 
 
 def save_retrofit(model: LLaDAFlexMDM, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
-    """Write the adapters and new modules (not the base weights), atomically.
+    """Write what the retrofit trains, atomically: the adapters and new modules, not the base weights
+    (with ``train_base``: every weight, to ``retrofit_modules.safetensors``, and no ``peft`` files).
 
     The LoRA adapters are written as ``peft`` saves them for the base network (their names relative
     to the backbone), the new modules to ``retrofit_modules.safetensors``.
@@ -356,9 +373,10 @@ def save_retrofit(model: LLaDAFlexMDM, directory: str | Path, *, metadata: dict[
     adapters = {PEFT_PREFIX + name.removeprefix(BACKBONE): tensor for name, tensor in tensors.items() if ".lora_" in name}
     modules = {name: tensor for name, tensor in tensors.items() if ".lora_" not in name}
     with atomic_directory(directory) as staging:
-        save_file(adapters, staging / ADAPTER_WEIGHTS_NAME, metadata={"format": "pt"})
         save_file(modules, staging / MODULES_WEIGHTS_NAME, metadata={"format": "pt"})
-        lora_config(config, root="").save_pretrained(str(staging))
+        if not config.train_base:
+            save_file(adapters, staging / ADAPTER_WEIGHTS_NAME, metadata={"format": "pt"})
+            lora_config(config, root="").save_pretrained(str(staging))
         record = {"retrofit": config.to_dict(), "model": model.config.to_dict(), **(metadata or {})}
         (staging / RETROFIT_CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
     return directory
@@ -370,6 +388,8 @@ def _saveable(model: nn.Module) -> dict[str, Tensor]:
     from peft import get_peft_model_state_dict
 
     tensors = retrofit_state_dict(model)
+    if model.retrofit_config.train_base:
+        return tensors
     modules = {name: tensor for name, tensor in tensors.items() if ".lora_" not in name}
     return {**modules, **get_peft_model_state_dict(model, state_dict=tensors)}
 
@@ -425,8 +445,9 @@ def load_adapters(model: LLaDAFlexMDM, directory: str | Path) -> None:
                                  model.retrofit_config)
     if differ:
         raise ValueError(f"{directory} was saved with {', '.join(differ)}, not this retrofit's settings")
+    with_adapters = not model.retrofit_config.train_base
     adapters = {BACKBONE + name.removeprefix(PEFT_PREFIX): tensor
-                for name, tensor in load_file(directory / ADAPTER_WEIGHTS_NAME).items()}
+                for name, tensor in load_file(directory / ADAPTER_WEIGHTS_NAME).items()} if with_adapters else {}
     modules = load_file(directory / MODULES_WEIGHTS_NAME)
     tensors, expected = {**modules, **adapters}, _saveable(model)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
@@ -437,4 +458,5 @@ def load_adapters(model: LLaDAFlexMDM, directory: str | Path) -> None:
             raise ValueError(f"{directory}: {key} has shape {list(tensor.shape)}, the base needs "
                              f"{list(expected[key].shape)}")
     model.load_state_dict(modules, strict=False)
-    set_peft_model_state_dict(model, adapters)
+    if with_adapters:
+        set_peft_model_state_dict(model, adapters)

@@ -259,6 +259,9 @@ class RetrofitSection(RetrofitConfig):
         super().__post_init__()
         if not self.base:
             raise ValueError("base must name a LLaDA checkpoint folder")
+        if self.train_base and self.base_dtype != "float32":
+            raise ValueError("base_dtype stores the frozen base weights; with train_base every weight trains "
+                             "in float32, so leave base_dtype at float32")
 
     def check_adapters_from(self) -> None:
         """Raise a :class:`ConfigError` unless ``adapters_from`` (if given) holds adapters saved with
