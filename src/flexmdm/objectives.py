@@ -19,6 +19,7 @@ on the live positions only (:mod:`flexmdm.models.packing`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,7 +31,14 @@ from flexmdm.losses import LossOutput, flexmdm_loss, mdm_loss
 from flexmdm.tasks.base import TrainingBatch
 from flexmdm.vocab import Vocab
 
-__all__ = ["AutoregressiveObjective", "CausalBatch", "FlexMDMObjective", "MDMObjective", "Objective"]
+__all__ = ["AutoregressiveObjective", "CausalBatch", "FlexMDMObjective", "MDMObjective", "Objective", "states_to"]
+
+
+def states_to(states: Any, device: torch.device) -> Any:
+    """An objective's states (a dataclass of tensors, drawn on the CPU) on ``device``."""
+    if device.type == "cpu":
+        return states
+    return type(states)(**{f.name: getattr(states, f.name).to(device) for f in dataclasses.fields(states)})
 
 
 class Objective(Protocol):

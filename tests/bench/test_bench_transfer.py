@@ -25,6 +25,10 @@ def test_quick_run_record(tmp_path):
     for row in record["math"]:
         assert 0.0 <= row["accuracy"] <= 1.0 and row["n"] == test_size > 0 and row["mean_nfe"] >= 1
         assert row["train_steps"] == quick.ift["steps"] and row["split"] == "test"
+    # whether each arm reads its question: its answer loss under its own question and under another's
+    assert set(record["prompt_use"]) == ARMS
+    for use in record["prompt_use"].values():
+        assert use["own"] > 0 and use["gain"] == pytest.approx(use["other"] - use["own"]) and 0 < use["n"] <= test_size
     # infill: one row per arm, held-out modules and HumanEval
     assert {r["arm"] for r in record["infill"]} == ARMS and len(record["infill"]) == 2
     for row in record["infill"]:

@@ -10,7 +10,8 @@ prompt coupling) the MDM arm is fine-tuned as LLaDA's SFT (a fixed canvas, the r
 PAD targets) and the FlexMDM arm continues its adapters. Every instruction-tuning checkpoint is scored
 (:mod:`flexmdm.bench.budgets`); the final models give math accuracy against sampling steps,
 held-out-module single-line infilling and HumanEval single-line pass@1
-(:mod:`flexmdm.tasks.transfer.evaluation`). Each arm gets the same three sampler trials
+(:mod:`flexmdm.tasks.transfer.evaluation`), and ``prompt_use``: how much each arm's loss on the test
+answers rises when another problem's question replaces their own. Each arm gets the same three sampler trials
 (:func:`~flexmdm.bench.tuning.standard_trials`), chosen on validation for math (accuracy) and for code
 (parse rate) apart; the held-out infills alternate between a validation and a test half.
 """
@@ -69,6 +70,9 @@ def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
         "infill": tune(standard_trials(budget), lambda arm, trial, split: sets.infill(pipes[arm], options(arm, trial), split),
                        "parse_rate", "length_abs_error")}
     chosen = {task: {arm: DecoderTrial(**c) for arm, c in tuning[task]["choice"].items()} for task in tuning}
+    prompt_use = {arm: sets.prompt_use(pipe, "test") for arm, pipe in pipes.items()}  # does each arm read its question?
+    print("loss per answer token given its own question / another's (nats): " + ", ".join(
+        f"{arm} {use['own']:.2f} / {use['other']:.2f}" for arm, use in prompt_use.items()), flush=True)
     math_rows, infill_rows = [], []
     for arm, pipe in pipes.items():
         print(f"testing {arm}: math at {list(settings.sampling_steps)} sampling steps, code infilling, HumanEval",
@@ -91,7 +95,8 @@ def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
     infill_bars([{**r, "model": r["arm"], "setting": "held-out modules"} for r in infill_rows], run.png("_infill"))
     print(format_rows(math_rows, MATH_TABLE), format_rows(infill_rows, INFILL_TABLE), sep="\n\n")
     return run.write({
-        "seeds": [seed], "split": "test", "math": math_rows, "infill": infill_rows, "curves": curves, "tuning": tuning,
+        "seeds": [seed], "split": "test", "math": math_rows, "infill": infill_rows, "prompt_use": prompt_use,
+        "curves": curves, "tuning": tuning,
         "budget": [{"arm": row["model"], **row} for row in budget_rows(curves, "accuracy")],
         "pretrain": {"corpus": files.meta["corpus"], "steps": pretrained.steps, "train_seconds": pretrained.train_seconds,
                      "seconds": run.phases["pretrain_seconds"], "final_val_loss": pretrained.val_loss},

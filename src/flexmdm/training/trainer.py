@@ -60,6 +60,7 @@ from flexmdm.losses import LossOutput, sample_times
 from flexmdm.models import ModelConfig, save_pretrained
 from flexmdm.models.compiled import CompiledNetwork
 from flexmdm.models.retrofit import save_retrofit
+from flexmdm.objectives import states_to
 from flexmdm.tasks.base import TrainingBatch
 from flexmdm.training.checkpoint import (
     SHARDS_DIR,
@@ -228,13 +229,6 @@ class _Stats:
         return torch.stack([v.to(generated.device) for v in values])
 
 
-def _to_device(states: Any, device: torch.device) -> Any:
-    if device.type == "cpu":
-        return states
-    moved = {f.name: getattr(states, f.name).to(device) for f in dataclasses.fields(states)}
-    return type(states)(**moved)
-
-
 class _Run:
     """State of one training run on one rank (built by :func:`train`)."""
 
@@ -297,7 +291,7 @@ class _Run:
             generator = keyed_generator(self.train_cfg.seed, "validation", index)
             batch = self.task.sample_batch(self.micro, generator, "validation")
             t = sample_times(self.micro, generator=generator, max_time=self.train_cfg.max_time)
-            states.append(_to_device(self.objective.states(batch, t, generator), self.ctx.device))
+            states.append(states_to(self.objective.states(batch, t, generator), self.ctx.device))
         return states
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -323,7 +317,7 @@ class _Run:
                 total=self.train_cfg.batch_size, max_time=self.train_cfg.max_time,
                 power=self.train_cfg.time_power,
             )
-            states = _to_device(self.objective.states(batch, t, generator), self.ctx.device)
+            states = states_to(self.objective.states(batch, t, generator), self.ctx.device)
             torch.manual_seed(keyed_generator(self.train_cfg.seed, "dropout", self.step, shard).initial_seed())
             passes = self.objective.passes(states, self.train_cfg.length_buckets)
             outs = []

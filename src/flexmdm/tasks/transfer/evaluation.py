@@ -9,6 +9,9 @@ Both kinds of model are asked through the same :func:`~flexmdm.tasks.infill.eval
   window keep the end of their prefix and the start of their suffix (:func:`window`); the middle is
   then executed in the whole program (:func:`~flexmdm.tasks.infill.humaneval.evaluate_infills`).
 
+:func:`prompt_use` asks whether a model reads its prompt at all: the loss of the reference answers
+on the model's own training states under their own question and under another problem's.
+
 :class:`TransferEvaluation` holds a built dataset's evaluation sets (the held-out infills alternate
 between a validation and a test half) and scores a pipeline on them with the sampler it is given.
 """
@@ -20,8 +23,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
+from flexmdm.constraints import Prompt, pad_sequences
 from flexmdm.families import SamplingOptions
+from flexmdm.losses import sample_times
+from flexmdm.objectives import states_to
+from flexmdm.tasks.base import TrainingBatch
 from flexmdm.tasks.infill.evaluation import fill_middles
 from flexmdm.tasks.infill.humaneval import HumanEvalInfill, evaluate_infills, pass_at_1
 from flexmdm.tasks.infill.metrics import infill_metrics
@@ -30,7 +38,7 @@ from flexmdm.tasks.reasoning.gsm8k import answers_match, extract_answer
 if TYPE_CHECKING:
     from flexmdm.pipeline import Pipeline
 
-__all__ = ["TransferEvaluation", "humaneval_scores", "infill_scores", "math_scores", "window"]
+__all__ = ["TransferEvaluation", "humaneval_scores", "infill_scores", "math_scores", "prompt_use", "window"]
 
 
 def window(prefix: Sequence[int], suffix: Sequence[int], max_length: int, budget: int) -> tuple[list[int], list[int]]:
@@ -55,6 +63,43 @@ def math_scores(pipe: Pipeline, problems: list[dict[str, str]], options: Samplin
                                        for a, p in zip(predicted, problems)])),
             "mean_nfe": float(calls.mean()), "answered": float(np.mean([a is not None for a in predicted])),
             "n": len(problems)}
+
+
+def _answer_losses(pipe: Pipeline, questions: list[list[int]], answers: list[list[int]], *, repeats: int,
+                   seed: int) -> float:
+    """Unmasking loss (nats) summed over ``repeats`` draws of the model's training states of ``question + answer``
+    (the question frozen, insertions after it; every draw seeded alike)."""
+    objective = pipe.family.objective(pipe.schedules, pipe.vocab, pipe.max_length)
+    x1, lengths = pad_sequences([q + a for q, a in zip(questions, answers)], pipe.vocab.pad_id)
+    x1 = torch.cat([x1, x1.new_full((len(answers), pipe.max_length - x1.shape[1]), pipe.vocab.pad_id)], dim=1)
+    frozen = torch.arange(pipe.max_length) < torch.tensor([len(q) for q in questions])[:, None]
+    regions = Prompt.infill(questions, [[] for _ in questions], pipe.vocab.pad_id).allowed_regions
+    allowed = torch.zeros(len(answers), pipe.max_length + 1, dtype=torch.bool)
+    allowed[:, :regions.shape[1]] = regions
+    batch, total = TrainingBatch(x1, lengths, frozen, allowed), 0.0
+    for repeat in range(repeats):
+        generator = torch.Generator().manual_seed(seed + repeat)
+        states = objective.states(batch, sample_times(len(answers), generator=generator), generator)
+        with torch.no_grad():
+            output = objective.loss(pipe.model, states_to(states, pipe.device))
+        total += float(output.token_loss * output.num_tokens)
+    return total
+
+
+def prompt_use(pipe: Pipeline, problems: list[dict[str, str]], *, seed: int, repeats: int = 4) -> dict[str, Any]:
+    """Whether a model reads its prompt: ``{own, other, gain, n}``, the unmasking loss per answer token (nats)
+    of each reference answer given its own question and given the next problem's, on the model's own training
+    states (its family's objective; the same times and noise in both; an MDM's includes its canvas's PAD
+    targets). ``gain`` = other − own is ≈ 0 for a model that ignores its prompt. Problems whose answer would not fit after either question are left out."""
+    questions, answers = [pipe.encode(p["question"]) for p in problems], [pipe.encode(p["answer"]) for p in problems]
+    others = questions[1:] + questions[:1]
+    keep = [i for i in range(len(problems))
+            if max(len(questions[i]), len(others[i])) + len(answers[i]) <= pipe.max_length]
+    answers = [answers[i] for i in keep]
+    tokens = repeats * sum(map(len, answers))
+    own, other = (_answer_losses(pipe, [prompts[i] for i in keep], answers, repeats=repeats, seed=seed) / tokens
+                  for prompts in (questions, others))
+    return {"own": own, "other": other, "gain": other - own, "n": len(keep)}
 
 
 def infill_scores(pipe: Pipeline, examples: list[dict[str, str]], options: SamplingOptions, *, budget: int,
@@ -110,6 +155,10 @@ class TransferEvaluation:
         """:func:`infill_scores` on the first ``count`` (all: None) held-out infills of ``split``."""
         return infill_scores(pipe, self.infills[split][:count], options, budget=self.budget,
                              batch_size=self.batch_size, seed=self.seed)
+
+    def prompt_use(self, pipe: Pipeline, split: str) -> dict[str, Any]:
+        """:func:`prompt_use` on the math problems of ``split``."""
+        return prompt_use(pipe, self.sets["math"][split], seed=self.seed)
 
     def humaneval(self, pipe: Pipeline, options: SamplingOptions) -> dict[str, Any]:
         """:func:`humaneval_scores` on every HumanEval task."""
