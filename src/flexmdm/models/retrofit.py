@@ -396,7 +396,7 @@ def _saveable(model: nn.Module) -> dict[str, Tensor]:
 
 def load_retrofit(base: str | Path | LLaDAModel, directory: str | Path,
                   *, dtype: torch.dtype | None = None) -> tuple[LLaDAFlexMDM, dict[str, Any]]:
-    """Re-attach saved adapters to a base LLaDA checkpoint.
+    """Re-attach saved adapters to a base LLaDA checkpoint (a ``train_base`` folder replaces every weight).
 
     Args:
         base: the base checkpoint folder (LLaDA layout) or the loaded base network.

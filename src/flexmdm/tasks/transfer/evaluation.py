@@ -67,8 +67,8 @@ def math_scores(pipe: Pipeline, problems: list[dict[str, str]], options: Samplin
 
 def _answer_losses(pipe: Pipeline, questions: list[list[int]], answers: list[list[int]], *, repeats: int,
                    seed: int) -> float:
-    """Unmasking loss (nats) summed over ``repeats`` draws of the model's training states of ``question + answer``
-    (the question frozen, insertions after it; every draw seeded alike)."""
+    """The unmasking loss (nats) of the model's training states of each ``question + answer`` (the question
+    frozen, insertions after it), summed over ``repeats`` draws seeded ``seed``, ``seed + 1``, …"""
     objective = pipe.family.objective(pipe.schedules, pipe.vocab, pipe.max_length)
     x1, lengths = pad_sequences([q + a for q, a in zip(questions, answers)], pipe.vocab.pad_id)
     x1 = torch.cat([x1, x1.new_full((len(answers), pipe.max_length - x1.shape[1]), pipe.vocab.pad_id)], dim=1)
@@ -90,7 +90,8 @@ def prompt_use(pipe: Pipeline, problems: list[dict[str, str]], *, seed: int, rep
     """Whether a model reads its prompt: ``{own, other, gain, n}``, the unmasking loss per answer token (nats)
     of each reference answer given its own question and given the next problem's, on the model's own training
     states (its family's objective; the same times and noise in both; an MDM's includes its canvas's PAD
-    targets). ``gain`` = other − own is ≈ 0 for a model that ignores its prompt. Problems whose answer would not fit after either question are left out."""
+    targets). ``gain`` = other − own is ≈ 0 for a model that ignores its prompt. Problems whose answer
+    would not fit after either question are left out."""
     questions, answers = [pipe.encode(p["question"]) for p in problems], [pipe.encode(p["answer"]) for p in problems]
     others = questions[1:] + questions[:1]
     keep = [i for i in range(len(problems))
