@@ -15,8 +15,8 @@ mix math (prompt) and code (infill) pairs.
 
 Two layouts of the same draw, by the model's family:
 
-* ``layout="flexmdm"`` — ``prefix + middle + suffix``, prefix and suffix frozen, insertions only
-  in region ``len(prefix)`` (:mod:`flexmdm.constraints`' ``allowed_regions``, built with
+* ``layout="flexmdm"`` — ``prefix + middle + suffix`` (:func:`affix_batch`), prefix and suffix frozen,
+  insertions only in region ``len(prefix)`` (:mod:`flexmdm.constraints`' ``allowed_regions``, built with
   :meth:`flexmdm.constraints.Prompt.infill`), which the FlexMDM interpolant and sampler honour.
   :meth:`InstructTask.prompts` gives the matching :class:`~flexmdm.constraints.Prompt` for sampling.
 * ``layout="mdm"`` — LLaDA's supervised fine-tuning on a fixed canvas of ``max_length``: prefix,
@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -45,7 +46,7 @@ from flexmdm.families import layout_family
 from flexmdm.tasks.base import Split, Task, TrainingBatch, register_task
 from flexmdm.vocab import Vocab
 
-__all__ = ["InstructTask", "InstructExample", "read_pairs"]
+__all__ = ["InstructTask", "InstructExample", "affix_batch", "read_pairs"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,22 @@ def read_pairs(path: str | Path) -> list[dict[str, str]]:
 def _in_validation(row: dict[str, str], fraction: float) -> bool:
     digest = hashlib.blake2b(json.dumps(row, sort_keys=True).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64 < fraction
+
+
+def affix_batch(parts: list[tuple[Sequence[int], Sequence[int], Sequence[int]]], pad_id: int,
+                max_length: int) -> TrainingBatch:
+    """The FlexMDM layout of ``(prefix, middle, suffix)`` draws: ``prefix + middle + suffix`` padded to
+    ``max_length``, prefix and suffix frozen, insertions only between them."""
+    x1, lengths = pad_sequences([[*p, *m, *s] for p, m, s in parts], pad_id)
+    x1 = torch.cat([x1, x1.new_full((len(parts), max_length - x1.shape[1]), pad_id)], dim=1)
+    frozen = torch.zeros_like(x1, dtype=torch.bool)
+    for b, (prefix, middle, _) in enumerate(parts):
+        frozen[b, : len(prefix)] = True
+        frozen[b, len(prefix) + len(middle): lengths[b]] = True
+    prompt = Prompt.infill([p for p, _, _ in parts], [s for _, _, s in parts], pad_id)
+    allowed = torch.zeros(len(parts), max_length + 1, dtype=torch.bool)
+    allowed[:, : prompt.allowed_regions.shape[1]] = prompt.allowed_regions
+    return TrainingBatch(x1, lengths, frozen, allowed)
 
 
 @register_task("instruct")
@@ -197,16 +214,7 @@ class InstructTask(Task):
         parts = [self._parts(pool[row], generator) for row in rows]
         if self._fixed_canvas:
             return self._canvas_batch(parts)
-        x1, lengths = pad_sequences([p + m + s for p, m, s in parts], self.vocab.pad_id)
-        x1 = torch.cat([x1, x1.new_full((batch_size, self.max_length - x1.shape[1]), self.vocab.pad_id)], dim=1)
-        frozen = torch.zeros_like(x1, dtype=torch.bool)
-        for b, (prefix, middle, suffix) in enumerate(parts):
-            frozen[b, : len(prefix)] = True
-            frozen[b, len(prefix) + len(middle): lengths[b]] = True
-        prompt = Prompt.infill([p for p, _, _ in parts], [s for _, _, s in parts], self.vocab.pad_id)
-        allowed = torch.zeros(batch_size, self.max_length + 1, dtype=torch.bool)
-        allowed[:, : prompt.allowed_regions.shape[1]] = prompt.allowed_regions
-        return TrainingBatch(x1, lengths, frozen, allowed)
+        return affix_batch(parts, self.vocab.pad_id, self.max_length)
 
     def _canvas_batch(self, parts: list[tuple[tuple, tuple, tuple]]) -> TrainingBatch:
         """The MDM layout: ``[B, max_length]`` canvases, the middle padded to its budget with PAD targets."""

@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from flexmdm.constraints import Prompt, pad_sequences
 from flexmdm.families import SamplingOptions
 from flexmdm.losses import sample_times
 from flexmdm.objectives import states_to
-from flexmdm.tasks.base import TrainingBatch
 from flexmdm.tasks.infill.evaluation import fill_middles
 from flexmdm.tasks.infill.humaneval import HumanEvalInfill, evaluate_infills, pass_at_1
 from flexmdm.tasks.infill.metrics import infill_metrics
+from flexmdm.tasks.instruct import affix_batch
 from flexmdm.tasks.reasoning.gsm8k import answers_match, extract_answer
 
 if TYPE_CHECKING:
@@ -70,13 +69,8 @@ def _answer_losses(pipe: Pipeline, questions: list[list[int]], answers: list[lis
     """The unmasking loss (nats) of the model's training states of each ``question + answer`` (the question
     frozen, insertions after it), summed over ``repeats`` draws seeded ``seed``, ``seed + 1``, …"""
     objective = pipe.family.objective(pipe.schedules, pipe.vocab, pipe.max_length)
-    x1, lengths = pad_sequences([q + a for q, a in zip(questions, answers)], pipe.vocab.pad_id)
-    x1 = torch.cat([x1, x1.new_full((len(answers), pipe.max_length - x1.shape[1]), pipe.vocab.pad_id)], dim=1)
-    frozen = torch.arange(pipe.max_length) < torch.tensor([len(q) for q in questions])[:, None]
-    regions = Prompt.infill(questions, [[] for _ in questions], pipe.vocab.pad_id).allowed_regions
-    allowed = torch.zeros(len(answers), pipe.max_length + 1, dtype=torch.bool)
-    allowed[:, :regions.shape[1]] = regions
-    batch, total = TrainingBatch(x1, lengths, frozen, allowed), 0.0
+    batch = affix_batch([(q, a, []) for q, a in zip(questions, answers)], pipe.vocab.pad_id, pipe.max_length)
+    total = 0.0
     for repeat in range(repeats):
         generator = torch.Generator().manual_seed(seed + repeat)
         states = objective.states(batch, sample_times(len(answers), generator=generator), generator)
