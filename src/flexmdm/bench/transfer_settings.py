@@ -36,14 +36,14 @@ class TransferBenchSettings:
         "steps": 800, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.01, "ema_decay": 0.99,
         "log_every": 50, "eval_every": 200, "eval_batches": 8})
     adapt: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 600, "save_every": 200, "batch_size": 64, "warmup_steps": 50, "weight_decay": 0.01,
+        "steps": 0, "save_every": 200, "batch_size": 64, "warmup_steps": 50, "weight_decay": 0.01,
         "ema_decay": 0.99, "log_every": 50, "eval_every": 200, "eval_batches": 8})
-    retrofit: dict[str, Any] = field(default_factory=lambda: {"lora_rank": 16, "lora_alpha": 32.0, "time_groups": 2})
+    retrofit: dict[str, Any] = field(default_factory=lambda: {"train_base": True, "time_groups": 2})
     insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})
     ift: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 2000, "save_every": 500, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
+        "steps": 6000, "save_every": 1500, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
         "ema_decay": 0.99, "log_every": 50, "eval_every": 0, "eval_batches": 4})
-    lr: dict[str, float] = field(default_factory=lambda: {"mdm": 5e-4, "flexmdm": 2e-3})
+    lr: dict[str, float] = field(default_factory=lambda: {"mdm": 5e-4, "flexmdm": 5e-4})
     sampling_steps: tuple[int, ...] = (8, 16, 32, 64)
     curve_steps: int = 16
     curve_examples: int = 50
