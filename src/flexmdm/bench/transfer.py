@@ -3,11 +3,11 @@
 An MDM of the LLaDA architecture is pretrained (the text task) on standard-library functions and
 GSM8K-format arithmetic prose (:mod:`flexmdm.tasks.transfer.data`: held-out modules and problems kept
 out) and exported as a native LLaDA checkpoint, the origin of both arms. From it, side by side and for
-the same optimizer steps (:mod:`flexmdm.bench.transfer_settings`): on the same corpus, the MDM arm
-continues pretraining while the FlexMDM arm is retrofitted (LoRA, time conditioning and a gap head) and
-adapted; then on the same instruction pairs (coupling ``infill``: math rows have an empty suffix, the
-prompt coupling) the MDM arm is fine-tuned as LLaDA's SFT (a fixed canvas, the response padded with
-PAD targets) and the FlexMDM arm continues its adapters. Every instruction-tuning checkpoint is scored
+the same optimizer steps (:mod:`flexmdm.bench.transfer_settings`), on the same instruction pairs
+(coupling ``infill``: math rows have an empty suffix, the prompt coupling): the MDM arm is fine-tuned
+as LLaDA's SFT (a fixed canvas, the response padded with PAD targets) and the FlexMDM arm is the
+origin's retrofit (time conditioning and a gap head; by default every weight trains), each after an
+optional adaptation stage on the corpus (off by default). Every instruction-tuning checkpoint is scored
 (:mod:`flexmdm.bench.budgets`); the final models give math accuracy against sampling steps,
 held-out-module single-line infilling and HumanEval single-line pass@1
 (:mod:`flexmdm.tasks.transfer.evaluation`), and ``prompt_use``: how much each arm's loss on the test

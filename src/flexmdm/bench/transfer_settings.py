@@ -4,11 +4,17 @@ Three stages from the data (:mod:`flexmdm.tasks.transfer`), each arm's stage sta
 one stopped:
 
 1. **pretrain** an MDM of the LLaDA architecture on the corpus (the text task): the common origin;
-2. **adapt** (paper §5.2's adaptation, skipped when ``adapt["steps"]`` is 0), side by side on the
-   same corpus for the same steps: the MDM arm continues pretraining every weight (``init``), the
-   FlexMDM arm is the retrofit of the origin (LoRA, time conditioning, gap head) trained as a FlexMDM;
+2. **adapt** (paper §5.2's adaptation; skipped when ``adapt["steps"]`` is 0, the default), side by
+   side on the same corpus for the same steps: the MDM arm continues pretraining every weight
+   (``init``), the FlexMDM arm is the retrofit of the origin (``retrofit``: time conditioning, gap
+   head, and LoRA or every weight) trained as a FlexMDM;
 3. **instruction-tune** both on the same pairs for the same steps: the MDM arm as LLaDA's SFT of its
-   adapted weights (``init``), the FlexMDM arm continuing its adapters (``retrofit.adapters_from``).
+   weights (``init``), the FlexMDM arm the retrofit of the origin, continuing its adapted weights if
+   there are any (``retrofit.adapters_from``).
+
+The default is the committed record's recipe: no adaptation, 6000 instruction-tuning steps at the
+same learning rate for both arms, the FlexMDM arm training every weight (``train_base``), as the MDM
+arm does. (With LoRA rank 16 and 2000 steps the FlexMDM arm did not learn to read its question.)
 """
 
 from __future__ import annotations
