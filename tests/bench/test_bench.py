@@ -60,13 +60,14 @@ def test_maze_record_is_fair_seeds_budgets_tuning_and_a_test_split(tmp_path):
     assert keys == {(b, m, k) for b in ("equal_steps", "equal_cpu") for m in ("flexmdm", "mdm") for k in (2, 3)}
     steps = {(r["budget"], r["model"]): r["step"] for r in record["budgets"]}
     assert steps[("equal_steps", "flexmdm")] == steps[("equal_steps", "mdm")] == 2  # the MDM's last step
-    last = {"flexmdm": 4, "mdm": 2}
-    for seed in range(3):  # equal CPU (timing decides which): the run that used less time is at its end, the
-        # other at its last checkpoint within that time, or its first if even that one took longer
+    # equal CPU, seed by seed (timing decides which run is cheaper): the run that used less time is at its last
+    # step, the other at its last checkpoint within that time, or at its first if even that one took longer
+    last = settings.steps
+    for seed in range(3):
         cpu = {r["model"]: r for r in record["per_seed"] if r["seed"] == seed and r["budget"] == "equal_cpu"}
         assert all(1 <= cpu[m]["step"] <= last[m] for m in last)
-        budget = min(cpu[m]["train_seconds"] for m in last if cpu[m]["step"] == last[m])
-        assert all(row["train_seconds"] <= budget or row["step"] == 1 for row in cpu.values())
+        ended = [cpu[m]["train_seconds"] for m in last if cpu[m]["step"] == last[m]]
+        assert ended and all(row["train_seconds"] <= min(ended) or row["step"] == 1 for row in cpu.values())
     assert record["results"] == [r for r in record["budgets"] if r["budget"] == "equal_steps"]
     for row in record["budgets"]:
         assert row["seeds"] == [0, 1, 2] and 0 <= row["success_rate"] <= 1
