@@ -57,6 +57,22 @@ def test_oracle_minimises_flexmdm_loss(alpha):
         assert float(diff.mean()) > 3 * stderr, (name, float(diff.mean()), stderr)
 
 
+def test_gap_weight_scales_the_insertion_part_and_keeps_the_oracle_minimiser():
+    alpha, beta = PowerDecaySchedule(2.0), LinearSchedule()
+    count = 40_000
+    x1, lengths = draw_data(count, seed=3)
+    t = sample_times(count, max_time=0.95, generator=torch.Generator().manual_seed(4))
+    batch = FlexInterpolant(alpha, beta, VOCAB).sample(x1, lengths, t, generator=torch.Generator().manual_seed(5))
+    logits, gaps = ExactFlexOracle(P1, VOCAB, alpha)(batch.tokens, batch.t, batch.lengths, batch.frozen)
+    plain, weighted = (flexmdm_loss(logits, gaps, batch, alpha, beta, gap_weight=w) for w in (1.0, 0.25))
+    assert float(weighted.token_loss) == float(plain.token_loss) and float(weighted.gap_loss) == float(plain.gap_loss)
+    assert float(weighted.loss) == pytest.approx(float(plain.token_loss + 0.25 * plain.gap_loss), rel=1e-6)
+    assert float(weighted.per_sequence.sum() / weighted.num_tokens) == pytest.approx(float(weighted.loss), rel=1e-5)
+    for other_gaps in (gaps * 1.3, gaps * 0.7):
+        diff = flexmdm_loss(logits, other_gaps, batch, alpha, beta, gap_weight=0.25).per_sequence - weighted.per_sequence
+        assert float(diff.mean()) > 3 * float(diff.std()) / math.sqrt(count)
+
+
 def test_count_cross_entropy_is_minimised_by_the_exact_count_distribution():
     alpha, beta = LinearSchedule(), LinearSchedule()
     count = 20_000

@@ -212,10 +212,11 @@ class Family(ABC):
 
     @abstractmethod
     def objective(self, schedules: dict[str, Schedule], vocab: Vocab, max_length: int, *,
-                  packed: bool = False) -> Objective:
+                  packed: bool = False, gap_weight: float = 1.0) -> Objective:
         """What models of this kind train on (:mod:`flexmdm.objectives`): ``schedules`` as in
         :meth:`generate`, ``max_length`` the task's longest sequence, ``packed`` the network's
-        packed mode (``train.packing``)."""
+        packed mode (``train.packing``), ``gap_weight`` the insertion loss's weight
+        (``train.gap_weight``; a family that does not insert has no insertion loss)."""
 
 
 class FlexMDMFamily(Family):
@@ -246,8 +247,8 @@ class FlexMDMFamily(Family):
     def read(self, conditioning, sequences):
         return conditioning.read_flexmdm(sequences)
 
-    def objective(self, schedules, vocab, max_length, *, packed=False):
-        return FlexMDMObjective(self.process(schedules, vocab), packed=packed)
+    def objective(self, schedules, vocab, max_length, *, packed=False, gap_weight=1.0):
+        return FlexMDMObjective(self.process(schedules, vocab), packed=packed, gap_weight=gap_weight)
 
 
 class MDMFamily(Family):
@@ -284,7 +285,7 @@ class MDMFamily(Family):
     def read(self, conditioning, sequences):
         return conditioning.read_mdm(sequences)
 
-    def objective(self, schedules, vocab, max_length, *, packed=False):
+    def objective(self, schedules, vocab, max_length, *, packed=False, gap_weight=1.0):
         return MDMObjective(self.process(schedules, vocab), max_length, packed=packed)
 
 
@@ -309,7 +310,7 @@ class AutoregressiveFamily(Family):
     def read(self, conditioning, sequences):
         return sequences
 
-    def objective(self, schedules, vocab, max_length, *, packed=False):
+    def objective(self, schedules, vocab, max_length, *, packed=False, gap_weight=1.0):
         return AutoregressiveObjective(vocab, packed=packed)
 
 

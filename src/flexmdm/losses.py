@@ -123,8 +123,9 @@ def flexmdm_loss(
     insertion_schedule: Schedule,
     unmasking_schedule: Schedule,
     count_log_probs: Tensor | None = None,
+    gap_weight: float = 1.0,
 ) -> LossOutput:
-    """FlexMDM objective (eq. 7).
+    """FlexMDM objective (eq. 7), its insertion part weighted by ``gap_weight``.
 
     Args:
         token_logits: ``[B, n, V]`` unmasking logits.
@@ -134,6 +135,9 @@ def flexmdm_loss(
         unmasking_schedule: β.
         count_log_probs: ``[B, n + 1, C + 1]`` a count head's log-probabilities, or None; its
             cross-entropy is added to the insertion part (``gap_loss``).
+        gap_weight: the insertion part's weight in ``loss`` (eq. 7: 1). Each part has the true
+            posterior as its own minimiser, so any positive weight keeps Prop. 1; it moves the
+            shared layers' effort between counting and unmasking. ``gap_loss`` is unweighted.
     """
     t = batch.t
     token_nll = _token_nll(token_logits, batch.targets, batch.masked)
@@ -147,7 +151,8 @@ def flexmdm_loss(
     token_part = unmasking_schedule.rate(t) * token_nll
     gap_part = insertion_schedule.rate(t) * gap_term
     token_loss, gap_loss = token_part.sum() / num_tokens, gap_part.sum() / num_tokens
-    return LossOutput(token_loss + gap_loss, token_loss, gap_loss, num_tokens, token_part + gap_part)
+    return LossOutput(token_loss + gap_weight * gap_loss, token_loss, gap_loss, num_tokens,
+                      token_part + gap_weight * gap_part)
 
 
 def mdm_loss(token_logits: Tensor, batch: MDMBatch, unmasking_schedule: Schedule) -> LossOutput:

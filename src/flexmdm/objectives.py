@@ -68,11 +68,11 @@ def _options(packed: bool) -> dict[str, Any]:
 
 
 class FlexMDMObjective:
-    """FlexMDM: states drawn from ``process`` (the joint interpolant), eq. 7, cropped to the
-    longest x_t (or packed)."""
+    """FlexMDM: states drawn from ``process`` (the joint interpolant), eq. 7 with its insertion part
+    weighted by ``gap_weight``, cropped to the longest x_t (or packed)."""
 
-    def __init__(self, process: FlexInterpolant, *, packed: bool = False):
-        self.process = process
+    def __init__(self, process: FlexInterpolant, *, packed: bool = False, gap_weight: float = 1.0):
+        self.process, self.gap_weight = process, gap_weight
         self.options = _options(packed)
 
     def normaliser(self, batch: TrainingBatch) -> Tensor:
@@ -99,7 +99,7 @@ class FlexMDMObjective:
         token_logits, expected_gaps, *count = model(states.tokens, states.t, states.lengths, states.frozen,
                                                     **self.options)
         return flexmdm_loss(token_logits, expected_gaps, states, self.process.insertion_schedule,
-                            self.process.unmasking_schedule, *count)
+                            self.process.unmasking_schedule, *count, gap_weight=self.gap_weight)
 
 
 class MDMObjective:

@@ -315,6 +315,17 @@ def test_length_buckets_are_for_flexmdm_only(tmp_path):
         load_config(write_config(tmp_path, {"model": {"kind": "mdm"}}), ["train.length_buckets=2"])
 
 
+def test_gap_weight_weighs_the_insertion_loss_and_is_for_flexmdm_only(tmp_path):
+    config = load_config(write_config(tmp_path), ["train.steps=2", "train.eval_batches=0", "train.gap_weight=0.3"])
+    train(config)
+    rows = [r for r in read_metrics(Path(config.output_dir)) if "gap_loss" in r]
+    assert rows and all(r["loss"] == pytest.approx(r["token_loss"] + 0.3 * r["gap_loss"], rel=1e-5) for r in rows)
+    with pytest.raises(ConfigError, match=r"train\.gap_weight weighs the FlexMDM insertion loss; model\.kind is 'mdm'"):
+        load_config(write_config(tmp_path, {"model": {"kind": "mdm"}}), ["train.gap_weight=0.5"])
+    with pytest.raises(ConfigError, match=r"train\.gap_weight"):
+        load_config(write_config(tmp_path), ["train.gap_weight=0"])
+
+
 def test_bfloat16_autocast_runs(tmp_path):
     config = load_config(write_config(tmp_path), ["train.steps=2", "train.autocast=bfloat16", "train.eval_batches=1"])
     assert math.isfinite(train(config).val_loss)

@@ -46,6 +46,7 @@ class TransferBenchSettings:
         "ema_decay": 0.99, "log_every": 50, "eval_every": 200, "eval_batches": 8})
     retrofit: dict[str, Any] = field(default_factory=lambda: {"train_base": True, "time_groups": 2})
     insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})
+    gap_weight: float = 1.0
     ift: dict[str, Any] = field(default_factory=lambda: {
         "steps": 6000, "save_every": 1500, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
         "ema_decay": 0.99, "log_every": 50, "eval_every": 0, "eval_batches": 4})
@@ -100,6 +101,7 @@ def _arm_config(settings: TransferBenchSettings, arm: str, start: Start, data: d
     if not family(arm).inserts:
         return {**config, "init": {"base": str(start.checkpoint)}}
     adapters = settings.retrofit if start.adapters is None else {**settings.retrofit, "adapters_from": str(start.adapters)}
+    config["train"]["gap_weight"] = settings.gap_weight
     return retrofit_run_config({**config, "model": {}, "schedules": {"insertion": settings.insertion_schedule}},
                                start.checkpoint, adapters)
 

@@ -157,6 +157,10 @@ class TrainConfig:
         time_power: training times are ``max_time · u^time_power``, u stratified uniform: 1 is
             uniform, 2 draws more early times (same minimiser; see
             :func:`flexmdm.losses.sample_times`). Validation always uses uniform times.
+        gap_weight: FlexMDM only: the weight of the insertion part of the loss (eq. 7 is 1).
+            Both parts keep the true posterior as their minimiser at any positive weight; a
+            smaller one leaves more of the shared layers to unmasking
+            (:func:`flexmdm.losses.flexmdm_loss`).
         length_buckets: FlexMDM only: each micro-batch of states x_t is sorted by length and
             run through the network as this many sub-batches, each padded only to its own
             longest state. The objective is unchanged (up to float rounding); the network sees
@@ -199,6 +203,7 @@ class TrainConfig:
     autocast: Literal["none", "bfloat16"] = "none"
     max_time: float = _field(MAX_TIME, _require(lambda v: 0 < v <= 1, "in (0, 1]"))
     time_power: float = _field(1.0, _require(lambda v: v > 0, "> 0"))
+    gap_weight: float = _field(1.0, _require(lambda v: v > 0, "> 0"))
     length_buckets: int = _field(1, _POSITIVE)
     packing: bool = False
     compile: bool = False
@@ -596,6 +601,8 @@ def config_from_dict(raw: Any, *, check_data: bool = True) -> Config:
                           "bfloat16 base meet in bfloat16 matmuls)")
     if train.length_buckets > 1 and not family(model.kind).inserts:
         raise ConfigError(f"train.length_buckets applies to FlexMDM states only; model.kind is {model.kind!r}")
+    if train.gap_weight != 1.0 and not family(model.kind).inserts:
+        raise ConfigError(f"train.gap_weight weighs the FlexMDM insertion loss; model.kind is {model.kind!r}")
     if train.packing and model.architecture != "dit":
         raise ConfigError(f"train.packing needs model.architecture 'dit', got {model.architecture!r}")
     if train.tensorboard and importlib.util.find_spec("tensorboard") is None:

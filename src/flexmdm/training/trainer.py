@@ -240,7 +240,7 @@ class _Run:
         insertion, unmasking = config.schedules.build()
         self.objective = family(config.model.kind).objective(
             {"insertion": insertion, "unmasking": unmasking}, self.task.vocab, self.task.max_length,
-            packed=config.train.packing,
+            packed=config.train.packing, gap_weight=config.train.gap_weight,
         )
 
         torch.manual_seed(self.train_cfg.seed)
