@@ -28,6 +28,20 @@ def test_boundaries_monotone_inverse(schedule):
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: str(s))
+def test_survival_is_one_minus_value_and_inverts(schedule):
+    t = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+    assert torch.allclose(schedule.survival(t), 1 - schedule.value(t), atol=1e-12)
+    assert torch.allclose(schedule.inverse_survival(schedule.survival(t)), t, atol=1e-6)
+
+
+def test_power_decay_survival_keeps_its_precision_where_the_value_rounds_to_one():
+    steep, t = PowerDecaySchedule(50.0), torch.tensor([0.6, 0.9], dtype=torch.float64)
+    assert bool((steep.value(t) == 1.0).all())
+    assert torch.allclose(steep.survival(t), (1 - t) ** 50, rtol=1e-12)
+    assert torch.allclose(steep.inverse_survival(steep.survival(t)), t, rtol=1e-12)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: str(s))
 def test_derivative_and_rate(schedule):
     t = torch.linspace(0.05, 0.95, 50, dtype=torch.float64)
     h = 1e-6

@@ -9,6 +9,10 @@ the samplers need:
 * ``rate(t)``       the rate factor κ(t) = a'(t) / (1 - a(t)), which diverges at t = 1 for
                     every schedule with a(1) = 1 exactly;
 * ``inverse(a)``    t such that a(t) = a;
+* ``survival(t)``   1 - a(t), and ``inverse_survival(s)`` the t with 1 - a(t) = s: schedules
+                    that know 1 - a(t) in closed form return it without the cancellation of
+                    1 - a(t) near a = 1 (for the power-decay schedule with p = 50, 1 - a(t)
+                    is 1e-15 at t = 0.5 but 1 - value(t) is 0 in float64 from t ≈ 0.53);
 * ``sample_after(t0, u)`` inverse-CDF sampling of a time T >= t0 with density
                     a'(t) / (1 - a(t0)) on [t0, 1] (the unmasking time given the insertion time).
 
@@ -53,9 +57,17 @@ class Schedule(ABC):
     def inverse(self, a: Tensor) -> Tensor:
         """The time t with a(t) = a, for a in [0, 1]."""
 
+    def survival(self, t: Tensor) -> Tensor:
+        """1 - a(t): the probability that an event with CDF a has not happened by t."""
+        return 1.0 - self.value(t)
+
+    def inverse_survival(self, s: Tensor) -> Tensor:
+        """The time t with 1 - a(t) = s, for s in [0, 1]."""
+        return self.inverse(1.0 - s)
+
     def rate(self, t: Tensor) -> Tensor:
         """κ(t) = a'(t) / (1 - a(t)); +inf where a(t) = 1."""
-        return self.derivative(t) / (1.0 - self.value(t))
+        return self.derivative(t) / self.survival(t)
 
     def sample_after(self, t0: Tensor, u: Tensor) -> Tensor:
         """Time T >= t0 with density a'(T) / (1 - a(t0)) on [t0, 1], from uniforms ``u``.
@@ -136,12 +148,18 @@ class PowerDecaySchedule(Schedule):
     def derivative(self, t: Tensor) -> Tensor:
         return self.power * (1.0 - t).clamp(min=0.0) ** (self.power - 1.0)
 
+    def survival(self, t: Tensor) -> Tensor:
+        return (1.0 - t).clamp(min=0.0) ** self.power
+
+    def inverse_survival(self, s: Tensor) -> Tensor:
+        return 1.0 - s.clamp(0.0, 1.0) ** (1.0 / self.power)
+
     def rate(self, t: Tensor) -> Tensor:
         # κ = p / (1 - t): exact where 1 - a(t) underflows to 0.
         return self.power / (1.0 - t)
 
     def inverse(self, a: Tensor) -> Tensor:
-        return 1.0 - (1.0 - a.clamp(0.0, 1.0)) ** (1.0 / self.power)
+        return self.inverse_survival(1.0 - a)
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,21 @@ def test_interval_probabilities_compose_and_end_at_one():
         assert float(whole[1]) == 1.0
 
 
+def test_binomial_arrivals_stay_exact_where_a_steep_schedule_rounds_to_one():
+    # Power decay 50: 1 - α(t) is below float64's resolution of 1 from t ≈ 0.53 on, so an
+    # interval probability computed as (α(t') − α(t)) / (1 − α(t)) is 0/0 on most of the grid.
+    steep = PowerDecaySchedule(50.0)
+    t, t_next = torch.tensor([0.6, 0.9], dtype=torch.float64), torch.tensor([0.65, 0.95], dtype=torch.float64)
+    expected = 1 - ((1 - t_next) / (1 - t)) ** 50
+    assert torch.allclose(interval_probability(steep, t, t_next), expected, rtol=1e-12)
+    out = sample_flexmdm(
+        ExactFlexOracle(P1, VOCAB, steep), FlexInterpolant(steep, LINEAR, VOCAB),
+        steps=8, max_length=8, batch_size=SAMPLES, rule=TauLeaping(), insertion=Insertion("binomial"),
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert abs(float(out.lengths.float().mean()) - TRUE_MEAN_LENGTH) <= 0.05
+
+
 def toy_tv(insertion, rule, steps=200, seed=0):
     oracle = ExactFlexOracle(P1, VOCAB, LINEAR, gap_counts=True)
     out = sample_flexmdm(

@@ -369,8 +369,8 @@ def _next_event(
         final = Insertion("binomial").draw(gaps, count_log_probs, schedule, t, ones, allowed, generator)
         counts = torch.where(last[:, None], final, counts)
     v = torch.rand(t.shape, generator=generator, dtype=torch.float64, device=t.device)
-    survival = (1.0 - schedule.value(t)) * v.pow(1.0 / total.clamp(min=1e-12))
-    proposal = torch.where(total > 0, schedule.inverse((1.0 - survival).clamp(0.0, 1.0)), 1.0)
+    survival = schedule.survival(t) * v.pow(1.0 / total.clamp(min=1e-12))
+    proposal = torch.where(total > 0, schedule.inverse_survival(survival.clamp(0.0, 1.0)), 1.0)
     proposal = torch.where(last | (proposal <= t), torch.ones_like(t), proposal)
     return _Event(accepted, counts, proposal, total, last)
 

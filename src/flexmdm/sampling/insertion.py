@@ -49,10 +49,14 @@ ARRIVALS = ("poisson", "binomial", "exact")
 
 
 def interval_probability(schedule: Schedule, t: Tensor, t_next: Tensor) -> Tensor:
-    """``[B]`` probability that a token missing at t arrives by t': (a(t') − a(t)) / (1 − a(t)); 1 at t' = 1."""
-    a, a_next = schedule.value(t), schedule.value(t_next)
-    p = ((a_next - a) / (1.0 - a)).clamp(0.0, 1.0)
-    return torch.where(t_next >= 1.0, torch.ones_like(p), p)
+    """``[B]`` probability that a token missing at t arrives by t': (a(t') − a(t)) / (1 − a(t)); 1 at t' = 1.
+
+    Computed as 1 − S(t') / S(t) with the schedule's survival S = 1 − a, which stays exact where
+    a(t) rounds to 1 (a steep schedule late in the run); 1 where S(t) underflows to 0.
+    """
+    s, s_next = schedule.survival(t), schedule.survival(t_next)
+    p = (1.0 - s_next / torch.where(s > 0, s, 1.0)).clamp(0.0, 1.0)
+    return torch.where((t_next >= 1.0) | (s <= 0), torch.ones_like(p), p)
 
 
 @dataclass(frozen=True)

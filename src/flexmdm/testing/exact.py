@@ -223,7 +223,7 @@ class ExactFlexOracle:
         count_probs = torch.zeros(len(states), n + 1, cap + 1, dtype=torch.float64)
         count_probs[..., 0] = 1.0
         times = torch.tensor([s[2] for s in states], dtype=torch.float64)
-        survival = (1.0 - self.insertion_schedule.value(times)).clamp(min=0.0)
+        survival = self.insertion_schedule.survival(times).clamp(min=0.0)
         for u, ((state, flags, _), q) in enumerate(zip(states, survival.tolist())):
             explanations = self._explain(state, flags)
             if explanations is None:
