@@ -50,6 +50,7 @@ def test_quick_run_record(tmp_path):
         tuning = record["tuning"][task]
         assert tuning["split"] == "validation" and set(tuning["choice"]) == ARMS
         assert len(tuning["trials"]["mdm"]) == len(tuning["trials"]["flexmdm"]) == 3
+        assert [t["insertion"] for t in tuning["trials"]["flexmdm"]] == ["exact"] + 2 * [quick.grid_insertion]
     assert {r["rule"] for r in record["math"] if r["arm"] == "flexmdm"} == {record["tuning"]["math"]["choice"]["flexmdm"]["rule"]}
     # both arms adapt from the one origin on the same corpus and steps, then tune from their adapted weights
     adapt, tune = record["adapt_configs"], record["train_configs"]
@@ -64,3 +65,10 @@ def test_quick_run_record(tmp_path):
     assert set(record["arms"]) == ARMS
     for name in record["plots"]:
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_grid_insertion_is_poisson_or_binomial():
+    from flexmdm.bench.transfer_settings import TransferBenchSettings
+
+    with pytest.raises(ValueError, match="grid_insertion must be 'poisson' or 'binomial', got 'exact'"):
+        TransferBenchSettings(grid_insertion="exact")

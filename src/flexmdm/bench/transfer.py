@@ -12,8 +12,9 @@ optional adaptation stage on the corpus (off by default). Every instruction-tuni
 held-out-module single-line infilling and HumanEval single-line pass@1
 (:mod:`flexmdm.tasks.transfer.evaluation`), and ``prompt_use``: how much each arm's loss on the test
 answers rises when another problem's question replaces their own. Each arm gets the same three sampler trials
-(:func:`~flexmdm.bench.tuning.standard_trials`), chosen on validation for math (accuracy) and for code
-(parse rate) apart; the held-out infills alternate between a validation and a test half.
+(:func:`~flexmdm.bench.tuning.standard_trials`, the FlexMDM's grids with the settings' ``grid_insertion``),
+chosen on validation for math (accuracy) and for code (parse rate) apart; the held-out infills alternate
+between a validation and a test half.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
 
     print("choosing each arm's sampler on validation: 3 trials for math, 3 for code", flush=True)
     tuning = {  # tune asks for the validation split only
-        "math": tune(standard_trials(max(settings.sampling_steps)), lambda arm, trial, split: sets.math(
+        "math": tune(standard_trials(max(settings.sampling_steps), settings.grid_insertion), lambda arm, trial, split: sets.math(
             pipes[arm], options(arm, trial), split), "accuracy", "mean_nfe"),
-        "infill": tune(standard_trials(budget), lambda arm, trial, split: sets.infill(pipes[arm], options(arm, trial), split),
+        "infill": tune(standard_trials(budget, settings.grid_insertion), lambda arm, trial, split: sets.infill(pipes[arm], options(arm, trial), split),
                        "parse_rate", "length_abs_error")}
     chosen = {task: {arm: DecoderTrial(**c) for arm, c in tuning[task]["choice"].items()} for task in tuning}
     prompt_use = {arm: sets.prompt_use(pipe, "test") for arm, pipe in pipes.items()}  # does each arm read its question?

@@ -15,6 +15,9 @@ one stopped:
 The default is the committed record's recipe: no adaptation, 6000 instruction-tuning steps at the
 same learning rate for both arms, the FlexMDM arm training every weight (``train_base``), as the MDM
 arm does. (With LoRA rank 16 and 2000 steps the FlexMDM arm did not learn to read its question.)
+The FlexMDM's grid samplers insert with binomial arrivals, each interval's exact probability
+(:class:`~flexmdm.sampling.Insertion`), rather than Algorithm 1's left-point Poisson rate
+(``grid_insertion="poisson"``, the record before 2026-12-04).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class TransferBenchSettings:
     retrofit: dict[str, Any] = field(default_factory=lambda: {"train_base": True, "time_groups": 2})
     insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})
     gap_weight: float = 1.0
+    grid_insertion: str = "binomial"
     ift: dict[str, Any] = field(default_factory=lambda: {
         "steps": 6000, "save_every": 1500, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
         "ema_decay": 0.99, "log_every": 50, "eval_every": 0, "eval_batches": 4})
@@ -55,6 +59,10 @@ class TransferBenchSettings:
     curve_steps: int = 16
     curve_examples: int = 50
     eval_batch: int = 100
+
+    def __post_init__(self) -> None:
+        if self.grid_insertion not in ("poisson", "binomial"):
+            raise ValueError(f"grid_insertion must be 'poisson' or 'binomial', got {self.grid_insertion!r}")
 
     @classmethod
     def quick(cls) -> TransferBenchSettings:

@@ -37,8 +37,8 @@ class DecoderTrial:
             :class:`~flexmdm.sampling.Adaptive` (``"top_probability"``, ``"margin"``, …), both
             revealing on a grid of ``steps`` intervals.
         steps: sampling steps.
-        insertion: FlexMDM's insertion sampler, ``"exact"`` or ``"poisson"`` (Algorithm 1); None for
-            a model that does not insert.
+        insertion: FlexMDM's insertion arrivals (:class:`~flexmdm.sampling.Insertion`): ``"exact"``,
+            ``"poisson"`` (Algorithm 1) or ``"binomial"``; None for a model that does not insert.
     """
 
     rule: str
@@ -61,11 +61,12 @@ class DecoderTrial:
                                insertion=Insertion(self.insertion) if inserts else None, trace=trace and inserts)
 
 
-def standard_trials(steps: int) -> dict[str, list[DecoderTrial]]:
+def standard_trials(steps: int, grid_insertion: str = "poisson") -> dict[str, list[DecoderTrial]]:
     """Three trials each for a FlexMDM and an MDM at ``steps``: one reveal per call or an adaptive grid
-    (top probability, margin); the FlexMDM's one-per-call inserts exactly, its grids follow Algorithm 1."""
-    return {"flexmdm": [DecoderTrial(ONE_PER_CALL, steps, "exact"), DecoderTrial("top_probability", steps, "poisson"),
-                        DecoderTrial("margin", steps, "poisson")],
+    (top probability, margin); the FlexMDM's one-per-call inserts exactly, its grids with
+    ``grid_insertion``: "poisson" (Algorithm 1) or "binomial" (each interval's exact arrival probability)."""
+    return {"flexmdm": [DecoderTrial(ONE_PER_CALL, steps, "exact"), DecoderTrial("top_probability", steps, grid_insertion),
+                        DecoderTrial("margin", steps, grid_insertion)],
             "mdm": [DecoderTrial(ONE_PER_CALL, steps), DecoderTrial("top_probability", steps),
                     DecoderTrial("margin", steps)]}
 
