@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from flexmdm.bench import transfer as transfer_bench
+from flexmdm.bench.transfer_settings import TransferBenchSettings
 from flexmdm.cli import main as cli_main
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +69,5 @@ def test_quick_run_record(tmp_path):
 
 
 def test_grid_insertion_is_poisson_or_binomial():
-    from flexmdm.bench.transfer_settings import TransferBenchSettings
-
     with pytest.raises(ValueError, match="grid_insertion must be 'poisson' or 'binomial', got 'exact'"):
         TransferBenchSettings(grid_insertion="exact")

@@ -65,10 +65,12 @@ def run_transfer_benchmark(out: str | Path, *, quick: bool = False, seed: int = 
         return replace(trial, steps=steps or trial.steps).options(family(arm).inserts, temperature=0.0)
 
     print("choosing each arm's sampler on validation: 3 trials for math, 3 for code", flush=True)
+    math_trials = standard_trials(max(settings.sampling_steps), settings.grid_insertion)
+    infill_trials = standard_trials(budget, settings.grid_insertion)
     tuning = {  # tune asks for the validation split only
-        "math": tune(standard_trials(max(settings.sampling_steps), settings.grid_insertion), lambda arm, trial, split: sets.math(
-            pipes[arm], options(arm, trial), split), "accuracy", "mean_nfe"),
-        "infill": tune(standard_trials(budget, settings.grid_insertion), lambda arm, trial, split: sets.infill(pipes[arm], options(arm, trial), split),
+        "math": tune(math_trials, lambda arm, trial, split: sets.math(pipes[arm], options(arm, trial), split),
+                     "accuracy", "mean_nfe"),
+        "infill": tune(infill_trials, lambda arm, trial, split: sets.infill(pipes[arm], options(arm, trial), split),
                        "parse_rate", "length_abs_error")}
     chosen = {task: {arm: DecoderTrial(**c) for arm, c in tuning[task]["choice"].items()} for task in tuning}
     prompt_use = {arm: sets.prompt_use(pipe, "test") for arm, pipe in pipes.items()}  # does each arm read its question?
