@@ -62,6 +62,16 @@ def test_truncated_sampling_matches_cdf(schedule):
         assert abs(empirical - cdf) < 4 * math.sqrt(cdf * (1 - cdf) / 50_000) + 1e-9
 
 
+def test_truncated_sampling_stays_exact_where_a_steep_value_rounds_to_one():
+    # p = 50 after t0 = 0.6: a(t0) is 1.0 in float64, yet T has P(T <= q) = 1 - ((1-q)/(1-t0))^50 below 1.
+    steep, t0 = PowerDecaySchedule(50.0), torch.full((50_000,), 0.6, dtype=torch.float64)
+    samples = steep.sample_after(t0, torch.rand(50_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    for q in (0.601, 0.605, 0.62):
+        cdf = 1 - ((1 - q) / 0.4) ** 50
+        empirical = float((samples <= q).double().mean())
+        assert abs(empirical - cdf) < 4 * math.sqrt(cdf * (1 - cdf) / 50_000) + 1e-9
+
+
 def test_geometric_rate_is_bounded():
     s = GeometricSchedule(0.01, 20.0)
     assert float(s.rate(torch.tensor(1.0))) == pytest.approx(20.0 * math.log(2000.0))

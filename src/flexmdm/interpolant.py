@@ -203,10 +203,11 @@ def typical_time(masks: Tensor, clean: Tensor, insertion_schedule: Schedule, unm
         clean: ``[B]`` clean (non-frozen) count.
     """
     u = (torch.arange(_TIME_GRID, dtype=torch.float64, device=masks.device) + 0.5) / _TIME_GRID
-    density = insertion_schedule.derivative(u) / (1.0 - unmasking_schedule.value(u))
+    unmasking_survival = unmasking_schedule.survival(u)
+    density = insertion_schedule.derivative(u) / unmasking_survival
     # cumulative midpoint rule: ∫_0^t α'(u) / (1 − β(u)) du at every grid time
     integral = torch.cumsum(density, 0) / _TIME_GRID - 0.5 * density / _TIME_GRID
-    masked = ((1.0 - unmasking_schedule.value(u)) * integral).clamp(min=1e-300)
+    masked = (unmasking_survival * integral).clamp(min=1e-300)
     revealed = (insertion_schedule.value(u) - masked).clamp(min=1e-300)
     score = masks.double()[:, None] * masked.log() + clean.double()[:, None] * revealed.log()
     return u[score.argmax(dim=1)]

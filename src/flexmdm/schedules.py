@@ -72,10 +72,10 @@ class Schedule(ABC):
     def sample_after(self, t0: Tensor, u: Tensor) -> Tensor:
         """Time T >= t0 with density a'(T) / (1 - a(t0)) on [t0, 1], from uniforms ``u``.
 
-        Inverse CDF: T = a⁻¹(a(t0) + u · (1 - a(t0))).
+        Inverse CDF: a(T) = a(t0) + u · (1 - a(t0)), i.e. 1 - a(T) = (1 - u) · (1 - a(t0)), solved through
+        the survival so that a steep schedule keeps its precision where a(t0) rounds to 1.
         """
-        a0 = self.value(t0)
-        return torch.maximum(self.inverse(a0 + u * (1.0 - a0)), t0)
+        return torch.maximum(self.inverse_survival((1.0 - u) * self.survival(t0)), t0)
 
     def sample(self, u: Tensor) -> Tensor:
         """Time T with density a'(T) on [0, 1] (i.e. ``sample_after(0, u)``)."""
