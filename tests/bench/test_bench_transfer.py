@@ -63,6 +63,8 @@ def test_quick_run_record(tmp_path):
     assert tune["flexmdm"]["retrofit"]["adapters_from"] == str(Path(adapt["flexmdm"]["output_dir"]) / "adapters")
     assert tune["mdm"]["data"] == tune["flexmdm"]["data"] and tune["mdm"]["data"]["task"] == "instruct"
     assert tune["flexmdm"]["train"]["gap_weight"] == quick.gap_weight and "gap_weight" not in tune["mdm"]["train"]
+    assert tune["flexmdm"]["train"]["time_power"] == quick.flex_time_power and "time_power" not in tune["mdm"]["train"]
+    assert tune["flexmdm"]["schedules"]["insertion"] == quick.insertion_schedule
     assert set(record["arms"]) == ARMS
     for name in record["plots"]:
         assert (tmp_path / name).stat().st_size > 0

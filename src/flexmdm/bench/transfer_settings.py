@@ -15,6 +15,11 @@ one stopped:
 The default is the committed record's recipe: no adaptation, 6000 instruction-tuning steps at the
 same learning rate for both arms, the FlexMDM arm training every weight (``train_base``), as the MDM
 arm does. (With LoRA rank 16 and 2000 steps the FlexMDM arm did not learn to read its question.)
+The FlexMDM inserts on a steep schedule, 1 - α(t) = (1 - t)^50: nearly every token is inserted by
+t ≈ 0.1, so the unmasking head's states are as complete as an MDM's (with power 4 it learned to
+unmask about half as fast per step). The steep schedule's rate is 50 / (1 - t), so the insertion
+loss is weighted 0.05 (``gap_weight``), and its training times are drawn as t = u² (``flex_time_power``)
+so that the few early times at which gaps still hold tokens are seen often enough to count them.
 The FlexMDM's grid samplers insert with binomial arrivals, each interval's exact probability
 (:class:`~flexmdm.sampling.Insertion`), rather than Algorithm 1's left-point Poisson rate
 (``grid_insertion="poisson"``, the record before 2026-12-04).
@@ -48,8 +53,9 @@ class TransferBenchSettings:
         "steps": 0, "save_every": 200, "batch_size": 64, "warmup_steps": 50, "weight_decay": 0.01,
         "ema_decay": 0.99, "log_every": 50, "eval_every": 200, "eval_batches": 8})
     retrofit: dict[str, Any] = field(default_factory=lambda: {"train_base": True, "time_groups": 2})
-    insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 4.0})
-    gap_weight: float = 1.0
+    insertion_schedule: dict[str, Any] = field(default_factory=lambda: {"name": "power_decay", "power": 50.0})
+    gap_weight: float = 0.05
+    flex_time_power: float = 2.0
     grid_insertion: str = "binomial"
     ift: dict[str, Any] = field(default_factory=lambda: {
         "steps": 6000, "save_every": 1500, "batch_size": 32, "warmup_steps": 50, "weight_decay": 0.01,
@@ -109,7 +115,7 @@ def _arm_config(settings: TransferBenchSettings, arm: str, start: Start, data: d
     if not family(arm).inserts:
         return {**config, "init": {"base": str(start.checkpoint)}}
     adapters = settings.retrofit if start.adapters is None else {**settings.retrofit, "adapters_from": str(start.adapters)}
-    config["train"]["gap_weight"] = settings.gap_weight
+    config["train"].update(gap_weight=settings.gap_weight, time_power=settings.flex_time_power)
     return retrofit_run_config({**config, "model": {}, "schedules": {"insertion": settings.insertion_schedule}},
                                start.checkpoint, adapters)
 
