@@ -50,26 +50,31 @@ def test_derivative_and_rate(schedule):
     assert torch.allclose(schedule.rate(t), schedule.derivative(t) / (1 - schedule.value(t)), rtol=1e-6)
 
 
+def _assert_truncated_samples_follow(cdf, samples: torch.Tensor, quantiles) -> None:
+    """Each empirical P(T <= q) within 4 standard errors of ``cdf(q)``."""
+    for q in quantiles:
+        empirical = float((samples <= q).double().mean())
+        assert abs(empirical - cdf(q)) < 4 * math.sqrt(cdf(q) * (1 - cdf(q)) / len(samples)) + 1e-9
+
+
+def _sample_after(schedule, t0: float) -> torch.Tensor:
+    start = torch.full((50_000,), t0, dtype=torch.float64)
+    return schedule.sample_after(start, torch.rand(50_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+
+
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: str(s))
 def test_truncated_sampling_matches_cdf(schedule):
-    t0 = torch.full((50_000,), 0.3, dtype=torch.float64)
-    samples = schedule.sample_after(t0, torch.rand(50_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    samples = _sample_after(schedule, 0.3)
     assert bool((samples >= 0.3).all()) and bool((samples <= 1.0).all())
     a0 = float(schedule.value(torch.tensor(0.3, dtype=torch.float64)))
-    for q in (0.4, 0.6, 0.9):
-        cdf = (float(schedule.value(torch.tensor(q, dtype=torch.float64))) - a0) / (1 - a0)
-        empirical = float((samples <= q).double().mean())
-        assert abs(empirical - cdf) < 4 * math.sqrt(cdf * (1 - cdf) / 50_000) + 1e-9
+    _assert_truncated_samples_follow(
+        lambda q: (float(schedule.value(torch.tensor(q, dtype=torch.float64))) - a0) / (1 - a0), samples, (0.4, 0.6, 0.9))
 
 
 def test_truncated_sampling_stays_exact_where_a_steep_value_rounds_to_one():
     # p = 50 after t0 = 0.6: a(t0) is 1.0 in float64, yet T has P(T <= q) = 1 - ((1-q)/(1-t0))^50 below 1.
-    steep, t0 = PowerDecaySchedule(50.0), torch.full((50_000,), 0.6, dtype=torch.float64)
-    samples = steep.sample_after(t0, torch.rand(50_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
-    for q in (0.601, 0.605, 0.62):
-        cdf = 1 - ((1 - q) / 0.4) ** 50
-        empirical = float((samples <= q).double().mean())
-        assert abs(empirical - cdf) < 4 * math.sqrt(cdf * (1 - cdf) / 50_000) + 1e-9
+    samples = _sample_after(PowerDecaySchedule(50.0), 0.6)
+    _assert_truncated_samples_follow(lambda q: 1 - ((1 - q) / 0.4) ** 50, samples, (0.601, 0.605, 0.62))
 
 
 def test_geometric_rate_is_bounded():

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from flexmdm.families import family
+from flexmdm.sampling.insertion import GRID_ARRIVALS
 from flexmdm.tasks.transfer import TransferData, TransferFiles
 from flexmdm.training.network import retrofit_run_config
 
@@ -67,8 +68,9 @@ class TransferBenchSettings:
     eval_batch: int = 100
 
     def __post_init__(self) -> None:
-        if self.grid_insertion not in ("poisson", "binomial"):
-            raise ValueError(f"grid_insertion must be 'poisson' or 'binomial', got {self.grid_insertion!r}")
+        if self.grid_insertion not in GRID_ARRIVALS:
+            choices = " or ".join(map(repr, GRID_ARRIVALS))
+            raise ValueError(f"grid_insertion must be {choices}, got {self.grid_insertion!r}")
 
     @classmethod
     def quick(cls) -> TransferBenchSettings:

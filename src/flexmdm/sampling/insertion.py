@@ -43,9 +43,10 @@ from torch import Tensor
 
 from flexmdm.schedules import Schedule
 
-__all__ = ["Insertion", "ARRIVALS", "interval_probability"]
+__all__ = ["Insertion", "ARRIVALS", "GRID_ARRIVALS", "interval_probability"]
 
-ARRIVALS = ("poisson", "binomial", "exact")
+GRID_ARRIVALS = ("poisson", "binomial")  # arrivals drawn per grid interval
+ARRIVALS = (*GRID_ARRIVALS, "exact")
 
 
 def interval_probability(schedule: Schedule, t: Tensor, t_next: Tensor) -> Tensor:
